@@ -1,0 +1,45 @@
+"""The `keytrail` command line. Each command group lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="keytrail",
+    help="Analytics for AWS KMS and Secrets Manager audit trails: CloudTrail -> Parquet lake -> detections.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from pipeline import __version__
+
+        typer.echo(f"keytrail {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """keytrail: CloudTrail KMS + Secrets Manager events -> Parquet lake -> DuckDB detections -> SNS alerts.
+
+    Example: keytrail demo
+    """
+
+
+def _register() -> None:
+    # Explicit registration (no import side effects): each module adds its commands to `app`.
+    from pipeline.cli import ingest_cmds
+
+    ingest_cmds.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,10 @@
+"""`keytrail ingest` and `keytrail compact`."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    _ = app

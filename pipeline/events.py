@@ -1,0 +1,505 @@
+"""CloudTrail record -> normalized row. `EVENTS_SCHEMA` is the contract every SQL file depends on.
+
+Pure functions only. A log object's bytes are decoded with msgspec into typed structs that declare just the
+fields keytrail promotes; nested parts (requestParameters, responseElements, ...) stay as raw JSON text and
+are decoded only for the few keys that get promoted, and only for kept events.
+
+Columns (CloudTrail names in snake_case plus promoted fields):
+
+    event_id              eventID (unique in what lake readers see)
+    event_time            eventTime as timestamp[us, UTC]
+    event_date            UTC date of event_time: the lake's hive partition
+    event_source          eventSource, e.g. kms.amazonaws.com
+    event_name            eventName, e.g. Decrypt, GetSecretValue, RotationFailed
+    event_type            eventType: AwsApiCall, AwsServiceEvent, ...
+    event_category        eventCategory (Management / Data), null on old records
+    event_version         eventVersion
+    aws_region            awsRegion
+    recipient_account_id  recipientAccountId (the account whose trail recorded it)
+    principal_type        userIdentity.type: IAMUser, AssumedRole, AWSService, AWSAccount, Root, ...; null
+                          for service events that carry no identity type
+    principal_arn         userIdentity.arn (null for AWSService, AWSAccount, service events)
+    principal_id          userIdentity.principalId
+    principal_account_id  userIdentity.accountId
+    principal_name        userName; else the role/session part of an assumed-role ARN; else invokedBy
+    access_key_id         userIdentity.accessKeyId (as CloudTrail recorded it; never a secret key)
+    session_issuer_arn    sessionContext.sessionIssuer.arn (the role behind an assumed-role session)
+    session_issuer_name   sessionContext.sessionIssuer.userName
+    session_mfa           sessionContext.attributes.mfaAuthenticated as boolean
+    invoked_by            userIdentity.invokedBy (the AWS service acting for the caller)
+    source_ip             sourceIPAddress (an IP, or a service name for service calls)
+    user_agent            userAgent
+    vpc_endpoint_id       vpcEndpointId
+    error_code            errorCode, null on success
+    error_message         errorMessage
+    read_only             readOnly as boolean
+    request_id            requestID
+    shared_event_id       sharedEventID (cross-account copies of one call share it)
+    key_arn               the KMS key: resources[] key ARN, else requestParameters.keyId (an ARN, or a bare id
+                          expanded with region/account), else a created key's ARN; null for aliases only
+    key_id                the part after ':key/' of key_arn; else keyId as written (an alias)
+    secret_id             the first secret: resources[] secret ARN, else requestParameters.secretId
+    secret_ids            every secret the call names (resources[], secretId, secretIdList[]); BatchGetSecretValue
+                          reads several
+    encryption_context    requestParameters.encryptionContext (ReEncrypt: sourceEncryptionContext) as
+                          MAP<VARCHAR, VARCHAR>; null when the call had none
+    request_parameters    verbatim JSON text of requestParameters (null when CloudTrail wrote null)
+    response_elements     verbatim JSON text of responseElements
+    additional_event_data verbatim JSON text of additionalEventData
+    service_event_details verbatim JSON text of serviceEventDetails
+    resources             verbatim JSON text of resources
+    source_object         the S3 key (or file path) the event was read from
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+KMS_SOURCE = "kms.amazonaws.com"
+SECRETS_SOURCE = "secretsmanager.amazonaws.com"
+DEFAULT_SOURCES: tuple[str, ...] = (KMS_SOURCE, SECRETS_SOURCE)
+
+_JSON = pa.string()  # nested parts are kept as verbatim JSON text
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+        pa.field("event_source", pa.string(), nullable=False),
+        pa.field("event_name", pa.string(), nullable=False),
+        pa.field("event_type", pa.string()),
+        pa.field("event_category", pa.string()),
+        pa.field("event_version", pa.string()),
+        pa.field("aws_region", pa.string()),
+        pa.field("recipient_account_id", pa.string()),
+        pa.field("principal_type", pa.string()),
+        pa.field("principal_arn", pa.string()),
+        pa.field("principal_id", pa.string()),
+        pa.field("principal_account_id", pa.string()),
+        pa.field("principal_name", pa.string()),
+        pa.field("access_key_id", pa.string()),
+        pa.field("session_issuer_arn", pa.string()),
+        pa.field("session_issuer_name", pa.string()),
+        pa.field("session_mfa", pa.bool_()),
+        pa.field("invoked_by", pa.string()),
+        pa.field("source_ip", pa.string()),
+        pa.field("user_agent", pa.string()),
+        pa.field("vpc_endpoint_id", pa.string()),
+        pa.field("error_code", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("read_only", pa.bool_()),
+        pa.field("request_id", pa.string()),
+        pa.field("shared_event_id", pa.string()),
+        pa.field("key_arn", pa.string()),
+        pa.field("key_id", pa.string()),
+        pa.field("secret_id", pa.string()),
+        pa.field("secret_ids", pa.list_(pa.string())),
+        pa.field("encryption_context", pa.map_(pa.string(), pa.string())),
+        pa.field("request_parameters", _JSON),
+        pa.field("response_elements", _JSON),
+        pa.field("additional_event_data", _JSON),
+        pa.field("service_event_details", _JSON),
+        pa.field("resources", _JSON),
+        pa.field("source_object", pa.string(), nullable=False),
+    ]
+)
+COLUMNS: tuple[str, ...] = tuple(EVENTS_SCHEMA.names)
+
+
+# --- typed decoding: only the fields keytrail reads; nested parts stay raw --------------------------------
+
+
+class _SessionIssuer(msgspec.Struct, omit_defaults=True):
+    arn: str | None = None
+    userName: str | None = None
+
+
+class _SessionAttributes(msgspec.Struct, omit_defaults=True):
+    # Real trails write "true"/"false" strings; accept booleans too.
+    mfaAuthenticated: str | bool | None = None
+
+
+class _SessionContext(msgspec.Struct, omit_defaults=True):
+    sessionIssuer: _SessionIssuer | None = None
+    attributes: _SessionAttributes | None = None
+
+
+class _UserIdentity(msgspec.Struct, omit_defaults=True):
+    type: str | None = None
+    arn: str | None = None
+    principalId: str | None = None
+    accountId: str | None = None
+    userName: str | None = None
+    accessKeyId: str | None = None
+    invokedBy: str | None = None
+    sessionContext: _SessionContext | None = None
+
+
+# Raw cannot sit in a union with None: an empty Raw stands for "field absent".
+_ABSENT = msgspec.Raw(b"")
+
+
+class Record(msgspec.Struct, omit_defaults=True):
+    """One CloudTrail record as keytrail reads it. Unknown fields are ignored."""
+
+    eventID: str
+    eventTime: str
+    eventSource: str
+    eventName: str
+    eventType: str | None = None
+    eventCategory: str | None = None
+    eventVersion: str | None = None
+    awsRegion: str | None = None
+    recipientAccountId: str | None = None
+    userIdentity: _UserIdentity | None = None
+    sourceIPAddress: str | None = None
+    userAgent: str | None = None
+    vpcEndpointId: str | None = None
+    errorCode: str | None = None
+    errorMessage: str | None = None
+    readOnly: bool | str | None = None
+    requestID: str | None = None
+    sharedEventID: str | None = None
+    requestParameters: msgspec.Raw = _ABSENT
+    responseElements: msgspec.Raw = _ABSENT
+    additionalEventData: msgspec.Raw = _ABSENT
+    serviceEventDetails: msgspec.Raw = _ABSENT
+    resources: msgspec.Raw = _ABSENT
+
+
+class _Head(msgspec.Struct):
+    """Just enough of a record to decide whether to keep it."""
+
+    eventSource: str | None = None
+
+
+class _Envelope(msgspec.Struct):
+    Records: list[msgspec.Raw]
+
+
+class LogFormatError(ValueError):
+    """The object is not a CloudTrail log file (not JSON, or no `Records` array)."""
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record that could not be normalized, with the reason. Kept for the quarantine."""
+
+    index: int
+    reason: str
+    raw: bytes
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_head_decoder = msgspec.json.Decoder(_Head)
+_record_decoder = msgspec.json.Decoder(Record)
+_any_decoder = msgspec.json.Decoder()
+
+
+def split_records(data: bytes) -> list[msgspec.Raw]:
+    """The raw JSON of each element of a log file's `Records` array. Raises LogFormatError otherwise."""
+    if not data.strip():
+        raise LogFormatError("empty object")
+    try:
+        return _envelope_decoder.decode(data).Records
+    except msgspec.ValidationError as exc:
+        raise LogFormatError(f"not a CloudTrail log file: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise LogFormatError(f"invalid JSON: {exc}") from None
+
+
+def event_source_of(raw: msgspec.Raw | bytes) -> str | None:
+    """The eventSource of a raw record, or None when it has none (or is not an object)."""
+    try:
+        return _head_decoder.decode(raw).eventSource
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def decode_record(raw: msgspec.Raw | bytes) -> Record:
+    """Typed decode of one record; raises msgspec.ValidationError/DecodeError on wrong shapes."""
+    return _record_decoder.decode(raw)
+
+
+# --- promotion helpers -------------------------------------------------------------------------------------
+
+
+def _nested(raw: msgspec.Raw) -> Any:
+    return _any_decoder.decode(raw) if len(raw) else None
+
+
+def _text(raw: msgspec.Raw) -> str | None:
+    if not len(raw):
+        return None
+    text = bytes(raw).decode()
+    return None if text == "null" else text
+
+
+def _as_bool(value: bool | str | None) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    return True if lowered == "true" else False if lowered == "false" else None
+
+
+def _kms_key_arn_from_resources(resources: Any) -> str | None:
+    if not isinstance(resources, list):
+        return None
+    for item in resources:
+        if not isinstance(item, dict):
+            continue
+        arn = item.get("ARN") or item.get("arn")
+        if not isinstance(arn, str):
+            continue
+        if item.get("type") == "AWS::KMS::Key" or (":kms:" in arn and ":key/" in arn):
+            return arn
+    return None
+
+
+def _secret_arns_from_resources(resources: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(resources, list):
+        for item in resources:
+            if not isinstance(item, dict):
+                continue
+            arn = item.get("ARN") or item.get("arn")
+            if isinstance(arn, str) and (
+                item.get("type") == "AWS::SecretsManager::Secret" or ":secretsmanager:" in arn
+            ):
+                found.append(arn)
+    return found
+
+
+def _is_bare_key_id(value: str) -> bool:
+    return (len(value) == 36 and value.count("-") == 4) or value.startswith("mrk-")
+
+
+def _key_ref(
+    source: str, params: Any, response: Any, resources: Any, region: str | None, account: str | None
+) -> tuple[str | None, str | None]:
+    """(key_arn, key_id) for a KMS event; (None, None) elsewhere."""
+    if source != KMS_SOURCE:
+        return None, None
+    key_arn = _kms_key_arn_from_resources(resources)
+    written: str | None = None
+    if isinstance(params, dict):
+        for name in ("keyId", "sourceKeyId", "destinationKeyId", "targetKeyId"):
+            value = params.get(name)
+            if isinstance(value, str) and value:
+                written = value
+                break
+    if key_arn is None and written:
+        if written.startswith("arn:") and ":key/" in written:
+            key_arn = written
+        elif _is_bare_key_id(written) and region and account:
+            key_arn = f"arn:aws:kms:{region}:{account}:key/{written}"
+    if key_arn is None and isinstance(response, dict):
+        metadata = response.get("keyMetadata")
+        if isinstance(metadata, dict) and isinstance(metadata.get("arn"), str):
+            key_arn = metadata["arn"]
+    if key_arn is not None and ":key/" in key_arn:
+        return key_arn, key_arn.split(":key/", 1)[1]
+    return key_arn, written
+
+
+def _secret_refs(source: str, params: Any, response: Any, resources: Any) -> list[str]:
+    if source != SECRETS_SOURCE:
+        return []
+    refs = _secret_arns_from_resources(resources)
+    if isinstance(params, dict):
+        secret_id = params.get("secretId")
+        if isinstance(secret_id, str) and secret_id:
+            refs.append(secret_id)
+        id_list = params.get("secretIdList")
+        if isinstance(id_list, list):
+            refs.extend(item for item in id_list if isinstance(item, str))
+    if not refs and isinstance(response, dict):
+        arn = response.get("arn") or response.get("aRN") or response.get("ARN")
+        if isinstance(arn, str):
+            refs.append(arn)
+    return list(dict.fromkeys(refs))  # ordered, unique
+
+
+def _encryption_context(params: Any) -> list[tuple[str, str]] | None:
+    if not isinstance(params, dict):
+        return None
+    context = params.get("encryptionContext")
+    if context is None:
+        context = params.get("sourceEncryptionContext")
+    if not isinstance(context, dict):
+        return None
+    return [(str(k), v if isinstance(v, str) else msgspec.json.encode(v).decode()) for k, v in context.items()]
+
+
+def _principal_name(identity: _UserIdentity) -> str | None:
+    if identity.userName:
+        return identity.userName
+    arn = identity.arn or ""
+    if ":assumed-role/" in arn:
+        return arn.split(":assumed-role/", 1)[1]
+    if arn.endswith(":root"):
+        return "root"
+    if "/" in arn:
+        return arn.rsplit("/", 1)[1]
+    return identity.invokedBy
+
+
+def row_of(record: Record, source_object: str) -> tuple[Any, ...]:
+    """The normalized row of one record, in `COLUMNS` order, with event_time/event_date as text.
+
+    Times are converted to timestamps column-wise in `RowBatcher`, which is much faster than per row.
+    """
+    identity = record.userIdentity or _UserIdentity()
+    session = identity.sessionContext or _SessionContext()
+    issuer = session.sessionIssuer or _SessionIssuer()
+    attributes = session.attributes or _SessionAttributes()
+    params = _nested(record.requestParameters)
+    response = _nested(record.responseElements)
+    resources = _nested(record.resources)
+    key_arn, key_id = _key_ref(
+        record.eventSource, params, response, resources, record.awsRegion, record.recipientAccountId
+    )
+    secrets = _secret_refs(record.eventSource, params, response, resources)
+    return (
+        record.eventID,
+        record.eventTime,
+        None,  # event_date: derived from event_time column-wise
+        record.eventSource,
+        record.eventName,
+        record.eventType,
+        record.eventCategory,
+        record.eventVersion,
+        record.awsRegion,
+        record.recipientAccountId,
+        identity.type,
+        identity.arn,
+        identity.principalId,
+        identity.accountId,
+        _principal_name(identity),
+        identity.accessKeyId,
+        issuer.arn,
+        issuer.userName,
+        _as_bool(attributes.mfaAuthenticated),
+        identity.invokedBy,
+        record.sourceIPAddress,
+        record.userAgent,
+        record.vpcEndpointId,
+        record.errorCode,
+        record.errorMessage,
+        _as_bool(record.readOnly),
+        record.requestID,
+        record.sharedEventID,
+        key_arn,
+        key_id,
+        secrets[0] if secrets else None,
+        secrets or None,
+        _encryption_context(params),
+        _text(record.requestParameters),
+        _text(record.responseElements),
+        _text(record.additionalEventData),
+        _text(record.serviceEventDetails),
+        _text(record.resources),
+        source_object,
+    )
+
+
+_TIME_INDEX = COLUMNS.index("event_time")
+_DATE_INDEX = COLUMNS.index("event_date")
+
+
+def parse_event_times(texts: pa.Array) -> pa.Array:
+    """CloudTrail eventTime text ('2023-07-10T11:42:00Z', sometimes with fractions) -> timestamp[us, UTC]."""
+    whole = pc.utf8_slice_codeunits(texts, 0, 19)
+    parsed = pc.strptime(whole, format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=True)
+    return pc.assume_timezone(parsed, "UTC").cast(pa.timestamp("us", tz="UTC"))
+
+
+def rows_to_batch(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
+    """Column-wise build of an EVENTS_SCHEMA batch from `row_of` tuples."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in COLUMNS]
+    arrays: list[pa.Array] = []
+    times = parse_event_times(pa.array(columns[_TIME_INDEX], type=pa.string()))
+    for index, field in enumerate(EVENTS_SCHEMA):
+        if index == _TIME_INDEX:
+            arrays.append(times)
+        elif index == _DATE_INDEX:
+            arrays.append(times.cast(pa.date32()))
+        else:
+            arrays.append(pa.array(columns[index], type=field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA.with_metadata(None))
+
+
+def valid_event_time(text: str) -> bool:
+    """True when eventTime parses as an ISO-8601 UTC time (records without one are rejected)."""
+    try:
+        dt.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class LogRows:
+    """What one log object yields: kept rows, how many records it held, and the rejected ones."""
+
+    rows: list[tuple[Any, ...]]
+    seen: int
+    rejected: list[RejectedRecord]
+
+
+def rows_from_log(data: bytes, source_object: str, event_sources: Iterable[str]) -> LogRows:
+    """Decode a (gunzipped) CloudTrail log object and normalize the events of `event_sources`.
+
+    Raises LogFormatError when the object as a whole is unreadable; a bad record is rejected on its own.
+    """
+    wanted = frozenset(event_sources)
+    raws = split_records(data)
+    rows: list[tuple[Any, ...]] = []
+    rejected: list[RejectedRecord] = []
+    for index, raw in enumerate(raws):
+        source = event_source_of(raw)
+        if source is not None and source not in wanted:
+            continue
+        try:
+            record = decode_record(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            rejected.append(RejectedRecord(index, f"wrong field type: {exc}", bytes(raw)))
+            continue
+        if record.eventSource not in wanted:
+            continue
+        if not valid_event_time(record.eventTime):
+            rejected.append(RejectedRecord(index, f"unparseable eventTime {record.eventTime!r}", bytes(raw)))
+            continue
+        try:
+            rows.append(row_of(record, source_object))
+        except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
+            rejected.append(RejectedRecord(index, f"cannot normalize: {exc}", bytes(raw)))
+    return LogRows(rows=rows, seen=len(raws), rejected=rejected)
+
+
+def normalize(record: dict[str, Any], source_object: str = "inline") -> dict[str, Any]:
+    """One CloudTrail record (as parsed JSON) -> one normalized row as a dict of Python values.
+
+    Goes through exactly the code path ingest uses, so tests and YAML cases see what the lake stores.
+    """
+    return normalize_many([record], source_object).to_pylist()[0]
+
+
+def normalize_many(records: Iterable[dict[str, Any]], source_object: str = "inline") -> pa.Table:
+    """Normalize parsed records (any event source) to an EVENTS_SCHEMA table; raises on a bad record."""
+    rows = [row_of(decode_record(msgspec.json.encode(record)), source_object) for record in records]
+    return pa.Table.from_batches([rows_to_batch(rows)])
+
+
+def iter_batches(rows: list[tuple[Any, ...]], size: int = 4096) -> Iterator[pa.RecordBatch]:
+    """Build Arrow batches every `size` rows (column-wise; row-by-row building is the slow path)."""
+    for start in range(0, len(rows), size):
+        yield rows_to_batch(rows[start : start + size])

@@ -1,0 +1,151 @@
+"""events.normalize on real-shaped records: identity variants, key/secret promotion, context map."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+
+import pytest
+
+from pipeline import events
+
+
+def _record(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "eventVersion": "1.08",
+        "userIdentity": {
+            "type": "AssumedRole",
+            "principalId": "AROAEXAMPLE:etl-session",
+            "arn": "arn:aws:sts::111122223333:assumed-role/etl-worker/etl-session",
+            "accountId": "111122223333",
+            "accessKeyId": "ASIAEXAMPLE",
+            "sessionContext": {
+                "sessionIssuer": {
+                    "type": "Role",
+                    "principalId": "AROAEXAMPLE",
+                    "arn": "arn:aws:iam::111122223333:role/etl-worker",
+                    "accountId": "111122223333",
+                    "userName": "etl-worker",
+                },
+                "attributes": {"creationDate": "2024-05-01T10:00:00Z", "mfaAuthenticated": "false"},
+            },
+        },
+        "eventTime": "2024-05-01T10:15:42Z",
+        "eventSource": "kms.amazonaws.com",
+        "eventName": "Decrypt",
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "10.0.1.15",
+        "userAgent": "aws-sdk-java/2.20.0",
+        "requestParameters": {
+            "encryptionAlgorithm": "SYMMETRIC_DEFAULT",
+            "encryptionContext": {"tenant": "acme"},
+        },
+        "responseElements": None,
+        "requestID": "c6f9ad7f-0000-4000-8000-000000000001",
+        "eventID": "6f6c1a39-0000-4000-8000-000000000001",
+        "readOnly": True,
+        "resources": [
+            {
+                "accountId": "111122223333",
+                "type": "AWS::KMS::Key",
+                "ARN": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            }
+        ],
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": "111122223333",
+        "eventCategory": "Management",
+    }
+    base.update(overrides)
+    return base
+
+
+def test_decrypt_takes_key_from_resources_and_context_as_map() -> None:
+    row = events.normalize(_record())
+    assert row["key_arn"] == "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert row["key_id"] == "1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert row["encryption_context"] == [("tenant", "acme")]
+    assert row["event_time"] == dt.datetime(2024, 5, 1, 10, 15, 42, tzinfo=dt.UTC)
+    assert row["event_date"] == dt.date(2024, 5, 1)
+    assert row["principal_type"] == "AssumedRole"
+    assert row["session_issuer_arn"] == "arn:aws:iam::111122223333:role/etl-worker"
+    assert row["principal_name"] == "etl-worker/etl-session"
+    assert row["session_mfa"] is False
+    assert row["read_only"] is True
+    assert json.loads(row["resources"])[0]["type"] == "AWS::KMS::Key"
+    assert row["response_elements"] is None
+
+
+def test_bare_key_id_expands_to_arn_and_alias_stays_as_written() -> None:
+    bare = events.normalize(
+        _record(resources=None, requestParameters={"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab"})
+    )
+    assert bare["key_arn"] == "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    alias = events.normalize(_record(resources=None, requestParameters={"keyId": "alias/app"}))
+    assert alias["key_arn"] is None
+    assert alias["key_id"] == "alias/app"
+
+
+def test_service_event_without_principal() -> None:
+    row = events.normalize(
+        _record(
+            userIdentity={"accountId": "111122223333", "invokedBy": "secretsmanager.amazonaws.com"},
+            eventSource="secretsmanager.amazonaws.com",
+            eventName="RotationFailed",
+            eventType="AwsServiceEvent",
+            requestParameters=None,
+            resources=None,
+            serviceEventDetails={"secretId": "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf"},
+        )
+    )
+    assert row["principal_arn"] is None and row["principal_type"] is None
+    assert row["principal_account_id"] == "111122223333"
+    assert row["invoked_by"] == "secretsmanager.amazonaws.com"
+    assert json.loads(row["service_event_details"])["secretId"].endswith("db-AbCdEf")
+    assert row["key_arn"] is None
+
+
+def test_batch_get_secret_value_names_every_secret() -> None:
+    row = events.normalize(
+        _record(
+            eventSource="secretsmanager.amazonaws.com",
+            eventName="BatchGetSecretValue",
+            resources=None,
+            requestParameters={"secretIdList": ["arn:aws:secretsmanager:us-east-1:1:secret:a", "b"]},
+        )
+    )
+    assert row["secret_ids"] == ["arn:aws:secretsmanager:us-east-1:1:secret:a", "b"]
+    assert row["secret_id"] == "arn:aws:secretsmanager:us-east-1:1:secret:a"
+    assert row["encryption_context"] is None
+
+
+def test_rows_from_log_keeps_sources_and_rejects_wrong_types() -> None:
+    good = _record()
+    other = _record(eventSource="ec2.amazonaws.com", eventID="other")
+    wrong = _record(eventID="wrong", userIdentity="not-an-object")
+    data = json.dumps({"Records": [good, other, wrong]}).encode()
+    result = events.rows_from_log(data, "k", events.DEFAULT_SOURCES)
+    assert result.seen == 3
+    assert [row[0] for row in result.rows] == [good["eventID"]]
+    assert len(result.rejected) == 1 and result.rejected[0].index == 2
+    assert "userIdentity" in result.rejected[0].reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(b"", "empty"), (b"not json", "invalid JSON"), (b'{"foo": []}', "not a CloudTrail log file")],
+)
+def test_unreadable_objects_raise_log_format_error(payload: bytes, reason: str) -> None:
+    with pytest.raises(events.LogFormatError, match=reason):
+        events.rows_from_log(payload, "k", events.DEFAULT_SOURCES)
+
+
+def test_real_corpus_normalizes_without_rejections(realdata) -> None:
+    kept = 0
+    for path in sorted((realdata / "corpus").rglob("*.json.gz")):
+        result = events.rows_from_log(gzip.decompress(path.read_bytes()), str(path), events.DEFAULT_SOURCES)
+        assert result.rejected == [], path
+        kept += len(result.rows)
+    facts = json.loads((realdata / "facts.json").read_text())
+    assert kept == facts["kms"]["events"] + facts["secretsmanager"]["events"]
