@@ -1,0 +1,94 @@
+"""Alert: the contract of a finding (design.md §3), its deterministic id, and its JSON form (pure).
+
+`alert_id` = sha256 over detection id + dedup values + the window bucket the finding starts in, so re-running
+detection over an overlapping range yields the same ids, and subscribers can deduplicate on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgspec
+
+SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+def bucket_start(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
+    """The start of the fixed `width` bucket (aligned to the Unix epoch, UTC) holding `moment`."""
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    seconds = int(width.total_seconds())
+    offset = int((moment - epoch).total_seconds()) // seconds * seconds
+    return epoch + dt.timedelta(seconds=offset)
+
+
+def make_alert_id(detection_id: str, dedup_values: Sequence[Any], bucket: dt.datetime) -> str:
+    """Deterministic id: same detection + dedup values + window bucket => same id."""
+    material = msgspec.json.encode([detection_id, [_jsonable(v) for v in dedup_values], bucket.isoformat()])
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):  # numpy / decimal-like scalars from query results
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One finding, as printed by `keytrail detect --format json` and sent to SNS."""
+
+    alert_id: str
+    detection_id: str
+    title: str
+    severity: str
+    account_id: str | None
+    region: str | None
+    principal_arn: str | None
+    resource_arn: str | None
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    event_count: int
+    attack: tuple[str, ...] = ()
+    context: Mapping[str, Any] = field(default_factory=dict)
+    runbook: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITY_RANK:
+            raise ValueError(f"severity {self.severity!r} is not one of {', '.join(SEVERITIES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the contract's field names (times as ISO-8601 UTC with Z)."""
+        data = asdict(self)
+        data["attack"] = list(self.attack)
+        return {key: _jsonable(value) for key, value in data.items()}
+
+    def to_json(self) -> str:
+        return msgspec.json.encode(self.to_dict()).decode()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Alert:
+        """Inverse of `to_dict` (for the outbox and `keytrail alerts show`)."""
+        values = dict(data)
+        for name in ("first_seen", "last_seen"):
+            if isinstance(values[name], str):
+                values[name] = dt.datetime.fromisoformat(values[name].replace("Z", "+00:00"))
+        values["attack"] = tuple(values.get("attack") or ())
+        values["context"] = dict(values.get("context") or {})
+        return cls(**values)
+
+
+ALERT_FIELDS: tuple[str, ...] = tuple(Alert.__dataclass_fields__)
