@@ -33,6 +33,15 @@ def make_alert_id(detection_id: str, dedup_values: Sequence[Any], bucket: dt.dat
     return hashlib.sha256(material).hexdigest()[:32]
 
 
+def make_dedup_key(detection_id: str, dedup_values: Sequence[Any]) -> str:
+    """Identity of "the same thing again" across buckets: detection id + dedup values, WITHOUT the bucket.
+
+    The outbox suppresses a new alert whose dedup key paged within the re-alert interval.
+    """
+    material = msgspec.json.encode([detection_id, [_jsonable(v) for v in dedup_values]])
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
@@ -65,6 +74,8 @@ class Alert:
     attack: tuple[str, ...] = ()
     context: Mapping[str, Any] = field(default_factory=dict)
     runbook: str = ""
+    # Not part of the JSON contract: set by detection (make_dedup_key) so the outbox can suppress repeats.
+    dedup_key: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITY_RANK:
@@ -73,6 +84,7 @@ class Alert:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the contract's field names (times as ISO-8601 UTC with Z)."""
         data = asdict(self)
+        del data["dedup_key"]
         data["attack"] = list(self.attack)
         return {key: _jsonable(value) for key, value in data.items()}
 
@@ -90,5 +102,12 @@ class Alert:
         values["context"] = dict(values.get("context") or {})
         return cls(**values)
 
+    def effective_dedup_key(self) -> str:
+        """`dedup_key`, or for alerts made without one: detection + account + principal + resource."""
+        if self.dedup_key:
+            return self.dedup_key
+        return make_dedup_key(self.detection_id, [self.account_id, self.principal_arn, self.resource_arn])
 
-ALERT_FIELDS: tuple[str, ...] = tuple(Alert.__dataclass_fields__)
+
+# The JSON contract's fields (design.md §3), in order; dedup_key is internal.
+ALERT_FIELDS: tuple[str, ...] = tuple(name for name in Alert.__dataclass_fields__ if name != "dedup_key")
