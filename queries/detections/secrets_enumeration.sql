@@ -1,0 +1,147 @@
+-- Why: stolen credentials are used to harvest every secret they can reach, in minutes (Stratus Red Team's
+-- secretsmanager-retrieve-secrets reads 20 secrets in 4 s; BatchGetSecretValue returns up to 20 per call).
+-- Public rules count ">= 20 distinct secrets in a few minutes", which pages every time a service that
+-- loads its 25 config secrets restarts. Here only secrets the principal did NOT read during the lookback
+-- count, so a deploy pipeline reading its usual dozen (or its usual fifty) stays quiet, while the same role
+-- suddenly reading 20 secrets it never touched fires. Second branch: an identity with no Secrets Manager
+-- history that discovers secrets (ListSecrets, or BatchGetSecretValue by filter, which lists and reads in
+-- one call) and reads them: discovery + collection by a fresh identity, even below the count.
+-- A burst may start up to `burst` before the window; it is reported by the run in which it crosses.
+WITH sm_calls AS (
+    SELECT
+        event_id,
+        event_time,
+        event_name,
+        principal_arn,
+        recipient_account_id,
+        aws_region,
+        source_ip,
+        secret_ids,
+        request_parameters
+    FROM events
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND principal_arn IS NOT NULL
+      AND error_code IS NULL
+      AND event_time >= $baseline_start
+      AND event_time < $until
+),
+
+secret_reads AS (  -- one row per (read call, secret it names); ARN and name forms of a secret compared by name
+    SELECT
+        c.*,
+        s.secret,
+        CASE
+            WHEN contains(s.secret, ':secret:')
+                THEN regexp_replace(split_part(s.secret, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
+            ELSE s.secret
+        END AS secret_name
+    FROM sm_calls AS c, unnest(c.secret_ids) AS s(secret)
+    WHERE list_contains($read_events, c.event_name)
+),
+
+known_pairs AS (  -- what each principal already read before the current burst could have started
+    SELECT DISTINCT principal_arn, secret_name
+    FROM secret_reads
+    WHERE event_time < $since - $burst
+),
+
+unfamiliar_reads AS (
+    SELECT r.*
+    FROM secret_reads AS r
+    ANTI JOIN known_pairs AS k USING (principal_arn, secret_name)
+    WHERE r.event_time >= $since - $burst
+),
+
+burst_counts AS (  -- distinct unfamiliar secrets in the trailing `burst` ending at each read
+    SELECT
+        *,
+        count(DISTINCT secret_name) OVER (
+            PARTITION BY principal_arn ORDER BY event_time RANGE BETWEEN $burst PRECEDING AND CURRENT ROW
+        ) AS unfamiliar_in_burst
+    FROM unfamiliar_reads
+),
+
+burst_triggers AS (  -- first read of the window where the count crosses the threshold
+    SELECT principal_arn, min(event_time) AS crossed_at
+    FROM burst_counts
+    WHERE unfamiliar_in_burst >= $min_distinct_secrets
+      AND event_time >= $since
+    GROUP BY principal_arn
+),
+
+burst_evidence AS (
+    SELECT b.*, 'mass_read_of_unfamiliar_secrets' AS reason
+    FROM burst_counts AS b
+    JOIN burst_triggers AS t USING (principal_arn)
+    WHERE b.event_time >= t.crossed_at - $burst
+),
+
+newcomers AS (  -- principals without any Secrets Manager call before the current burst could have started
+    SELECT principal_arn
+    FROM sm_calls
+    WHERE event_time >= $since - $burst
+    GROUP BY principal_arn
+    HAVING max(event_time) >= $since
+    EXCEPT
+    SELECT DISTINCT principal_arn FROM sm_calls WHERE event_time < $since - $burst
+),
+
+newcomer_calls AS (
+    SELECT
+        c.*,
+        c.event_name = 'ListSecrets'
+        OR (c.event_name = 'BatchGetSecretValue' AND c.secret_ids IS NULL) AS is_discovery,
+        list_contains($read_events, c.event_name) AS is_read
+    FROM sm_calls AS c
+    SEMI JOIN newcomers AS n USING (principal_arn)
+    WHERE c.event_time >= $since - $burst
+),
+
+discovering_newcomers AS (
+    SELECT principal_arn
+    FROM newcomer_calls
+    GROUP BY principal_arn
+    HAVING bool_or(is_discovery) AND count(*) FILTER (WHERE is_read) >= $first_seen_min_reads
+),
+
+newcomer_evidence AS (  -- same shape as burst_evidence; secrets named by id-based reads only
+    SELECT
+        c.* EXCLUDE (is_discovery, is_read),
+        s.secret,
+        CASE
+            WHEN contains(s.secret, ':secret:')
+                THEN regexp_replace(split_part(s.secret, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
+            ELSE s.secret
+        END AS secret_name,
+        NULL::BIGINT AS unfamiliar_in_burst,
+        'first_seen_principal_discovery' AS reason
+    FROM newcomer_calls AS c
+    SEMI JOIN discovering_newcomers AS d USING (principal_arn)
+    CROSS JOIN unnest(coalesce(c.secret_ids, [NULL::VARCHAR])) AS s(secret)
+    WHERE c.is_discovery OR c.is_read
+),
+
+evidence AS (
+    SELECT * FROM burst_evidence
+    UNION ALL BY NAME
+    SELECT * FROM newcomer_evidence
+)
+
+SELECT
+    principal_arn,
+    any_value(recipient_account_id) AS account_id,
+    mode(aws_region) AS region,
+    -- one secret => name it; many => the list below carries them
+    CASE WHEN count(DISTINCT secret_name) = 1 THEN any_value(secret) END AS resource_arn,
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen,
+    count(DISTINCT event_id) AS event_count,
+    count(DISTINCT secret_name) AS distinct_secrets,
+    max(unfamiliar_in_burst) AS max_unfamiliar_in_burst,
+    list_sort(list(DISTINCT reason)) AS reasons,
+    list_sort(list(DISTINCT event_name)) AS operations,
+    list_slice(list_sort(list(DISTINCT secret) FILTER (WHERE secret IS NOT NULL)), 1, $max_listed) AS secrets,
+    list_sort(list(DISTINCT source_ip)) AS source_ips
+FROM evidence
+GROUP BY principal_arn
+ORDER BY first_seen
