@@ -1,0 +1,345 @@
+"""CloudTrail objects -> records -> KMS/Secrets Manager events -> the lake; quarantine; IngestReport.
+
+Each object is read once: fetched, gunzipped (isal), split and normalized by `events.rows_from_log`, turned
+into Arrow batches column-wise. With `workers > 1` that work runs in one process per core over a shared,
+bounded queue of objects; the parent alone writes the lake, taking results in listing order so the first
+copy of a duplicated eventID (in listing order) is the one kept, whatever the timing: a crashed run that is
+rerun ends with exactly the rows of a clean run.
+
+Bad input never stops a run and never vanishes: an unreadable object (corrupt gzip, not JSON, no `Records`,
+empty) is kept verbatim under `quarantine/objects/` with its reason; records with wrong field types are kept
+under `quarantine/records/`; both are counted in the report and in the ledger, so a rerun skips them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import multiprocessing
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline import aws, events, lake
+from pipeline.events import DEFAULT_SOURCES, LogFormatError, RejectedRecord
+from pipeline.s3 import LogObject, fetch, list_source
+
+try:  # isal is ~2x faster than zlib at gunzip; fall back when it is absent
+    from isal import igzip as _gzip
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    import gzip as _gzip  # type: ignore[no-redef]
+
+log = logging.getLogger(__name__)
+
+# A batch is committed once it holds this many events (bounds the in-memory eventID set and the work a crash
+# can cost); a run writes one file per partition per batch.
+MAX_BATCH_EVENTS = 1_000_000
+_ARROW_CHUNK = 4096  # rows per Arrow build: column-wise in chunks, never row by row
+_IN_FLIGHT_PER_WORKER = 4
+
+# (objects done, objects to read, bytes done, bytes to read)
+Progress = Callable[[int, int, int, int], None]
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    source: str
+    reason: str
+    path: str  # where it is kept, inside the lake
+
+
+@dataclass
+class IngestReport:
+    """What a run did. `events_per_second` counts every record read (the work done), not only kept events."""
+
+    objects_listed: int = 0
+    objects_read: int = 0
+    objects_skipped: int = 0  # already in the ledger
+    objects_skipped_digest: int = 0  # CloudTrail-Digest / CloudTrail-Insight, skipped on purpose
+    objects_quarantined: int = 0
+    bytes_read: int = 0
+    events_seen: int = 0
+    events_kept: int = 0
+    events_duplicate: int = 0
+    events_rejected: int = 0
+    seconds: float = 0.0
+    batches: list[str] = field(default_factory=list)
+    files_written: int = 0
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events_seen / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def quarantined_anything(self) -> bool:
+        return bool(self.objects_quarantined or self.events_rejected)
+
+    def merge(self, other: IngestReport) -> IngestReport:
+        """The sum of two reports (e.g. the per-day-chunk reports of a mapped flow)."""
+        merged = IngestReport()
+        for name in self.__dataclass_fields__:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(merged, name, mine + theirs)
+        return merged
+
+
+# --- reading one object (runs in a worker process when workers > 1) ----------------------------------------
+
+
+@dataclass
+class ObjectResult:
+    obj: LogObject
+    batches: list[pa.RecordBatch]
+    seen: int
+    rejected: list[RejectedRecord]
+    error: str | None = None  # why the object as a whole is unreadable
+    payload: bytes | None = None  # the stored bytes, kept only for the quarantine
+
+
+def decompress(data: bytes, key: str) -> bytes:
+    """Gunzip when the bytes are gzip; plain JSON passes through. Raises LogFormatError on corrupt gzip."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            return _gzip.decompress(data)
+        except Exception as exc:  # isal raises IsalError/EOFError/BadGzipFile; all mean "corrupt"
+            raise LogFormatError(f"corrupt gzip: {type(exc).__name__}: {exc}") from None
+    if key.endswith(".gz"):
+        raise LogFormatError("corrupt gzip: the name ends in .gz but the bytes are not gzip")
+    return data
+
+
+def read_object(obj: LogObject, client: Any | None, event_sources: Sequence[str]) -> ObjectResult:
+    """Fetch and normalize one object. Unreadable content -> a result with `error`; I/O errors raise."""
+    stored = fetch(obj, client).data
+    try:
+        parsed = events.rows_from_log(decompress(stored, obj.key), obj.source, event_sources)
+    except LogFormatError as exc:
+        return ObjectResult(obj, [], 0, [], error=str(exc), payload=stored)
+    batches = list(events.iter_batches(parsed.rows, _ARROW_CHUNK))
+    return ObjectResult(obj, batches, parsed.seen, parsed.rejected)
+
+
+_worker_client: Any = None
+
+
+def _init_worker(endpoint_url: str | None, region: str | None, needs_s3: bool) -> None:
+    global _worker_client
+    if needs_s3:  # a process cannot share its parent's client: make one the same way
+        _worker_client = aws.client("s3", endpoint_url=endpoint_url, region=region)
+
+
+def _read_in_worker(obj: LogObject, event_sources: Sequence[str]) -> ObjectResult:
+    return read_object(obj, _worker_client, event_sources)
+
+
+def _results(
+    objects: Sequence[LogObject], client: Any | None, event_sources: Sequence[str], workers: int
+) -> Iterator[ObjectResult]:
+    """Results in the order of `objects`; with workers > 1 a bounded number are in flight at a time."""
+    if workers <= 1 or len(objects) < 2:
+        for obj in objects:
+            yield read_object(obj, client, event_sources)
+        return
+    needs_s3 = any(obj.is_s3 for obj in objects)
+    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None) if needs_s3 else None
+    region = getattr(getattr(client, "meta", None), "region_name", None) if needs_s3 else None
+    # spawn: the parent may run threads (a moto server, Prefect); forking those is unsafe.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(endpoint, region, needs_s3)
+    ) as pool:
+        queue = iter(objects)
+        pending: deque[Future[ObjectResult]] = deque()
+        for obj in queue:
+            pending.append(pool.submit(_read_in_worker, obj, tuple(event_sources)))
+            if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
+                break
+        while pending:
+            result = pending.popleft().result()
+            for obj in queue:  # keep the window full: one new object per result taken
+                pending.append(pool.submit(_read_in_worker, obj, tuple(event_sources)))
+                break
+            yield result
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def _entry(obj: LogObject) -> lake.ObjectEntry:
+    return lake.ObjectEntry(bucket=obj.bucket, key=obj.key, etag=obj.etag, size=obj.size)
+
+
+class _Run:
+    """One ingest run's state: the open batch, the ledger entries it will commit, the report."""
+
+    def __init__(self, lake_path: Path, now: dt.datetime | None, checkpoint: lake.Checkpoint | None) -> None:
+        self.lake = lake_path
+        self.now = now
+        self.checkpoint = checkpoint
+        self.report = IngestReport()
+        self.writer: lake.BatchWriter | None = None
+        self.entries: list[lake.ObjectEntry] = []
+        self.sources: dict[str, lake.ObjectEntry] = {}  # source_object -> entry, to apply commit-time drops
+
+    def _open(self) -> lake.BatchWriter:
+        if self.writer is None:
+            self.writer = lake.BatchWriter(self.lake, self.now).__enter__()
+        return self.writer
+
+    def consume(self, result: ObjectResult) -> None:
+        entry = _entry(result.obj)
+        report = self.report
+        report.bytes_read += result.obj.size
+        if result.error is not None:
+            entry.status, entry.reason = "quarantined", result.error
+            kept_at = lake.quarantine_object(self.lake, entry, result.obj.source, result.payload or b"")
+            report.objects_quarantined += 1
+            report.quarantine.append(QuarantineEntry(result.obj.source, result.error, self._rel(kept_at)))
+            log.warning("quarantined %s: %s", result.obj.source, result.error)
+        else:
+            report.objects_read += 1
+            writer = self._open()
+            for batch in result.batches:
+                kept, duplicates = writer.add(batch)
+                entry.events_kept += kept
+                entry.events_duplicate += duplicates
+            entry.events_seen = result.seen
+            if result.rejected:
+                entry.events_rejected = len(result.rejected)
+                kept_at = lake.quarantine_records(self.lake, entry, result.obj.source, result.rejected)
+                reason = f"{len(result.rejected)} record(s) rejected; first: {result.rejected[0].reason}"
+                report.quarantine.append(QuarantineEntry(result.obj.source, reason, self._rel(kept_at)))
+                log.warning("%s: %s", result.obj.source, reason)
+            report.events_seen += result.seen
+            report.events_rejected += len(result.rejected)
+        self.entries.append(entry)
+        self.sources[result.obj.source] = entry
+        if self.writer is not None and self.writer.rows >= MAX_BATCH_EVENTS:
+            self.commit()
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.lake).as_posix()
+
+    def commit(self) -> None:
+        if not self.entries:
+            return
+        writer = self._open()
+        try:
+            record, dropped = writer.commit(self.entries, self.checkpoint)
+        finally:
+            writer.__exit__(None, None, None)
+            self.writer = None
+        for source, count in dropped.items():
+            entry = self.sources[source]
+            entry.events_kept -= count
+            entry.events_duplicate += count
+        self.report.events_kept += writer.events_kept
+        self.report.events_duplicate += writer.events_duplicate
+        self.report.batches.append(record.batch_id)
+        self.report.files_written += len(record.files)
+        self.entries, self.sources = [], {}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(None, None, None)  # staging is left for `recover`: this run failed
+            self.writer = None
+
+
+def ingest_objects(
+    objects: Iterable[LogObject],
+    lake_path: Path,
+    *,
+    event_sources: Sequence[str] = DEFAULT_SOURCES,
+    s3_client: Any | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+    now: dt.datetime | None = None,
+    checkpoint: lake.Checkpoint | None = None,
+) -> IngestReport:
+    """Ingest the given objects (e.g. one day chunk a flow mapped over) into the lake.
+
+    Objects already in the ledger and digest/insight objects are skipped and counted. Safe to run
+    concurrently for different chunks of the same lake. `now` is recorded in the ledger; `checkpoint` is
+    called with 'object:<n>' after each object and 'files-published' just before the commit point (tests
+    raise from it to simulate a crash).
+    """
+    started = time.perf_counter()
+    lake_path = Path(lake_path)
+    listed = list(objects)
+    lake.recover(lake_path)
+    done = lake.ingested_objects(lake_path)
+    run = _Run(lake_path, now, checkpoint)
+    report = run.report
+    report.objects_listed = len(listed)
+    to_read: list[LogObject] = []
+    for obj in listed:
+        if obj.skipped:
+            report.objects_skipped_digest += 1
+        elif (obj.bucket, obj.key, obj.etag) in done:
+            report.objects_skipped += 1
+        else:
+            to_read.append(obj)
+    total_bytes = sum(obj.size for obj in to_read)
+    if progress is not None:
+        progress(0, len(to_read), 0, total_bytes)
+    try:
+        for count, result in enumerate(_results(to_read, s3_client, event_sources, workers), start=1):
+            run.consume(result)
+            if progress is not None:
+                progress(count, len(to_read), report.bytes_read, total_bytes)
+            if checkpoint is not None:
+                checkpoint(f"object:{count}")
+        run.commit()
+    finally:
+        run.close()
+    report.seconds = time.perf_counter() - started
+    log.info(
+        "ingested %d objects (%d skipped, %d quarantined): %d events seen, %d kept, %d duplicates in %.2fs",
+        report.objects_read,
+        report.objects_skipped,
+        report.objects_quarantined,
+        report.events_seen,
+        report.events_kept,
+        report.events_duplicate,
+        report.seconds,
+    )
+    return report
+
+
+def ingest(
+    source: str,
+    lake_path: Path,
+    *,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    accounts: Sequence[str] = (),
+    regions: Sequence[str] = (),
+    event_sources: Sequence[str] = DEFAULT_SOURCES,
+    s3_client: Any | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+    now: dt.datetime | None = None,
+    checkpoint: lake.Checkpoint | None = None,
+) -> IngestReport:
+    """List `source` (s3://bucket[/prefix] or a folder) within the range and ingest what is new."""
+    started = time.perf_counter()
+    objects = list_source(source, s3_client, since, until, accounts, regions)
+    report = ingest_objects(
+        objects,
+        lake_path,
+        event_sources=event_sources,
+        s3_client=s3_client,
+        workers=workers,
+        progress=progress,
+        now=now,
+        checkpoint=checkpoint,
+    )
+    report.seconds = time.perf_counter() - started
+    return report
