@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH_EVENTS = 1_000_000
 _ARROW_CHUNK = 4096  # rows per Arrow build: column-wise in chunks, never row by row
 _IN_FLIGHT_PER_WORKER = 4
+# Starting a worker process costs ~0.5 s: below this much input per worker, fewer workers (or none) are faster.
+MIN_BYTES_PER_WORKER = 4 << 20
 
 # (objects done, objects to read, bytes done, bytes to read)
 Progress = Callable[[int, int, int, int], None]
@@ -143,7 +145,8 @@ def _results(
     objects: Sequence[LogObject], client: Any | None, event_sources: Sequence[str], workers: int
 ) -> Iterator[ObjectResult]:
     """Results in the order of `objects`; with workers > 1 a bounded number are in flight at a time."""
-    if workers <= 1 or len(objects) < 2:
+    workers = min(workers, len(objects), sum(obj.size for obj in objects) // max(MIN_BYTES_PER_WORKER, 1))
+    if workers <= 1:
         for obj in objects:
             yield read_object(obj, client, event_sources)
         return

@@ -1,10 +1,210 @@
-"""`keytrail ingest` and `keytrail compact`."""
+"""`keytrail ingest` and `keytrail compact`.
+
+Exit codes of `keytrail ingest`: 0 = clean run; 3 = the run completed but something was quarantined (see the
+summary and `<lake>/quarantine/`); 1 = the run failed (nothing half-written: rerun after fixing the cause);
+2 = bad command-line usage.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from pipeline import aws, lake
+from pipeline.ingest import IngestReport, ingest
+from pipeline.s3 import SourceError
+from pipeline.settings import Settings
+
+EXIT_QUARANTINED = 3
+
+LakeOption = Annotated[Path | None, typer.Option("--lake", help="The lake directory (default: KEYTRAIL_LAKE).")]
+
+_INGEST_HELP = (
+    "Read CloudTrail logs from S3 or a folder into the Parquet lake (KMS + Secrets Manager events).\n\n"
+    "SOURCE is s3://bucket\\[/prefix] (credentials from the standard AWS chain; endpoint from --endpoint-url or "
+    "AWS_ENDPOINT_URL) or a local folder with the CloudTrail layout "
+    "(AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/, organization trails too). Runs are incremental: "
+    "objects already in the lake's ledger are skipped.\n\n"
+    "Exit codes: 0 clean, 3 something was quarantined (see the summary and <lake>/quarantine/), 1 error, 2 usage."
+    "\n\nExample: keytrail ingest s3://my-trail-bucket/cloudtrail --lake ./lake --since 2024-05-01 --until 2024-05-07"
+)
+
+
+def _date(value: str | None, flag: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD", param_hint=flag) from None
+
+
+def _summary(report: IngestReport, lake_path: Path) -> Table:
+    table = Table(title=f"ingest into {lake_path}", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("objects listed", report.objects_listed),
+        ("objects read", report.objects_read),
+        ("objects skipped (already ingested)", report.objects_skipped),
+        ("objects skipped (digest/insight)", report.objects_skipped_digest),
+        ("objects quarantined", report.objects_quarantined),
+        ("events seen", report.events_seen),
+        ("events kept", report.events_kept),
+        ("events duplicate", report.events_duplicate),
+        ("events rejected (quarantined)", report.events_rejected),
+        ("files written", report.files_written),
+        ("seconds", f"{report.seconds:.2f}"),
+        ("events/s", f"{report.events_per_second:,.0f}"),
+    ]
+    for name, value in rows:
+        style = "red" if name.endswith("quarantined") or name.startswith("events rejected") else None
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else value, style=style if value else None)
+    return table
+
+
+def _quarantine_table(report: IngestReport) -> Table:
+    table = Table(title="quarantined (kept for inspection)")
+    for column in ("source", "reason", "kept at"):
+        table.add_column(column, overflow="fold")
+    for entry in report.quarantine[:20]:
+        table.add_row(entry.source, entry.reason, entry.path)
+    if len(report.quarantine) > 20:
+        table.add_row(f"... and {len(report.quarantine) - 20} more", "", "")
+    return table
+
+
+def _aws_error(exc: Exception, source: str) -> str:
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, then rerun"
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchBucket":
+            return f"{source}: no such bucket: check the bucket name (and --endpoint-url for a local endpoint)"
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return f"{source}: access denied ({code}): the credentials need s3:ListBucket and s3:GetObject"
+        return f"{source}: S3 error {code}: {exc}; rerun once the cause is fixed (the run committed nothing new)"
+    return f"{source}: cannot reach S3 ({exc}); check --endpoint-url / network, then rerun"
+
+
+def ingest_command(
+    source: Annotated[str, typer.Argument(help="s3://bucket\\[/prefix] or a folder holding AWSLogs/...")],
+    lake_path: LakeOption = None,
+    since: Annotated[str | None, typer.Option("--since", help="First day to read (YYYY-MM-DD, inclusive).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Last day to read (YYYY-MM-DD, inclusive).")] = None,
+    account: Annotated[list[str] | None, typer.Option("--account", help="Only this account id (repeatable).")] = None,
+    region: Annotated[list[str] | None, typer.Option("--region", help="Only this region (repeatable).")] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option("--endpoint-url", help="S3 endpoint, e.g. a local moto server.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Reader processes (default: KEYTRAIL_WORKERS or CPUs).")
+    ] = None,
+) -> None:
+    settings = Settings.from_env()
+    console = Console(stderr=True)
+    start, end = _date(since, "--since"), _date(until, "--until")
+    lake_path = lake_path if lake_path is not None else settings.lake
+    client = None
+    if source.startswith("s3://"):
+        client = aws.client("s3", endpoint_url=endpoint_url or settings.endpoint_url, region=settings.region)
+    with Progress(
+        TextColumn("[bold]ingest[/bold] {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("listing", total=None)
+
+        def progress(done: int, total: int, done_bytes: int, total_bytes: int) -> None:
+            # The bar counts bytes (the real work); the description counts objects.
+            bar.update(task, completed=done_bytes, total=max(total_bytes, 1), description=f"{done}/{total} objects")
+
+        try:
+            report = ingest(
+                source,
+                lake_path,
+                since=start,
+                until=end,
+                accounts=tuple(account or ()),
+                regions=tuple(region or ()),
+                event_sources=settings.event_sources,
+                s3_client=client,
+                workers=workers or settings.workers,
+                progress=progress,
+                now=dt.datetime.now(dt.UTC),
+            )
+        except SourceError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        except (BotoCoreError, ClientError) as exc:
+            console.print(f"[red]error:[/red] {_aws_error(exc, source)}")
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            console.print(f"[red]error:[/red] {exc}: check that --lake {lake_path} is writable, then rerun")
+            raise typer.Exit(1) from None
+    out = Console()
+    out.print(_summary(report, lake_path))
+    if report.quarantine:
+        out.print(_quarantine_table(report))
+    if report.quarantined_anything:
+        out.print(f"[yellow]something was quarantined: see {lake.quarantine_dir(lake_path)} (exit code 3)")
+        raise typer.Exit(EXIT_QUARANTINED)
+
+
+def compact_command(
+    lake_path: LakeOption = None,
+    date: Annotated[
+        list[str] | None, typer.Option("--date", help="Partition day to compact (repeatable; default: every day).")
+    ] = None,
+) -> None:
+    """Merge each partition's files into one file sorted by event_time, atomically (readers see the same rows).
+
+    Example: keytrail compact --lake ./lake --date 2024-05-01
+    """
+    settings = Settings.from_env()
+    console = Console()
+    lake_path = lake_path if lake_path is not None else settings.lake
+    if not lake.events_dir(lake_path).is_dir():
+        console.print(f"[red]error:[/red] {lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}`")
+        raise typer.Exit(1)
+    days = [day for value in date or () if (day := _date(value, "--date"))] or lake.partitions(lake_path)
+    now = dt.datetime.now(dt.UTC)
+    table = Table(title=f"compact {lake_path}")
+    for column in ("day", "files before", "files after", "rows"):
+        table.add_column(column, justify="right")
+    with Progress(
+        TextColumn("[bold]compact"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
+    ) as bar:
+        for day in bar.track(days):
+            try:
+                result = lake.compact(lake_path, day, now=now)
+            except RuntimeError as exc:
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(1) from None
+            table.add_row(day.isoformat(), str(result.files_before), str(result.files_after), f"{result.rows:,}")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
-    _ = app
+    app.command("ingest", help=_INGEST_HELP)(ingest_command)
+    app.command("compact")(compact_command)
