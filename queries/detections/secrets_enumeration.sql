@@ -12,7 +12,8 @@ WITH sm_calls AS (
         event_id,
         event_time,
         event_name,
-        principal_arn,
+        -- the role behind an assumed-role session: session names change on every run
+        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
         recipient_account_id,
         aws_region,
         source_ip,
@@ -20,7 +21,7 @@ WITH sm_calls AS (
         request_parameters
     FROM events
     WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND principal_arn IS NOT NULL
+      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
       AND error_code IS NULL
       AND event_time >= $baseline_start
       AND event_time < $until

@@ -1,0 +1,72 @@
+-- Why: deleting a secret breaks every workload that reads it (ATT&CK T1485 data destruction / T1531), and
+-- with ForceDeleteWithoutRecovery there is no 7-30 day window to RestoreSecret: the value is gone at once.
+-- Successful DeleteSecret calls only; the StartSecretVersionDelete / EndSecretVersionDelete service events
+-- that follow are bookkeeping, not a second finding. A secret the same principal created shortly before
+-- (`ephemeral_max_age`: CI test stacks, Stratus/Terraform teardown) is its own scratch data and stays quiet.
+-- One finding per principal and deletion mode per window; `forced` drives the severity.
+WITH deletions AS (
+    SELECT
+        event_id,
+        event_time,
+        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        recipient_account_id,
+        aws_region,
+        source_ip,
+        secret_id,
+        CASE
+            WHEN contains(secret_id, ':secret:')
+                THEN regexp_replace(split_part(secret_id, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
+            ELSE secret_id
+        END AS secret_name,
+        coalesce(try_cast(json_extract_string(request_parameters, '$.forceDeleteWithoutRecovery') AS BOOLEAN), false)
+            AS forced,
+        try_cast(json_extract_string(request_parameters, '$.recoveryWindowInDays') AS INTEGER) AS recovery_days
+    FROM events
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($delete_events, event_name)
+      AND error_code IS NULL
+      AND event_time >= $since
+      AND event_time < $until
+),
+
+recent_creations AS (  -- CreateSecret names the secret in requestParameters.name (response holds the ARN)
+    SELECT
+        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        coalesce(json_extract_string(request_parameters, '$.name'), secret_id) AS secret_name,
+        event_time AS created_at
+    FROM events
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND event_name = 'CreateSecret'
+      AND error_code IS NULL
+      AND event_time >= $baseline_start
+      AND event_time < $until
+),
+
+lasting_secrets AS (
+    SELECT d.*
+    FROM deletions AS d
+    ANTI JOIN recent_creations AS c
+        ON c.principal_arn = d.principal_arn
+        AND c.secret_name = d.secret_name
+        AND c.created_at <= d.event_time
+        AND c.created_at >= d.event_time - $ephemeral_max_age
+)
+
+SELECT
+    principal_arn,
+    forced,
+    -- one secret => name it; several => see `secrets`
+    CASE WHEN count(DISTINCT secret_name) = 1 THEN any_value(secret_id) END AS resource_arn,
+    any_value(recipient_account_id) AS account_id,
+    any_value(aws_region) AS region,
+    CASE WHEN forced THEN $forced_severity END AS severity,  -- null: the YAML severity
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen,
+    count(*) AS event_count,
+    count(DISTINCT secret_name) AS distinct_secrets,
+    min(recovery_days) AS min_recovery_days,
+    list_slice(list_sort(list(DISTINCT secret_id)), 1, $max_listed) AS secrets,
+    list_sort(list(DISTINCT source_ip)) AS source_ips
+FROM lasting_secrets
+GROUP BY principal_arn, forced
+ORDER BY first_seen

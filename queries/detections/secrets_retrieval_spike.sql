@@ -1,0 +1,112 @@
+-- Why: GetSecretValue is read-only, so CloudTrail Insights never sees its volume, and static rules cannot
+-- tell a broken cache or an exfiltration loop from a nightly job. Each principal is compared with its own
+-- lookback for the same secret: the current bucket must exceed `spike_factor` times the larger of the
+-- principal's typical busy-hour count (median over active buckets) and its biggest count at the same hour
+-- of day (+/- `hour_tolerance` hours, so a nightly job that starts a little late is still "usual").
+-- A (principal, secret) pair with no history at all fires only on a large volume.
+-- BatchGetSecretValue counts once for every secret it names; a filter-based batch names none and is left
+-- to secrets_enumeration.
+WITH secret_reads AS (
+    SELECT
+        r.event_id,
+        r.event_time,
+        timezone('UTC', r.event_time) AS utc_time,  -- hour-of-day must not depend on the session time zone
+        coalesce(r.session_issuer_arn, r.principal_arn) AS principal_arn,  -- stable across sessions
+        r.recipient_account_id,
+        r.aws_region,
+        r.source_ip,
+        s.secret,
+        CASE
+            WHEN contains(s.secret, ':secret:')
+                THEN regexp_replace(split_part(s.secret, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
+            ELSE s.secret
+        END AS secret_name
+    FROM events AS r, unnest(r.secret_ids) AS s(secret)
+    WHERE r.event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($read_events, r.event_name)
+      AND r.error_code IS NULL
+      AND coalesce(r.session_issuer_arn, r.principal_arn) IS NOT NULL
+      AND r.event_time >= $baseline_start
+      AND r.event_time < $until
+),
+
+bucketed AS (
+    SELECT
+        principal_arn,
+        secret_name,
+        time_bucket($bucket, utc_time) AS bucket,
+        count(*) AS reads,
+        count(DISTINCT event_id) AS calls,
+        min(event_time) AS first_seen,
+        max(event_time) AS last_seen,
+        -- prefer a full ARN as the resource; callers may name the secret either way
+        coalesce(max(secret) FILTER (WHERE contains(secret, ':secret:')), max(secret)) AS secret_ref,
+        any_value(recipient_account_id) AS account_id,
+        mode(aws_region) AS region,
+        list_sort(list(DISTINCT source_ip)) AS source_ips
+    FROM secret_reads
+    GROUP BY ALL
+),
+
+current_buckets AS (
+    SELECT * FROM bucketed WHERE last_seen >= $since
+),
+
+history AS (
+    SELECT * FROM bucketed WHERE last_seen < $since
+),
+
+typical AS (  -- the principal's usual busy bucket for this secret
+    SELECT principal_arn, secret_name, median(reads) AS typical_reads, count(*) AS active_buckets
+    FROM history
+    GROUP BY ALL
+),
+
+same_hour AS (  -- the biggest count at this hour of day (circular distance, so 23:00 is next to 00:00)
+    SELECT
+        c.principal_arn,
+        c.secret_name,
+        c.bucket,
+        max(h.reads) AS same_hour_max
+    FROM current_buckets AS c
+    JOIN history AS h USING (principal_arn, secret_name)
+    WHERE least(
+        abs(hour(c.bucket) - hour(h.bucket)), 24 - abs(hour(c.bucket) - hour(h.bucket))
+    ) <= $hour_tolerance
+    GROUP BY ALL
+),
+
+scored AS (
+    SELECT
+        c.*,
+        t.typical_reads,
+        coalesce(t.active_buckets, 0) AS active_buckets,
+        coalesce(s.same_hour_max, 0) AS same_hour_max,
+        greatest(t.typical_reads, s.same_hour_max, $baseline_floor) AS expected_reads
+    FROM current_buckets AS c
+    LEFT JOIN typical AS t USING (principal_arn, secret_name)
+    LEFT JOIN same_hour AS s USING (principal_arn, secret_name, bucket)
+)
+
+SELECT
+    principal_arn,
+    secret_ref AS resource_arn,
+    account_id,
+    region,
+    bucket AS bucket_start,
+    first_seen,
+    last_seen,
+    calls AS event_count,
+    reads,
+    typical_reads,
+    same_hour_max,
+    active_buckets,
+    round(reads / nullif(expected_reads, 0), 1) AS ratio_to_expected,
+    source_ips
+FROM scored
+WHERE reads >= $min_reads
+  AND (
+      (active_buckets = 0 AND reads >= $new_pair_min_reads)
+      OR (active_buckets > 0 AND reads >= $spike_factor * expected_reads)
+  )
+ORDER BY first_seen
