@@ -1,0 +1,193 @@
+"""A locked DuckDB session over the lake: `events` is a view the engine defines itself, values bind as `$name`.
+
+The session reads the committed Parquet files of the partitions a window needs (window + lookback), whitelists
+only the lake's events directory, then disables external access and locks the configuration, so ad-hoc SQL can
+read the lake and nothing else. Only read statements (SELECT, EXPLAIN) are accepted: DuckDB would otherwise
+allow `COPY ... TO` inside the whitelisted directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from pipeline.catalog import BUILTINS, Query, coerce
+from pipeline.events import COLUMNS, EVENTS_SCHEMA
+from pipeline.lake import committed_files, events_dir
+
+log = logging.getLogger(__name__)
+
+_READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+
+class QueryRefused(ValueError):
+    """The SQL is not a read-only statement over `events`."""
+
+
+class Engine:
+    """One DuckDB connection (never the module default) with `events` defined and the session locked.
+
+    Build it with `Engine.for_lake(...)` or `Engine.from_table(...)`; use it as a context manager.
+    """
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        files: Sequence[Path] = (),
+    ) -> None:
+        self._con = con
+        self.since = since
+        self.until = until
+        self.files = tuple(files)
+        self._seen_accounts: tuple[str, ...] | None = None
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def for_lake(
+        cls,
+        lake: Path | str,
+        since: dt.datetime,
+        until: dt.datetime,
+        *,
+        lookback: dt.timedelta = dt.timedelta(0),
+    ) -> Engine:
+        """`events` = the committed files of the partitions covering [since - lookback, until)."""
+        since, until = _utc(since), _utc(until)
+        if since >= until:
+            raise ValueError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+        lake = Path(lake).resolve()
+        start = (since - lookback).date()
+        end = (until - dt.timedelta(microseconds=1)).date()  # until is exclusive
+        files = committed_files(lake, start, end)
+        con = _connect()
+        if files:
+            relation = con.read_parquet([str(f) for f in files], hive_partitioning=True)
+            relation.select(*COLUMNS).create_view("events")
+        else:
+            _empty_events(con)
+        _lock(con, [events_dir(lake)])
+        log.debug("events view over %d files for %s..%s", len(files), start, end)
+        return cls(con, since=since, until=until, files=files)
+
+    @classmethod
+    def from_table(
+        cls, table: pa.Table, *, since: dt.datetime | None = None, until: dt.datetime | None = None
+    ) -> Engine:
+        """An in-memory `events` table (EVENTS_SCHEMA) under the same lock: for YAML cases and notebooks."""
+        con = _connect()
+        con.register("_events_input", table.select(list(COLUMNS)).cast(EVENTS_SCHEMA))
+        con.execute("CREATE TABLE events AS SELECT * FROM _events_input")
+        con.unregister("_events_input")
+        _lock(con, [])
+        return cls(con, since=_utc(since) if since else None, until=_utc(until) if until else None)
+
+    # --- running --------------------------------------------------------------------------------------------
+
+    def bind(self, query: Query, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The exact values bound for `query`: declared params (defaults + overrides) plus the built-ins it uses.
+
+        Built-ins may be overridden in `params` (`since`, `until`, `trusted_accounts`); the rest derive from them.
+        """
+        params = dict(params or {})
+        builtin = {name: params.pop(name) for name in list(params) if name in BUILTINS}
+        values: dict[str, Any] = query.resolve_params(params)
+        since = coerce("timestamp", builtin["since"], where="since") if "since" in builtin else self.since
+        until = coerce("timestamp", builtin["until"], where="until") if "until" in builtin else self.until
+        uses = query.sql_names & BUILTINS
+        if uses & {"since", "until", "baseline_start"} and (since is None or until is None):
+            raise ValueError(f"{query.id} needs a window: pass since/until")
+        trusted = builtin.get("trusted_accounts")
+        builtins: dict[str, Any] = {
+            "since": since,
+            "until": until,
+            "baseline_start": since - query.lookback if since is not None else None,
+            "window": query.window or (until - since if since and until else None),
+        }
+        for name in uses:
+            if name == "trusted_accounts":
+                values[name] = coerce("list[str]", trusted, where=name) if trusted else list(self.seen_accounts())
+            else:
+                values[name] = builtins[name]
+        return values
+
+    def run(self, query: Query, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a catalog query with bound, type-coerced values; returns an Arrow table."""
+        return self._relation(query.sql, self.bind(query, params)).to_arrow_table()
+
+    def run_pl(self, query: Query, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        """`run` as a polars DataFrame (notebooks)."""
+        return self._relation(query.sql, self.bind(query, params)).pl()
+
+    def sql(self, text: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Ad-hoc read-only SQL over `events` (values still bind as `$name`)."""
+        return self._relation(text, dict(params or {})).to_arrow_table()
+
+    def seen_accounts(self) -> tuple[str, ...]:
+        """Accounts seen as recipientAccountId in the session's events: the default trusted set."""
+        if self._seen_accounts is None:
+            rows = self._con.sql(
+                "SELECT DISTINCT recipient_account_id FROM events WHERE recipient_account_id IS NOT NULL ORDER BY 1"
+            ).fetchall()
+            self._seen_accounts = tuple(row[0] for row in rows)
+        return self._seen_accounts
+
+    def _relation(self, text: str, values: dict[str, Any]) -> duckdb.DuckDBPyRelation:
+        try:
+            statements = self._con.extract_statements(text)
+        except duckdb.Error as exc:
+            raise QueryRefused(f"cannot parse SQL: {exc}") from None
+        if len(statements) != 1:
+            raise QueryRefused(f"expected exactly one statement, got {len(statements)}")
+        if statements[0].type not in _READ_STATEMENTS:
+            raise QueryRefused(f"only read-only SELECT statements run here, not {statements[0].type.name}")
+        return self._con.sql(text, params=values or None)
+
+    # --- lifetime -------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    # A private in-memory database: never DuckDB's module-level default connection.
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+    # TIMESTAMPTZ functions (hour(), time_bucket, date_trunc) follow the session zone: pin UTC.
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _empty_events(con: duckdb.DuckDBPyConnection) -> None:
+    con.register("_events_empty", EVENTS_SCHEMA.empty_table())
+    con.execute("CREATE TABLE events AS SELECT * FROM _events_empty")
+    con.unregister("_events_empty")
+
+
+def _lock(con: duckdb.DuckDBPyConnection, allowed: Sequence[Path]) -> None:
+    """Whitelist `allowed` directories, then cut off every other file/network access and freeze the settings."""
+    con.execute("SET allowed_directories = $dirs", {"dirs": [str(p) + "/" for p in allowed]})
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")

@@ -1,0 +1,48 @@
+-- Why: deleting or disabling a KMS key (or its imported material) makes everything encrypted under it
+-- unreadable: it is a ransomware / destruction move (T1485, T1486) and a way to blind key-based controls.
+-- Turning rotation off weakens the key quietly. Only successful calls count (a denied attempt is
+-- access_denied_storm's business); principals listed in `allowed_principals` (a key-lifecycle automation
+-- role) are expected to do this and stay quiet. One finding per principal, key and action.
+WITH lifecycle_calls AS (
+    SELECT
+        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        principal_arn AS session_arn,
+        key_arn,
+        recipient_account_id,
+        aws_region,
+        event_name,
+        event_time,
+        source_ip,
+        user_agent,
+        try_cast(json_extract_string(request_parameters, '$.pendingWindowInDays') AS INTEGER) AS pending_days
+    FROM events
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($event_names, event_name)
+      AND error_code IS NULL
+      AND event_time >= $since
+      AND event_time < $until
+),
+
+not_allowed AS (
+    SELECT *
+    FROM lifecycle_calls
+    WHERE NOT list_contains($allowed_principals, coalesce(principal_arn, ''))
+)
+
+SELECT
+    principal_arn,
+    key_arn AS resource_arn,
+    any_value(recipient_account_id) AS account_id,
+    any_value(aws_region) AS region,
+    event_name,
+    CASE WHEN list_contains($critical_event_names, event_name) THEN 'critical' END AS severity,
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen,
+    count(*) AS event_count,
+    min(pending_days) AS pending_window_days,
+    list_sort(list(DISTINCT source_ip)) AS source_ips,
+    list_sort(list(DISTINCT session_arn) FILTER (WHERE session_arn IS NOT NULL)) AS sessions,
+    any_value(user_agent) AS user_agent
+FROM not_allowed
+GROUP BY principal_arn, key_arn, event_name
+ORDER BY first_seen
