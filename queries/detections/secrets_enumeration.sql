@@ -1,11 +1,12 @@
 -- Why: stolen credentials are used to harvest every secret they can reach, in minutes (Stratus Red Team's
 -- secretsmanager-retrieve-secrets reads 20 secrets in 4 s; BatchGetSecretValue returns up to 20 per call).
 -- Public rules count ">= 20 distinct secrets in a few minutes", which pages every time a service that
--- loads its 25 config secrets restarts. Here only secrets the principal did NOT read during the lookback
--- count, so a deploy pipeline reading its usual dozen (or its usual fifty) stays quiet, while the same role
--- suddenly reading 20 secrets it never touched fires. Second branch: an identity with no Secrets Manager
--- history that discovers secrets (ListSecrets, or BatchGetSecretValue by filter, which lists and reads in
--- one call) and reads them: discovery + collection by a fresh identity, even below the count.
+-- loads its 25 config secrets restarts. Here a secret counts only at its FIRST read by the principal in the
+-- lookback + window, so a deploy pipeline reading its usual dozen (or its usual fifty) stays quiet, re-reads
+-- of a set already reported are not a new burst, and the same role suddenly reading 20 secrets it never
+-- touched fires. Second branch: an identity with no Secrets Manager history that discovers secrets
+-- (ListSecrets, or BatchGetSecretValue by filter, which lists and reads in one call) and reads them:
+-- discovery + collection by a fresh identity, even below the count.
 -- A burst may start up to `burst` before the window; it is reported by the run in which it crosses.
 WITH sm_calls AS (
     SELECT
@@ -40,23 +41,20 @@ secret_reads AS (  -- one row per (read call, secret it names); ARN and name for
     WHERE list_contains($read_events, c.event_name)
 ),
 
-known_pairs AS (  -- what each principal already read before the current burst could have started
-    SELECT DISTINCT principal_arn, secret_name
+first_reads AS (  -- each (principal, secret) pair at its first read in lookback + window
+    SELECT *
     FROM secret_reads
-    WHERE event_time < $since - $burst
+    QUALIFY row_number() OVER (PARTITION BY principal_arn, secret_name ORDER BY event_time, event_id) = 1
 ),
 
-unfamiliar_reads AS (
-    SELECT r.*
-    FROM secret_reads AS r
-    ANTI JOIN known_pairs AS k USING (principal_arn, secret_name)
-    WHERE r.event_time >= $since - $burst
+unfamiliar_reads AS (  -- first reads that happened after the current burst could have started
+    SELECT * FROM first_reads WHERE event_time >= $since - $burst
 ),
 
-burst_counts AS (  -- distinct unfamiliar secrets in the trailing `burst` ending at each read
+burst_counts AS (  -- secrets first read within the trailing `burst` ending at each first read
     SELECT
         *,
-        count(DISTINCT secret_name) OVER (
+        count(*) OVER (
             PARTITION BY principal_arn ORDER BY event_time RANGE BETWEEN $burst PRECEDING AND CURRENT ROW
         ) AS unfamiliar_in_burst
     FROM unfamiliar_reads
@@ -81,8 +79,6 @@ newcomers AS (  -- principals without any Secrets Manager call before the curren
     SELECT principal_arn
     FROM sm_calls
     WHERE event_time >= $since - $burst
-    GROUP BY principal_arn
-    HAVING max(event_time) >= $since
     EXCEPT
     SELECT DISTINCT principal_arn FROM sm_calls WHERE event_time < $since - $burst
 ),
@@ -98,11 +94,16 @@ newcomer_calls AS (
     WHERE c.event_time >= $since - $burst
 ),
 
-discovering_newcomers AS (
+discovering_newcomers AS (  -- reported by the run in which discovery + enough reads are first complete
     SELECT principal_arn
     FROM newcomer_calls
     GROUP BY principal_arn
-    HAVING bool_or(is_discovery) AND count(*) FILTER (WHERE is_read) >= $first_seen_min_reads
+    HAVING bool_or(is_discovery)
+       AND count(*) FILTER (WHERE is_read) >= $first_seen_min_reads
+       AND greatest(
+           min(event_time) FILTER (WHERE is_discovery),
+           list_sort(list(event_time) FILTER (WHERE is_read))[$first_seen_min_reads]
+       ) >= $since
 ),
 
 newcomer_evidence AS (  -- same shape as burst_evidence; secrets named by id-based reads only
