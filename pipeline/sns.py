@@ -1,0 +1,319 @@
+"""Publish the outbox's pending alerts to SNS: none lost, none repeated  [I/O edge; the client is passed in].
+
+Each PublishBatch call carries <= 10 entries and <= 256 KB; the MessageIds SNS returns are recorded in one
+outbox transaction right after the call, so a crash in between repeats at most that one batch on the next run
+(every message carries `alert_id` for subscriber-side dedup; FIFO topics also deduplicate on it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore import exceptions as botocore_errors
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.alerts import Alert
+from pipeline.messages import (
+    MAX_MESSAGE_BYTES,
+    attributes_size,
+    message_attributes,
+    render_body,
+    storm_summary,
+    subject,
+)
+from pipeline.outbox import Delivery, Outbox, OutboxError
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_ENTRIES = 10
+MAX_BATCH_BYTES = 262_144
+DEFAULT_STORM_CAP = 50
+DEFAULT_MAX_ATTEMPTS = 6
+_BACKOFF_BASE_S = 0.25
+_BACKOFF_CAP_S = 8.0
+# Error codes worth another try; any HTTP 5xx is retried too. Everything else stops the run.
+_RETRYABLE = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "Throttled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "KMSThrottling",
+        "KMSThrottlingException",
+        "InternalError",
+        "InternalErrorException",
+        "InternalFailure",
+        "ServiceUnavailable",
+    }
+)
+_HINTS = {
+    "NotFound": "topic {topic} does not exist: create it, or pass the right --topic-arn / KEYTRAIL_TOPIC_ARN",
+    "AuthorizationError": "the credentials in use may not publish to {topic}: allow sns:Publish on it (and "
+    "kms:GenerateDataKey + kms:Decrypt on its key if the topic is encrypted)",
+    "InvalidClientTokenId": "the AWS credentials are not valid here: check the profile/keys, and the region",
+}
+_HINTS |= {
+    "NotFoundException": _HINTS["NotFound"],
+    "AuthorizationErrorException": _HINTS["AuthorizationError"],
+    "AccessDenied": _HINTS["AuthorizationError"],
+    "AccessDeniedException": _HINTS["AuthorizationError"],
+    "KMSAccessDenied": _HINTS["AuthorizationError"],
+    "ExpiredToken": _HINTS["InvalidClientTokenId"],
+    "UnrecognizedClientException": _HINTS["InvalidClientTokenId"],
+}
+
+
+class PublishError(Exception):
+    """Publishing stopped; the alerts not yet sent stay pending. The message says what to do next."""
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    """What one `publish_pending` run did."""
+
+    sent: tuple[str, ...] = ()  # alert ids published as their own message
+    summarized: tuple[str, ...] = ()  # alert ids covered by the storm-cap summary
+    summary_message_id: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # alert id -> error (still pending)
+    calls: int = 0  # PublishBatch calls, retries included
+    retries: int = 0
+
+    @property
+    def messages(self) -> int:
+        return len(self.sent) + (1 if self.summary_message_id else 0)
+
+    def __str__(self) -> str:
+        text = f"{self.messages} messages: {len(self.sent)} alerts sent"
+        if self.summary_message_id:
+            text += f", {len(self.summarized)} more in one storm-cap summary"
+        if self.failed:
+            text += f"; {len(self.failed)} failed and stay pending"
+        return f"{text} ({self.calls} PublishBatch calls, {self.retries} retries)"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One PublishBatch entry and the outbox alerts it delivers (one alert, or all the summary stands for)."""
+
+    request: dict[str, Any]
+    alert_ids: tuple[str, ...]
+    size: int
+    summary_id: str | None = None
+
+    @property
+    def entry_id(self) -> str:
+        return str(self.request["Id"])
+
+
+def _entry(alert: Alert, fmt: str, *, fifo: bool, created: dt.datetime) -> _Entry:
+    attributes = message_attributes(alert)
+    title = subject(alert)
+    # The whole entry (Subject counted too, to be safe) must stay within SNS's 256 KB per message.
+    overhead = attributes_size(attributes) + len(title.encode())
+    body = render_body(alert, fmt, created=created, budget=MAX_MESSAGE_BYTES - overhead)
+    request: dict[str, Any] = {"Id": alert.alert_id, "Message": body, "Subject": title, "MessageAttributes": attributes}
+    if fifo:
+        request["MessageDeduplicationId"] = alert.alert_id
+        request["MessageGroupId"] = alert.detection_id
+    return _Entry(request, (alert.alert_id,), len(body.encode()) + overhead)
+
+
+def plan_batches(entries: Sequence[_Entry]) -> list[list[_Entry]]:
+    """Greedy batches of <= 10 entries and <= 256 KB in total, in the given order."""
+    batches: list[list[_Entry]] = []
+    current: list[_Entry] = []
+    current_bytes = 0
+    for entry in entries:
+        if current and (len(current) == MAX_BATCH_ENTRIES or current_bytes + entry.size > MAX_BATCH_BYTES):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(entry)
+        current_bytes += entry.size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _error_text(err: Exception) -> tuple[str, str]:
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        return str(error.get("Code", "Unknown")), str(error.get("Message", err))
+    return type(err).__name__, str(err)
+
+
+def _retryable(err: Exception) -> bool:
+    if isinstance(err, ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return _error_text(err)[0] in _RETRYABLE or status >= 500
+    return isinstance(err, botocore_errors.ConnectionError | botocore_errors.HTTPClientError)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, ...): exponential, capped."""
+    return min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
+
+
+class _Publisher:
+    """Sends batches for one run, records results in the outbox, and counts what happened."""
+
+    def __init__(
+        self,
+        box: Outbox,
+        client: Any,
+        topic_arn: str,
+        *,
+        now: dt.datetime,
+        sleep: Callable[[float], None],
+        max_attempts: int,
+        on_accepted: Callable[[Sequence[str]], None] | None,
+    ) -> None:
+        self.box, self.client, self.topic_arn, self.now = box, client, topic_arn, now
+        self.sleep, self.max_attempts, self.on_accepted = sleep, max_attempts, on_accepted
+        self.sent: list[str] = []
+        self.summarized: list[str] = []
+        self.summary_message_id: str | None = None
+        self.failed: dict[str, str] = {}
+        self.calls = 0
+        self.retries = 0
+
+    def send(self, batch: Sequence[_Entry]) -> None:
+        """Publish one batch; retry failed entries (and throttling/5xx) with backoff; raise on fatal errors."""
+        remaining = list(batch)
+        errors: dict[str, str] = {}  # entry id -> its latest retryable error
+        for attempt in range(1, self.max_attempts + 1):
+            if attempt > 1:
+                self.retries += 1
+                self.sleep(backoff(attempt - 1))
+            self.calls += 1
+            try:
+                response = self.client.publish_batch(
+                    TopicArn=self.topic_arn, PublishBatchRequestEntries=[entry.request for entry in remaining]
+                )
+            except (ClientError, BotoCoreError) as err:
+                code, message = _error_text(err)
+                if _retryable(err) and attempt < self.max_attempts:
+                    log.warning("SNS PublishBatch failed (%s: %s); retrying", code, message)
+                    continue
+                self._fail(remaining, {entry.entry_id: f"{code}: {message}" for entry in remaining})
+                raise self._publish_error(err, attempt) from err
+            remaining, errors = self._record(remaining, response)
+            if not remaining:
+                return
+            log.warning("SNS failed %d of the batch's entries; retrying only those", len(remaining))
+        self._fail(remaining, errors)
+
+    def _record(self, entries: Sequence[_Entry], response: dict[str, Any]) -> tuple[list[_Entry], dict[str, str]]:
+        """Record what SNS accepted (one transaction); return the failed entries worth a retry, with errors."""
+        by_id = {entry.entry_id: entry for entry in entries}
+        accepted = {item["Id"]: item["MessageId"] for item in response.get("Successful", [])}
+        if accepted and self.on_accepted is not None:
+            self.on_accepted(tuple(accepted))  # fault-injection point: SNS has them, the outbox does not yet
+        deliveries: dict[str, Delivery] = {}
+        for entry_id, message_id in accepted.items():
+            entry = by_id[entry_id]
+            deliveries |= dict.fromkeys(entry.alert_ids, Delivery(message_id, entry.summary_id))
+            if entry.summary_id:
+                self.summarized.extend(entry.alert_ids)
+                self.summary_message_id = message_id
+            else:
+                self.sent.append(entry_id)
+        self.box.mark_sent(deliveries, now=self.now)
+        retry: list[_Entry] = []
+        errors: dict[str, str] = {}
+        permanent: list[_Entry] = []
+        for item in response.get("Failed", []):
+            entry = by_id[item["Id"]]
+            errors[entry.entry_id] = f"{item.get('Code', 'Unknown')}: {item.get('Message', '')}"
+            # A sender fault means the request itself is wrong: a retry cannot help. It stays pending, with the error.
+            (permanent if item.get("SenderFault") else retry).append(entry)
+        if permanent:
+            log.error("SNS rejected %d entries: %s", len(permanent), sorted({errors[e.entry_id] for e in permanent}))
+            self._fail(permanent, errors)
+        return retry, errors
+
+    def _fail(self, entries: Sequence[_Entry], errors: Mapping[str, str]) -> None:
+        failed = {
+            alert_id: errors.get(entry.entry_id, "unknown error") for entry in entries for alert_id in entry.alert_ids
+        }
+        self.box.record_failures(failed, now=self.now)
+        self.failed |= failed
+
+    def _publish_error(self, err: Exception, attempts: int) -> PublishError:
+        code, message = _error_text(err)
+        hint = _HINTS.get(code, "").format(topic=self.topic_arn)
+        if not hint and _retryable(err):
+            hint = f"SNS kept failing after {attempts} attempts: run `keytrail alerts publish` again later"
+        if not hint:
+            hint = "fix the request or the topic, then run `keytrail alerts publish` again"
+        pending = len(self.box.pending())
+        return PublishError(f"SNS refused the publish ({code}: {message}). {hint}. {pending} alerts stay pending.")
+
+    def report(self) -> PublishReport:
+        return PublishReport(
+            sent=tuple(self.sent),
+            summarized=tuple(self.summarized),
+            summary_message_id=self.summary_message_id,
+            failed=dict(self.failed),
+            calls=self.calls,
+            retries=self.retries,
+        )
+
+
+def publish_pending(
+    lake: Path,
+    sns_client: Any,
+    topic_arn: str,
+    *,
+    now: dt.datetime,
+    storm_cap: int = DEFAULT_STORM_CAP,
+    fmt: str = "json",
+    sleep: Callable[[float], None] = time.sleep,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_accepted: Callable[[Sequence[str]], None] | None = None,
+) -> PublishReport:
+    """Send the lake's pending alerts to `topic_arn` and record each as sent with its MessageId.
+
+    The `storm_cap` most severe alerts go one message each; any others go in one summary message. FIFO topics
+    (`.fifo`) get MessageDeduplicationId = alert_id and MessageGroupId = detection_id. `on_progress(done, total)`
+    follows the messages; `on_accepted(entry ids)` runs after SNS accepted a batch and before the outbox records
+    it (a fault-injection point for tests). Raises PublishError (alerts stay pending) when SNS refuses the topic.
+    """
+    if storm_cap < 1:
+        raise ValueError("storm_cap must be at least 1")
+    if not topic_arn:
+        raise PublishError("no SNS topic: pass --topic-arn ARN or set KEYTRAIL_TOPIC_ARN")
+    fifo = topic_arn.endswith(".fifo")
+    try:
+        with Outbox.open(lake) as box, box.publishing():
+            pending = box.pending()
+            direct, held = pending[:storm_cap], pending[storm_cap:]
+            entries = [_entry(item.alert, fmt, fifo=fifo, created=item.enqueued_at) for item in direct]
+            if held:
+                summary = storm_summary([item.alert for item in held], storm_cap=storm_cap)
+                delivers = tuple(item.alert.alert_id for item in held)
+                entry = _entry(summary, fmt, fifo=fifo, created=now)
+                entries.append(dataclasses.replace(entry, alert_ids=delivers, summary_id=summary.alert_id))
+                log.warning("storm cap %d reached: %d alerts go in one summary message", storm_cap, len(held))
+            publisher = _Publisher(
+                box, sns_client, topic_arn, now=now, sleep=sleep, max_attempts=max_attempts, on_accepted=on_accepted
+            )
+            done = 0
+            for batch in plan_batches(entries):
+                publisher.send(batch)
+                done += len(batch)
+                if on_progress is not None:
+                    on_progress(done, len(entries))
+            report = publisher.report()
+    except OutboxError as err:
+        raise PublishError(str(err)) from err
+    log.info("published to %s: %s", topic_arn, report)
+    return report
