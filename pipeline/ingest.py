@@ -107,6 +107,8 @@ class ObjectResult:
 
 def decompress(data: bytes, key: str) -> bytes:
     """Gunzip when the bytes are gzip; plain JSON passes through. Raises LogFormatError on corrupt gzip."""
+    if not data:
+        raise LogFormatError("empty object")
     if data[:2] == b"\x1f\x8b":
         try:
             return _gzip.decompress(data)
@@ -188,8 +190,7 @@ class _Run:
         self.checkpoint = checkpoint
         self.report = IngestReport()
         self.writer: lake.BatchWriter | None = None
-        self.entries: list[lake.ObjectEntry] = []
-        self.sources: dict[str, lake.ObjectEntry] = {}  # source_object -> entry, to apply commit-time drops
+        self.entries: dict[str, lake.ObjectEntry] = {}  # source_object -> ledger entry
 
     def _open(self) -> lake.BatchWriter:
         if self.writer is None:
@@ -222,8 +223,7 @@ class _Run:
                 log.warning("%s: %s", result.obj.source, reason)
             report.events_seen += result.seen
             report.events_rejected += len(result.rejected)
-        self.entries.append(entry)
-        self.sources[result.obj.source] = entry
+        self.entries[result.obj.source] = entry
         if self.writer is not None and self.writer.rows >= MAX_BATCH_EVENTS:
             self.commit()
 
@@ -235,19 +235,15 @@ class _Run:
             return
         writer = self._open()
         try:
-            record, dropped = writer.commit(self.entries, self.checkpoint)
+            record = writer.commit(self.entries, self.checkpoint)
         finally:
             writer.__exit__(None, None, None)
             self.writer = None
-        for source, count in dropped.items():
-            entry = self.sources[source]
-            entry.events_kept -= count
-            entry.events_duplicate += count
         self.report.events_kept += writer.events_kept
         self.report.events_duplicate += writer.events_duplicate
         self.report.batches.append(record.batch_id)
         self.report.files_written += len(record.files)
-        self.entries, self.sources = [], {}
+        self.entries = {}
 
     def close(self) -> None:
         if self.writer is not None:

@@ -456,11 +456,12 @@ class BatchWriter:
         self._buffered = 0
         return staged
 
-    def commit(
-        self, objects: list[ObjectEntry], checkpoint: Checkpoint | None = None
-    ) -> tuple[BatchRecord, dict[str, int]]:
-        """Publish the batch atomically with its ledger record; returns it and the rows dropped per source
-        object because their event_id was already committed by another batch."""
+    def commit(self, objects: dict[str, ObjectEntry], checkpoint: Checkpoint | None = None) -> BatchRecord:
+        """Publish the batch atomically with the ledger record of the objects it consumed.
+
+        `objects` maps each object's `source_object` value to its entry; entries whose rows turn out to be
+        committed already (by another batch) have those rows moved from kept to duplicate.
+        """
         staged = self._staged()
         self._seen = set()  # free the memory before reading the id index
         id_index = self.staging / "ids.parquet"
@@ -469,11 +470,14 @@ class BatchWriter:
         with lake_lock(self.lake):
             _recover_locked(self.lake)
             dropped = self._drop_committed(staged, id_index) if staged else {}
+            for source, count in dropped.items():
+                objects[source].events_kept -= count
+                objects[source].events_duplicate += count
             record = BatchRecord(
                 batch_id=self.batch_id,
                 kind="ingest",
                 committed_at=_iso(self.now),
-                objects=objects,
+                objects=list(objects.values()),
                 events_kept=self.events_kept,
                 events_duplicate=self.events_duplicate,
             )
@@ -491,7 +495,7 @@ class BatchWriter:
             _publish(self.lake, record, moves, checkpoint)
         shutil.rmtree(self.staging, ignore_errors=True)
         _unlink(self.staging.with_suffix(".lock"))
-        return record, dropped
+        return record
 
     def _drop_committed(self, staged: list[tuple[dt.date, Path, int]], id_index: Path) -> dict[str, int]:
         """Remove rows whose event_id another batch committed meanwhile (rare: a re-delivered event)."""
@@ -549,16 +553,17 @@ def _publish(lake: Path, record: BatchRecord, moves: list[tuple[Path, Path]], ch
 # --- quarantine ------------------------------------------------------------------------------------------------
 
 
-def _quarantine_name(entry: ObjectEntry) -> str:
-    # Deterministic per (bucket, key, etag): re-reading a still-bad object overwrites, never duplicates.
-    digest = hashlib.sha256(f"{entry.bucket}\0{entry.key}\0{entry.etag}".encode()).hexdigest()[:16]
-    return f"{digest}-{entry.key.rsplit('/', 1)[-1]}"
+def _quarantine_name(entry: ObjectEntry, content: bytes) -> str:
+    # Named by object and content, not etag: re-reading a still-bad object (even one re-uploaded or touched)
+    # overwrites its entry instead of adding another.
+    digest = hashlib.sha256(f"{entry.bucket}\0{entry.key}\0".encode() + hashlib.sha256(content).digest())
+    return f"{digest.hexdigest()[:16]}-{entry.key.rsplit('/', 1)[-1]}"
 
 
 def quarantine_object(lake: Path, entry: ObjectEntry, source: str, data: bytes) -> Path:
     """Keep an unreadable object verbatim beside a JSON file with the reason; returns the object's path."""
     folder = quarantine_dir(lake) / "objects"
-    path = folder / _quarantine_name(entry)
+    path = folder / _quarantine_name(entry, data)
     _write_atomic(path, data)
     reason = {"source": source, **msgspec.to_builtins(entry)}
     _write_atomic(path.with_name(path.name + ".reason.json"), msgspec.json.encode(reason))
@@ -567,7 +572,8 @@ def quarantine_object(lake: Path, entry: ObjectEntry, source: str, data: bytes) 
 
 def quarantine_records(lake: Path, entry: ObjectEntry, source: str, rejected: list[RejectedRecord]) -> Path:
     """Keep the rejected records of an object as JSON lines (reason + the record's verbatim JSON text)."""
-    path = quarantine_dir(lake) / "records" / f"{_quarantine_name(entry)}.jsonl"
+    name = _quarantine_name(entry, b"\n".join(r.raw for r in rejected))
+    path = quarantine_dir(lake) / "records" / f"{name}.jsonl"
     lines = [
         msgspec.json.encode(
             {

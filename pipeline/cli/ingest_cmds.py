@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -52,6 +53,12 @@ def _date(value: str | None, flag: str) -> dt.date | None:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD", param_hint=flag) from None
+
+
+def _fail(console: Console, message: str) -> typer.Exit:
+    """Print an error (escaped: messages hold paths and s3://bucket[/prefix] hints) and exit with code 1."""
+    console.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(1)
 
 
 def _summary(report: IngestReport, lake_path: Path) -> Table:
@@ -153,14 +160,11 @@ def ingest_command(
                 now=dt.datetime.now(dt.UTC),
             )
         except SourceError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from None
+            raise _fail(console, str(exc)) from None
         except (BotoCoreError, ClientError) as exc:
-            console.print(f"[red]error:[/red] {_aws_error(exc, source)}")
-            raise typer.Exit(1) from None
+            raise _fail(console, _aws_error(exc, source)) from None
         except OSError as exc:
-            console.print(f"[red]error:[/red] {exc}: check that --lake {lake_path} is writable, then rerun")
-            raise typer.Exit(1) from None
+            raise _fail(console, f"{exc}: check that --lake {lake_path} is writable, then rerun") from None
     out = Console()
     out.print(_summary(report, lake_path))
     if report.quarantine:
@@ -184,8 +188,7 @@ def compact_command(
     console = Console()
     lake_path = lake_path if lake_path is not None else settings.lake
     if not lake.events_dir(lake_path).is_dir():
-        console.print(f"[red]error:[/red] {lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}`")
-        raise typer.Exit(1)
+        raise _fail(console, f"{lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}` first")
     days = [day for value in date or () if (day := _date(value, "--date"))] or lake.partitions(lake_path)
     now = dt.datetime.now(dt.UTC)
     table = Table(title=f"compact {lake_path}")
@@ -198,8 +201,7 @@ def compact_command(
             try:
                 result = lake.compact(lake_path, day, now=now)
             except RuntimeError as exc:
-                console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(1) from None
+                raise _fail(console, str(exc)) from None
             table.add_row(day.isoformat(), str(result.files_before), str(result.files_after), f"{result.rows:,}")
     console.print(table)
 
