@@ -185,6 +185,10 @@ class _Envelope(msgspec.Struct):
     Records: list[msgspec.Raw]
 
 
+class _HeadEnvelope(msgspec.Struct):
+    Records: list[_Head]
+
+
 class LogFormatError(ValueError):
     """The object is not a CloudTrail log file (not JSON, or no `Records` array)."""
 
@@ -200,6 +204,7 @@ class RejectedRecord:
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _head_decoder = msgspec.json.Decoder(_Head)
+_heads_decoder = msgspec.json.Decoder(_HeadEnvelope)
 _record_decoder = msgspec.json.Decoder(Record)
 _any_decoder = msgspec.json.Decoder()
 
@@ -224,6 +229,14 @@ def event_source_of(raw: msgspec.Raw | bytes) -> str | None:
         return None
 
 
+def _event_sources(data: bytes, raws: list[msgspec.Raw]) -> list[str | None]:
+    """The eventSource of every record, in one decode of the whole object (one call per record if it fails)."""
+    try:
+        return [head.eventSource for head in _heads_decoder.decode(data).Records]
+    except (msgspec.ValidationError, msgspec.DecodeError):  # a record that is not an object, say
+        return [event_source_of(raw) for raw in raws]
+
+
 def decode_record(raw: msgspec.Raw | bytes) -> Record:
     """Typed decode of one record; raises msgspec.ValidationError/DecodeError on wrong shapes."""
     return _record_decoder.decode(raw)
@@ -232,8 +245,59 @@ def decode_record(raw: msgspec.Raw | bytes) -> Record:
 # --- promotion helpers -------------------------------------------------------------------------------------
 
 
+class _Params(msgspec.Struct, gc=False):
+    """The requestParameters keys keytrail promotes; typed decode skips the rest without building a dict."""
+
+    keyId: Any = None
+    sourceKeyId: Any = None
+    destinationKeyId: Any = None
+    targetKeyId: Any = None
+    secretId: Any = None
+    secretIdList: Any = None
+    encryptionContext: Any = None
+    sourceEncryptionContext: Any = None
+
+
+class _Resource(msgspec.Struct, gc=False):
+    ARN: Any = None
+    arn: Any = None
+    type: Any = None
+
+
+_params_decode = msgspec.json.Decoder(_Params | None).decode
+_resources_decode = msgspec.json.Decoder(list[_Resource] | None).decode
+_any_decode = _any_decoder.decode
+
+
 def _nested(raw: msgspec.Raw) -> Any:
-    return _any_decoder.decode(raw) if len(raw) else None
+    return _any_decode(raw) if raw else None
+
+
+def _params(raw: msgspec.Raw) -> _Params | None:
+    """requestParameters' promoted keys; None when absent, null or not an object."""
+    if not raw:
+        return None
+    try:
+        return _params_decode(raw)
+    except msgspec.ValidationError:  # valid JSON that is not an object: nothing to promote
+        return None
+
+
+def _resources(raw: msgspec.Raw) -> list[_Resource]:
+    """resources[] entries that are objects (anything else in the array is ignored)."""
+    if not raw:
+        return []
+    try:
+        return _resources_decode(raw) or []
+    except msgspec.ValidationError:  # not a list, or a list with non-object items: keep the objects
+        items = _any_decode(raw)
+        if not isinstance(items, list):
+            return []
+        return [
+            _Resource(ARN=item.get("ARN"), arn=item.get("arn"), type=item.get("type"))
+            for item in items
+            if isinstance(item, dict)
+        ]
 
 
 def _as_bool(value: bool | str | None) -> bool | None:
@@ -243,31 +307,20 @@ def _as_bool(value: bool | str | None) -> bool | None:
     return True if lowered == "true" else False if lowered == "false" else None
 
 
-def _kms_key_arn_from_resources(resources: Any) -> str | None:
-    if not isinstance(resources, list):
-        return None
+def _kms_key_arn_from_resources(resources: list[_Resource]) -> str | None:
     for item in resources:
-        if not isinstance(item, dict):
-            continue
-        arn = item.get("ARN") or item.get("arn")
-        if not isinstance(arn, str):
-            continue
-        if item.get("type") == "AWS::KMS::Key" or (":kms:" in arn and ":key/" in arn):
+        arn = item.ARN or item.arn
+        if isinstance(arn, str) and (item.type == "AWS::KMS::Key" or (":kms:" in arn and ":key/" in arn)):
             return arn
     return None
 
 
-def _secret_arns_from_resources(resources: Any) -> list[str]:
+def _secret_arns_from_resources(resources: list[_Resource]) -> list[str]:
     found: list[str] = []
-    if isinstance(resources, list):
-        for item in resources:
-            if not isinstance(item, dict):
-                continue
-            arn = item.get("ARN") or item.get("arn")
-            if isinstance(arn, str) and (
-                item.get("type") == "AWS::SecretsManager::Secret" or ":secretsmanager:" in arn
-            ):
-                found.append(arn)
+    for item in resources:
+        arn = item.ARN or item.arn
+        if isinstance(arn, str) and (item.type == "AWS::SecretsManager::Secret" or ":secretsmanager:" in arn):
+            found.append(arn)
     return found
 
 
@@ -275,14 +328,13 @@ def _is_bare_key_id(value: str) -> bool:
     return (len(value) == 36 and value.count("-") == 4) or value.startswith("mrk-")
 
 
-def _key_ref(record: Record, params: Any) -> tuple[str | None, str | None]:
+def _key_ref(record: Record, params: _Params | None) -> tuple[str | None, str | None]:
     """(key_arn, key_id) of a KMS event. responseElements is decoded only when nothing else names the key."""
-    key_arn = _kms_key_arn_from_resources(_nested(record.resources))
+    key_arn = _kms_key_arn_from_resources(_resources(record.resources))
     written: str | None = None
-    if isinstance(params, dict):
-        for name in ("keyId", "sourceKeyId", "destinationKeyId", "targetKeyId"):
-            value = params.get(name)
-            if isinstance(value, str) and value:
+    if params is not None:
+        for value in (params.keyId, params.sourceKeyId, params.destinationKeyId, params.targetKeyId):
+            if value and isinstance(value, str):
                 written = value
                 break
     if key_arn is None and written:
@@ -297,18 +349,20 @@ def _key_ref(record: Record, params: Any) -> tuple[str | None, str | None]:
             metadata = response.get("keyMetadata")
             if isinstance(metadata, dict) and isinstance(metadata.get("arn"), str):
                 key_arn = metadata["arn"]
-    if key_arn is not None and ":key/" in key_arn:
-        return key_arn, key_arn.split(":key/", 1)[1]
+    if key_arn is not None:
+        _, found, tail = key_arn.partition(":key/")
+        if found:
+            return key_arn, tail
     return key_arn, written
 
 
-def _secret_refs(record: Record, params: Any) -> list[str]:
-    refs = _secret_arns_from_resources(_nested(record.resources))
-    if isinstance(params, dict):
-        secret_id = params.get("secretId")
-        if isinstance(secret_id, str) and secret_id:
+def _secret_refs(record: Record, params: _Params | None) -> list[str]:
+    refs = _secret_arns_from_resources(_resources(record.resources))
+    if params is not None:
+        secret_id = params.secretId
+        if secret_id and isinstance(secret_id, str):
             refs.append(secret_id)
-        id_list = params.get("secretIdList")
+        id_list = params.secretIdList
         if isinstance(id_list, list):
             refs.extend(item for item in id_list if isinstance(item, str))
     if not refs:
@@ -317,18 +371,22 @@ def _secret_refs(record: Record, params: Any) -> list[str]:
             arn = response.get("arn") or response.get("aRN") or response.get("ARN")
             if isinstance(arn, str):
                 refs.append(arn)
-    return list(dict.fromkeys(refs))  # ordered, unique
+    return refs if len(refs) < 2 else list(dict.fromkeys(refs))  # ordered, unique
 
 
-def _encryption_context(params: Any) -> list[tuple[str, str]] | None:
-    if not isinstance(params, dict):
+def _encryption_context(params: _Params | None) -> dict[str, str] | list[tuple[str, str]] | None:
+    """The call's encryption context as Arrow takes a MAP: the dict itself when every value is text."""
+    if params is None:
         return None
-    context = params.get("encryptionContext")
+    context = params.encryptionContext
     if context is None:
-        context = params.get("sourceEncryptionContext")
-    if not isinstance(context, dict):
+        context = params.sourceEncryptionContext
+    if context.__class__ is not dict:
         return None
-    return [(str(k), v if isinstance(v, str) else msgspec.json.encode(v).decode()) for k, v in context.items()]
+    for value in context.values():
+        if value.__class__ is not str:
+            return [(k, v if isinstance(v, str) else msgspec.json.encode(v).decode()) for k, v in context.items()]
+    return context
 
 
 def _principal_name(identity: _UserIdentity) -> str | None:
@@ -363,16 +421,14 @@ def row_of(record: Record, source_object: str) -> tuple[Any, ...]:
     mfa = (session.attributes or _NO_ATTRIBUTES).mfaAuthenticated
     read_only = record.readOnly
     source = record.eventSource
-    params = _nested(record.requestParameters)
-    key_arn = key_id = secret_id = secrets = context = None
+    params = _params(record.requestParameters)
+    context = _encryption_context(params)
+    key_arn = key_id = secret_id = secrets = None
     if source == KMS_SOURCE:
         key_arn, key_id = _key_ref(record, params)
-        context = _encryption_context(params)
-    else:
-        context = _encryption_context(params)
-        if source == SECRETS_SOURCE:
-            secrets = _secret_refs(record, params) or None
-            secret_id = secrets[0] if secrets else None
+    elif source == SECRETS_SOURCE:
+        secrets = _secret_refs(record, params) or None
+        secret_id = secrets[0] if secrets else None
     return (
         record.eventID,
         record.eventTime,
@@ -526,16 +582,12 @@ def rows_from_log(data: bytes, source_object: str, event_sources: Iterable[str])
     check_utf8 = not data.isascii()
     rows: list[tuple[Any, ...]] = []
     rejected: list[RejectedRecord] = []
-    head = _head_decoder.decode
     decode = _record_decoder.decode
     errors = (msgspec.ValidationError, msgspec.DecodeError)
-    for index, raw in enumerate(raws):
-        try:
-            source = head(raw).eventSource
-        except errors:
-            source = None
+    for index, source in enumerate(_event_sources(data, raws)):
         if source is not None and source not in wanted:
             continue
+        raw = raws[index]
         try:
             record = decode(raw)
         except errors as exc:
