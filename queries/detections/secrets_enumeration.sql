@@ -19,7 +19,9 @@ WITH sm_calls AS (
         aws_region,
         source_ip,
         secret_ids,
-        request_parameters
+        -- discovery: ListSecrets, or BatchGetSecretValue by filter (it names no secret id)
+        event_name = 'ListSecrets' OR (event_name = 'BatchGetSecretValue' AND secret_ids IS NULL) AS is_discovery,
+        list_contains($read_events, event_name) AS is_read
     FROM events
     WHERE event_source = 'secretsmanager.amazonaws.com'
       AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
@@ -28,7 +30,7 @@ WITH sm_calls AS (
       AND event_time < $until
 ),
 
-secret_reads AS (  -- one row per (read call, secret it names); ARN and name forms of a secret compared by name
+secret_refs AS (  -- one row per (call, secret it names), a call naming none keeps one row; compared by name
     SELECT
         c.*,
         s.secret,
@@ -37,8 +39,11 @@ secret_reads AS (  -- one row per (read call, secret it names); ARN and name for
                 THEN regexp_replace(split_part(s.secret, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
             ELSE s.secret
         END AS secret_name
-    FROM sm_calls AS c, unnest(c.secret_ids) AS s(secret)
-    WHERE list_contains($read_events, c.event_name)
+    FROM sm_calls AS c, unnest(coalesce(c.secret_ids, [NULL::VARCHAR])) AS s(secret)
+),
+
+secret_reads AS (
+    SELECT * FROM secret_refs WHERE is_read AND secret IS NOT NULL
 ),
 
 first_reads AS (  -- each (principal, secret) pair at its first read in lookback + window
@@ -84,11 +89,7 @@ newcomers AS (  -- principals without any Secrets Manager call before the curren
 ),
 
 newcomer_calls AS (
-    SELECT
-        c.*,
-        c.event_name = 'ListSecrets'
-        OR (c.event_name = 'BatchGetSecretValue' AND c.secret_ids IS NULL) AS is_discovery,
-        list_contains($read_events, c.event_name) AS is_read
+    SELECT c.*
     FROM sm_calls AS c
     SEMI JOIN newcomers AS n USING (principal_arn)
     WHERE c.event_time >= $since - $burst
@@ -106,21 +107,12 @@ discovering_newcomers AS (  -- reported by the run in which discovery + enough r
        ) >= $since
 ),
 
-newcomer_evidence AS (  -- same shape as burst_evidence; secrets named by id-based reads only
-    SELECT
-        c.* EXCLUDE (is_discovery, is_read),
-        s.secret,
-        CASE
-            WHEN contains(s.secret, ':secret:')
-                THEN regexp_replace(split_part(s.secret, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
-            ELSE s.secret
-        END AS secret_name,
-        NULL::BIGINT AS unfamiliar_in_burst,
-        'first_seen_principal_discovery' AS reason
-    FROM newcomer_calls AS c
+newcomer_evidence AS (
+    SELECT r.*, NULL::BIGINT AS unfamiliar_in_burst, 'first_seen_principal_discovery' AS reason
+    FROM secret_refs AS r
     SEMI JOIN discovering_newcomers AS d USING (principal_arn)
-    CROSS JOIN unnest(coalesce(c.secret_ids, [NULL::VARCHAR])) AS s(secret)
-    WHERE c.is_discovery OR c.is_read
+    WHERE r.event_time >= $since - $burst
+      AND (r.is_discovery OR r.is_read)
 ),
 
 evidence AS (
