@@ -86,11 +86,14 @@ def expand_events(
     """CloudTrail records for a case's `events:` list, with deterministic unique eventIDs.
 
     Item i's copy j on day d happens at `start + d days + j * every`, where start is `at`, else the
-    override's eventTime, else the case window's start.
+    override's eventTime, else the case window's start. In the override's strings `{n}` becomes j and `{day}`
+    becomes d, so one item can produce many distinct secrets, context values or principals.
     """
     records: list[dict[str, Any]] = []
     for index, spec in enumerate(specs):
-        record = deep_merge(load_fixture(spec.base, fixtures_dir), spec.overrides)
+        base = load_fixture(spec.base, fixtures_dir)
+        record = deep_merge(base, spec.overrides)
+        templated = _has_placeholder(spec.overrides)
         if spec.at is not None:
             start = spec.at
         elif "eventTime" in spec.overrides:
@@ -100,11 +103,37 @@ def expand_events(
         for day in range(spec.days):
             for copy_index in range(spec.repeat):
                 moment = start + dt.timedelta(days=day) + copy_index * spec.every
-                copy_record = dict(record)  # top-level keys change; nested parts are shared read-only
+                # untemplated copies share nested parts read-only; only top-level keys change below
+                fill = _fill(spec.overrides, copy_index, day) if templated else None
+                copy_record = deep_merge(base, fill) if fill is not None else dict(record)
                 copy_record["eventTime"] = _cloudtrail_time(moment)
                 copy_record["eventID"] = str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{key}/{index}/{day}/{copy_index}"))
                 records.append(copy_record)
     return records
+
+
+_PLACEHOLDERS = ("{n}", "{day}")
+
+
+def _has_placeholder(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(p in value for p in _PLACEHOLDERS)
+    if isinstance(value, Mapping):
+        return any(_has_placeholder(k) or _has_placeholder(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_placeholder(v) for v in value)
+    return False
+
+
+def _fill(value: Any, n: int, day: int) -> Any:
+    """`{n}` -> the copy index, `{day}` -> the day index, in every string of an override (keys too)."""
+    if isinstance(value, str):
+        return value.replace("{n}", str(n)).replace("{day}", str(day))
+    if isinstance(value, Mapping):
+        return {_fill(k, n, day): _fill(v, n, day) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, n, day) for v in value]
+    return value
 
 
 def run_case(query: Query, case: Case, *, fixtures_dir: Path | None = None) -> CaseResult:

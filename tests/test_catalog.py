@@ -13,7 +13,8 @@ from pipeline import catalog
 SQL = """-- Why: a tiny detection used to exercise the loader.
 SELECT principal_arn, min(event_time) AS first_seen, max(event_time) AS last_seen, count(*) AS event_count
 FROM events
-WHERE event_time >= $since AND event_time < $until AND json_extract_string(request_parameters, '$.keyId') = $key_ref
+WHERE event_time >= $since AND event_time < $until
+  AND coalesce(json_extract_string(request_parameters, '$.keyId'), '') <> $key_ref
 GROUP BY principal_arn
 HAVING count(*) >= $min_events
 """
@@ -70,7 +71,7 @@ def test_discovers_subfolders_and_both_kinds(tmp_path: Path) -> None:
     inv_yml = (
         "id: by_principal\ntitle: By principal\ndescription: Events of one principal.\n"
         "params:\n  principal: {type: str, required: true, help: Principal ARN.}\n"
-        "next_steps: [Look at the keys it used.]\n"
+        "next_steps: [Look at the keys it used.]\nexample: {principal: x}\n"
         "tests:\n  - name: nothing\n    now: 2024-05-01T10:00:00Z\n    params: {principal: x}\n"
         "    events: []\n    expect: []\n"
     )

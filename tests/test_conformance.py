@@ -79,7 +79,7 @@ def test_detection_output_has_the_alert_columns(query: catalog.Query) -> None:
         (None, lambda y: y + "owner: secops\n", "tiny", "unknown key 'owner'"),
         (None, None, "renamed", "id 'tiny' must equal the file stem 'renamed'"),
         (lambda s: s.replace("$min_events", "3"), None, "tiny", "params min_events declared but never used"),
-        (lambda s: s.replace("= $key_ref", "= $key_name"), None, "tiny", r"\$key_name used in tiny.sql but not"),
+        (lambda s: s.replace("<> $key_ref", "<> $key_name"), None, "tiny", r"\$key_name used in tiny.sql but not"),
         (None, lambda y: y.split("  - name: quiet")[0], "tiny", "needs at least one quiet case"),
         (None, lambda y: y.replace("expect: [{event_count: 3}]", "expect: []"), "tiny", "at least one firing case"),
         (None, lambda y: y.replace("runbook: Look at it.\n", ""), "tiny", "missing required key 'runbook'"),

@@ -50,12 +50,12 @@ def three_day_lake(lake: Path) -> Path:
     return lake
 
 
-def _query(tmp_path: Path, sql: str, params_yaml: str = "{}") -> catalog.Query:
+def _query(tmp_path: Path, sql: str, params_yaml: str = "{}", example: str = "{}") -> catalog.Query:
     folder = tmp_path / "queries" / "investigations"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "q.sql").write_text("-- Why: engine test.\n" + sql)
     (folder / "q.yml").write_text(
-        f"id: q\ntitle: Q\ndescription: Test query.\nparams: {params_yaml}\nnext_steps: [none]\n"
+        f"id: q\ntitle: Q\ndescription: Test query.\nparams: {params_yaml}\nnext_steps: [none]\nexample: {example}\n"
         "tests:\n  - name: empty\n    now: 2024-05-02T00:00:00Z\n    events: []\n    expect: []\n"
     )
     return catalog.load_pair(folder / "q.sql", kind="investigations")
@@ -151,6 +151,7 @@ def test_values_bind_as_values_never_as_sql(three_day_lake: Path, tmp_path: Path
         tmp_path,
         "SELECT event_id FROM events WHERE principal_arn = $who AND event_time >= $since AND event_time < $until",
         "{who: {type: str, required: true, help: Principal.}}",
+        example="{who: x}",
     )
     since = dt.datetime(2024, 5, 1, tzinfo=UTC)
     with Engine.for_lake(three_day_lake, since, since + dt.timedelta(days=3)) as engine:
@@ -180,7 +181,8 @@ def test_builtins_bound_for_a_detection(tmp_path: Path) -> None:
         assert values["baseline_start"] == since - dt.timedelta(days=1)
         assert values["window"] == dt.timedelta(hours=1)
         assert values["trusted_accounts"] == ["111122223333"]  # default: the recipient accounts seen
-        assert engine.run(query, {"min_events": 2}).num_rows == 0  # no keyId in these records: no match
+        assert engine.run(query, {"min_events": 2}).column("event_count").to_pylist() == [2]
+        assert engine.run(query, {"min_events": 3}).num_rows == 0
         with pytest.raises(ValueError, match=r"tiny\.key_ref: expected a string"):
             engine.run(query, {"key_ref": None})
         assert engine.bind(query, {"trusted_accounts": ["999"]})["trusted_accounts"] == ["999"]

@@ -1,0 +1,236 @@
+"""`keytrail detect` (run the detection catalog over a window of the lake) and `keytrail test` (YAML cases).
+
+The CLI is the entry point that reads the clock: the default window is the last hour ending now.
+Exit codes: 0 = ran (with or without findings / all cases passed); 1 = error or a failing case; 2 = usage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import duckdb
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from pipeline import cases, catalog, detect
+from pipeline.alerts import Alert
+from pipeline.settings import Settings
+
+_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+DEFAULT_WINDOW = dt.timedelta(hours=1)
+
+QueriesOption = Annotated[
+    Path | None, typer.Option("--queries", help="Query tree to use instead of the repository's queries/.")
+]
+
+_DETECT_HELP = (
+    "Run the detections over [since, until) of the lake and print the findings.\n\n"
+    "The history before --since (each detection's lookback, e.g. 7 days) is the baseline. Default window: the "
+    "last hour ending now. Trusted accounts (cross-account and policy detections) come from --trusted-account "
+    "or KEYTRAIL_TRUSTED_ACCOUNTS; when none are given, the accounts seen as recipientAccountId in the events "
+    "read are trusted. --format json prints one alert per line (the alert contract); the exit code is 0 with "
+    "or without findings.\n\n"
+    "Example: keytrail detect --lake ./lake --since 2024-05-08T02:00:00Z --until 2024-05-08T03:00:00Z "
+    "--param kms_decrypt_volume_spike.min_events=500 --format json"
+)
+
+
+def _time(value: str | None, flag: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return catalog.parse_timestamp(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from None
+
+
+def resolve_window(
+    since: dt.datetime | None, until: dt.datetime | None, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """Fill in a missing end of the window: until defaults to now, since to one hour before until."""
+    until = until or now
+    since = since or until - DEFAULT_WINDOW
+    if since >= until:
+        raise typer.BadParameter(f"--since {since.isoformat()} must be before --until {until.isoformat()}")
+    return since, until
+
+
+def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """`ID.name=value` items -> {ID: {name: value}} (values are coerced later, against the declared types)."""
+    overrides: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        detection_id, dot, name = target.strip().partition(".")
+        if not sep or not dot or not detection_id or not name:
+            raise typer.BadParameter(
+                f"{item!r}: use DETECTION_ID.param=value, e.g. kms_decrypt_volume_spike.min_events=500",
+                param_hint="--param",
+            )
+        overrides.setdefault(detection_id, {})[name] = value
+    return overrides
+
+
+def _findings_table(alerts: Sequence[Alert], since: dt.datetime, until: dt.datetime) -> Table:
+    table = Table(title=f"findings {since:%Y-%m-%d %H:%M}Z .. {until:%Y-%m-%d %H:%M}Z ({len(alerts)})")
+    for column in ("severity", "detection", "principal", "resource", "first seen", "events", "alert"):
+        table.add_column(column, no_wrap=column in ("first seen", "alert"))
+    for alert in alerts:
+        table.add_row(
+            f"[{_SEVERITY_STYLE[alert.severity]}]{alert.severity}[/]",
+            alert.detection_id,
+            escape(alert.principal_arn or "-"),
+            escape(alert.resource_arn or "-"),
+            f"{alert.first_seen:%Y-%m-%d %H:%M:%S}Z",
+            f"{alert.event_count:,}",
+            alert.alert_id[:12],
+        )
+    return table
+
+
+def detect_command(
+    lake: Annotated[Path | None, typer.Option("--lake", help="The lake directory (default: KEYTRAIL_LAKE).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Window start, ISO-8601 (UTC if no offset).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Window end (exclusive); default now.")] = None,
+    detection: Annotated[
+        list[str] | None, typer.Option("--detection", "-d", help="Run only this detection (repeatable).")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Override a param: ID.name=value (repeatable).")
+    ] = None,
+    trusted_account: Annotated[
+        list[str] | None, typer.Option("--trusted-account", help="A trusted AWS account id (repeatable).")
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table (rich) or json (one alert per line).")] = "table",
+    queries: QueriesOption = None,
+) -> None:
+    now = dt.datetime.now(dt.UTC)  # the only clock read of a detect run
+    settings = Settings.from_env()
+    err = Console(stderr=True)
+    if output not in ("table", "json"):
+        raise typer.BadParameter(f"{output!r}: use table or json", param_hint="--format")
+    window = resolve_window(_time(since, "--since"), _time(until, "--until"), now)
+    overrides = parse_param_overrides(param or [])
+    lake_path = lake if lake is not None else settings.lake
+    if not lake_path.is_dir():
+        err.print(
+            f"[red]error:[/red] lake {lake_path} not found: ingest a trail first "
+            f"(keytrail ingest SOURCE --lake {lake_path}) or pass --lake"
+        )
+        raise typer.Exit(1)
+    try:
+        alerts = _run_with_progress(
+            err,
+            lake_path,
+            window,
+            detection_ids=detection or None,
+            overrides=overrides,
+            trusted=tuple(trusted_account or settings.trusted_accounts),
+            queries_dir=queries,
+        )
+    except (ValueError, catalog.CatalogError, duckdb.Error) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    # The alerts engineer's `--publish [--topic-arn ARN] [--endpoint-url URL]` hooks in here (pipeline/sns.py).
+    if output == "json":
+        for alert in alerts:
+            typer.echo(alert.to_json())
+        return
+    console = Console()
+    if alerts:
+        console.print(_findings_table(alerts, *window))
+    else:
+        console.print(f"no findings for {window[0].isoformat()} .. {window[1].isoformat()}")
+
+
+def _run_with_progress(
+    err: Console,
+    lake: Path,
+    window: tuple[dt.datetime, dt.datetime],
+    *,
+    detection_ids: list[str] | None,
+    overrides: dict[str, dict[str, Any]],
+    trusted: tuple[str, ...],
+    queries_dir: Path | None,
+) -> list[Alert]:
+    selected = detect.select_detections(catalog.load("detections", queries_dir), detection_ids)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task("detections", total=len(selected))
+
+        def advance(query: catalog.Query, found: int) -> None:
+            progress.update(task, advance=1, description=f"{query.id}: {found} finding(s)")
+
+        return detect.run_detections(
+            lake,
+            *window,
+            detection_ids=[q.id for q in selected],
+            param_overrides=overrides,
+            trusted_accounts=trusted,
+            queries_dir=queries_dir,
+            progress=advance,
+        )
+
+
+def cases_command(
+    query_id: Annotated[str | None, typer.Argument(help="Only this query's cases (default: every query).")] = None,
+    queries: QueriesOption = None,
+) -> None:
+    """Run the YAML test cases of the queries and show a pass/fail table; exit 1 when a case fails.
+
+    Example: keytrail test kms_decrypt_volume_spike
+    """
+    console = Console()
+    try:
+        selected = catalog.load(None, queries)
+    except catalog.CatalogError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    if query_id is not None:
+        selected = tuple(q for q in selected if q.id == query_id)
+        if not selected:
+            raise typer.BadParameter(f"no query {query_id!r}; see queries/README.md", param_hint="ID")
+    total = sum(len(q.tests) for q in selected)
+    results: list[cases.CaseResult] = []
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("cases", total=total)
+        for query in selected:
+            for case in query.tests:
+                results.append(cases.run_case(query, case))
+                progress.advance(task)
+    table = Table(title=f"{total} case(s) of {len(selected)} query(ies)")
+    for column in ("query", "case", "kind", "rows", "ms", "result"):
+        table.add_column(column, justify="right" if column in ("rows", "ms") else "left", no_wrap=column == "query")
+    for result in results:
+        table.add_row(
+            result.query_id,
+            escape(result.case_name),
+            "firing" if result.firing else "quiet",
+            str(result.rows),
+            f"{result.seconds * 1000:.0f}",
+            "[green]pass[/]" if result.passed else "[red]FAIL[/]",
+        )
+    console.print(table)
+    failed = [r for r in results if not r.passed]
+    for result in failed:
+        console.print(escape(result.detail), style="red")
+    if failed:
+        console.print(f"[red]{len(failed)} of {total} case(s) failed[/red]")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `detect` and `test` to the app."""
+    app.command("detect", help=_DETECT_HELP)(detect_command)
+    app.command("test")(cases_command)

@@ -1,0 +1,91 @@
+-- Why: an encryption context names whose data a ciphertext belongs to (tenant, user, order, secret ARN).
+-- An application that suddenly decrypts with far more distinct values of a context key than it ever did -
+-- most of them values it never used - is walking through other people's data ("user A's data decrypted as
+-- user B", T1530), or an attacker is bulk-reading SSM parameters / secrets through KMS. Counted per
+-- (principal, key, context key) and $window bucket, against the principal's own lookback: the most distinct
+-- values it ever used in one bucket, and the set of values it already knew. A new tenant or two is
+-- onboarding; a nightly run over the same tenants as every night uses no new values; both stay quiet.
+WITH calls AS (
+    SELECT
+        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        coalesce(key_arn, key_id) AS key_arn,
+        recipient_account_id,
+        aws_region,
+        event_id,
+        event_time,
+        time_bucket($window, event_time) AS bucket,
+        encryption_context
+    FROM events
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($event_names, event_name)
+      AND error_code IS NULL
+      AND encryption_context IS NOT NULL
+      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND event_time >= $baseline_start
+      AND event_time < $until
+),
+
+context_pairs AS (  -- one row per call and context key
+    SELECT c.* EXCLUDE (encryption_context), e.key AS context_key, e.value AS context_value
+    FROM calls AS c, unnest(map_entries(c.encryption_context)) AS u(e)
+    WHERE NOT list_contains($ignored_context_keys, e.key)
+),
+
+known_values AS (
+    SELECT DISTINCT principal_arn, key_arn, context_key, context_value
+    FROM context_pairs
+    WHERE bucket < time_bucket($window, $since)
+),
+
+baseline AS (  -- the most distinct values the principal ever used in one bucket
+    SELECT principal_arn, key_arn, context_key, max(distinct_values) AS baseline_max_distinct
+    FROM (
+        SELECT principal_arn, key_arn, context_key, bucket, count(DISTINCT context_value) AS distinct_values
+        FROM context_pairs
+        WHERE bucket < time_bucket($window, $since)
+        GROUP BY principal_arn, key_arn, context_key, bucket
+    )
+    GROUP BY principal_arn, key_arn, context_key
+),
+
+recent AS (
+    SELECT
+        p.principal_arn,
+        p.key_arn,
+        p.context_key,
+        p.bucket,
+        any_value(p.recipient_account_id) AS account_id,
+        any_value(p.aws_region) AS region,
+        min(p.event_time) AS first_seen,
+        max(p.event_time) AS last_seen,
+        count(DISTINCT p.event_id) AS calls,
+        count(DISTINCT p.context_value) AS distinct_values,
+        count(DISTINCT p.context_value) FILTER (WHERE k.context_value IS NULL) AS new_values,
+        list_sort(list(DISTINCT p.context_value) FILTER (WHERE k.context_value IS NULL))[:$max_listed]
+            AS sample_new_values
+    FROM context_pairs AS p
+    LEFT JOIN known_values AS k USING (principal_arn, key_arn, context_key, context_value)
+    WHERE p.bucket >= time_bucket($window, $since)
+    GROUP BY p.principal_arn, p.key_arn, p.context_key, p.bucket
+)
+
+SELECT
+    r.principal_arn,
+    r.key_arn AS resource_arn,
+    r.account_id,
+    r.region,
+    r.context_key,
+    r.first_seen,
+    r.last_seen,
+    r.calls AS event_count,
+    r.bucket AS bucket_start,
+    r.distinct_values,
+    r.new_values,
+    coalesce(b.baseline_max_distinct, 0) AS baseline_max_distinct,
+    r.sample_new_values
+FROM recent AS r
+LEFT JOIN baseline AS b USING (principal_arn, key_arn, context_key)
+WHERE r.distinct_values >= $min_distinct_values
+  AND r.new_values >= $min_new_values
+  AND r.distinct_values > $distinct_factor * coalesce(b.baseline_max_distinct, 0)
+ORDER BY r.first_seen
