@@ -54,6 +54,8 @@ Columns (CloudTrail names in snake_case plus promoted fields):
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -463,27 +465,35 @@ def row_of(record: Record, source_object: str) -> tuple[Any, ...]:
         secret_id,
         secrets,
         context,
+        source_object,
         record.requestParameters,
         record.responseElements,
         record.additionalEventData,
         record.serviceEventDetails,
         record.resources,
-        source_object,
     )
 
 
-_TIME_INDEX = COLUMNS.index("event_time")
-_DATE_INDEX = COLUMNS.index("event_date")
-_JSON_INDEXES = frozenset(
-    COLUMNS.index(name)
-    for name in (
-        "request_parameters",
-        "response_elements",
-        "additional_event_data",
-        "service_event_details",
-        "resources",
-    )
+JSON_COLUMNS: tuple[str, ...] = (
+    "request_parameters",
+    "response_elements",
+    "additional_event_data",
+    "service_event_details",
+    "resources",
 )
+# A `row_of` tuple: every other column in COLUMNS order (event_time as text, event_date None), then the
+# verbatim JSON parts as msgspec.Raw. The first part converts to Arrow in one call as a struct.
+ROW_FIELDS: tuple[str, ...] = tuple(name for name in COLUMNS if name not in JSON_COLUMNS) + JSON_COLUMNS
+_SCALARS = len(ROW_FIELDS) - len(JSON_COLUMNS)
+_ROW_STRUCT = pa.struct(
+    [
+        pa.field(field.name, pa.string() if field.name == "event_time" else field.type)
+        for field in EVENTS_SCHEMA
+        if field.name not in JSON_COLUMNS
+    ]
+)
+_SCALAR_PART = operator.itemgetter(slice(0, _SCALARS))
+_JSON_PART = operator.itemgetter(*range(_SCALARS, len(ROW_FIELDS)))
 
 
 def parse_event_times(texts: pa.Array) -> pa.Array:
@@ -491,6 +501,10 @@ def parse_event_times(texts: pa.Array) -> pa.Array:
     whole = pc.utf8_slice_codeunits(texts, 0, 19)
     parsed = pc.strptime(whole, format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=True)
     return pc.assume_timezone(parsed, "UTC").cast(pa.timestamp("us", tz="UTC"))
+
+
+_JSON_NULL = b"null"
+_JSON_NULL_TEXT = pa.scalar("null", pa.string())
 
 
 def _json_text(value: Any) -> str | None:
@@ -503,35 +517,39 @@ def _json_text(value: Any) -> str | None:
 def json_column(values: Sequence[Any]) -> pa.Array:
     """Verbatim JSON text column from msgspec.Raw slices (empty = absent; JSON null = null) or str values.
 
-    Raw slices are joined into one buffer and wrapped as a string array; Python strs are never made.
+    Raw slices are joined into one buffer and wrapped as a string array: no Python str per value, and a
+    handful of Arrow calls per column whatever its length (small log objects make many small batches).
     """
+    parts = [value or _JSON_NULL for value in values]  # absent (empty Raw) -> null, like JSON null
     try:
-        data = b"".join(values)
-    except TypeError:  # str or None values (rows built by hand): the plain path
+        data = b"".join(parts)
+    except TypeError:  # str values (rows built by hand): the plain path
         return pa.array([_json_text(value) for value in values], type=pa.string())
-    lengths = pa.array([len(value) for value in values], type=pa.int32())
-    offsets = pc.cumulative_sum(pa.concat_arrays([pa.array([0], pa.int32()), lengths]))
-    texts = pa.StringArray.from_buffers(len(values), offsets.buffers()[1], pa.py_buffer(data))
+    offsets = pa.array(itertools.accumulate(map(len, parts), initial=0), type=pa.int32()).buffers()[1]
+    texts = pa.StringArray.from_buffers(len(parts), offsets, pa.py_buffer(data))
     texts.validate(full=True)  # UTF-8 (rows_from_log already rejected records that are not)
-    absent = pc.or_(pc.equal(lengths, 0), pc.equal(texts, "null"))
-    return pc.if_else(absent, pa.scalar(None, pa.string()), texts)
+    valid = pc.not_equal(texts, _JSON_NULL_TEXT).buffers()[1]
+    return pa.StringArray.from_buffers(len(parts), offsets, pa.py_buffer(data), valid)
 
 
 def rows_to_batch(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
-    """Column-wise build of an EVENTS_SCHEMA batch from `row_of` tuples."""
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in COLUMNS]
-    arrays: list[pa.Array] = []
-    times = parse_event_times(pa.array(columns[_TIME_INDEX], type=pa.string()))
-    for index, field in enumerate(EVENTS_SCHEMA):
-        if index == _TIME_INDEX:
-            arrays.append(times)
-        elif index == _DATE_INDEX:
-            arrays.append(times.cast(pa.date32()))
-        elif index in _JSON_INDEXES:
-            arrays.append(json_column(columns[index]))
-        else:
-            arrays.append(pa.array(columns[index], type=field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA.with_metadata(None))
+    """Column-wise build of an EVENTS_SCHEMA batch from `row_of` tuples.
+
+    One struct conversion for the scalar columns (far fewer Arrow calls than one per column, which matters
+    for the many small batches small log objects make), one buffer per verbatim JSON column.
+    """
+    scalars = pa.array(map(_SCALAR_PART, rows), type=_ROW_STRUCT, size=len(rows))
+    by_name = dict(zip(_ROW_STRUCT.names, scalars.flatten(), strict=True))
+    times = parse_event_times(by_name["event_time"])
+    by_name["event_time"] = times
+    by_name["event_date"] = times.cast(pa.date32())
+    parts = list(zip(*map(_JSON_PART, rows), strict=True)) if rows else [() for _ in JSON_COLUMNS]
+    for name, values in zip(JSON_COLUMNS, parts, strict=True):
+        by_name[name] = json_column(values)
+    return pa.RecordBatch.from_arrays([by_name[name] for name in COLUMNS], schema=_BATCH_SCHEMA)
+
+
+_BATCH_SCHEMA = EVENTS_SCHEMA.with_metadata(None)
 
 
 def valid_event_time(text: str) -> bool:
