@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import subprocess
 import sys
@@ -12,7 +11,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from trails import day_of, glob_table, lake_table, log_bytes, log_key, record, write_local
+from trails import (
+    BAD_OBJECTS,
+    REASONS,
+    Crash,
+    crash_at,
+    day_of,
+    glob_table,
+    lake_table,
+    log_bytes,
+    log_key,
+    record,
+    write_local,
+)
 from typer.testing import CliRunner
 
 from pipeline import ingest
@@ -20,18 +31,6 @@ from pipeline import lake as lakelib
 from pipeline.cli import app
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def crash_at(stage: str):
-    def checkpoint(reached: str) -> None:
-        if reached == stage:
-            raise Crash(stage)
-
-    return checkpoint
 
 
 def make_trail(root: Path, days: int = 3, objects_per_day: int = 4, per_object: int = 5) -> int:
@@ -101,24 +100,6 @@ def test_same_event_id_twice_is_stored_once_in_a_run_and_across_runs(tmp_path: P
     assert sorted(ids) == ["dup", "x", "y"]
     ledger = {entry.key.rsplit("_", 1)[-1]: entry for rec in lakelib.read_ledger(lake) for entry in rec.objects}
     assert (ledger["c.json.gz"].events_kept, ledger["c.json.gz"].events_duplicate) == (1, 1)
-
-
-BAD_OBJECTS = {
-    "corrupt-gzip": gzip.compress(b'{"Records": []}')[:10] + b"\x00garbage-garbage-garbage",
-    "truncated-gzip": log_bytes([record("t-1", "2024-05-01T00:00:00Z")])[:-20],
-    "truncated-json": gzip.compress(json.dumps({"Records": [record("tj", "2024-05-01T00:00:00Z")]}).encode()[:-30]),
-    "no-records": gzip.compress(b'{"logFiles": ["x"]}'),
-    "empty": b"",
-    "not-json": gzip.compress(b"<html>503 Service Unavailable</html>"),
-}
-REASONS = {
-    "corrupt-gzip": "corrupt gzip",
-    "truncated-gzip": "corrupt gzip",
-    "truncated-json": "invalid JSON",
-    "no-records": "not a CloudTrail log file",
-    "empty": "empty object",
-    "not-json": "invalid JSON",
-}
 
 
 def write_bad_trail(root: Path) -> None:

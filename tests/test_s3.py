@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from trails import day_of, log_key, write_local
+from trails import BUCKET, ORG, day_of, log_key, put_all, s3_client, write_local
 
-from pipeline import aws as awslib
 from pipeline import s3
-
-BUCKET = "keytrail-test-trail"
-ORG = "o-a1b2c3d4e5"
-
-
-def s3_client(endpoint: str) -> Any:
-    client = awslib.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket=BUCKET)
-    return client
-
-
-def put_all(client: Any, keys: list[str], body: bytes = b"{}") -> None:
-    with ThreadPoolExecutor(8) as pool:  # moto answers ~250 PUT/s per connection; a few in parallel help
-        list(pool.map(lambda key: client.put_object(Bucket=BUCKET, Key=key, Body=body), keys))
 
 
 def list_calls(client: Any) -> list[dict[str, Any]]:

@@ -9,14 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import aws as awslib
 from pipeline import lake as lakelib
 
+BUCKET = "keytrail-test-trail"
+ORG = "o-a1b2c3d4e5"
 ACCOUNT = "123837392027"
 REGION = "us-east-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/8a5c2f1e-0000-4000-8000-00000000c0de"
@@ -108,3 +112,44 @@ def glob_table(lake_path: Path) -> pa.Table:
     if not files:
         return pa.table({"event_id": pa.array([], pa.string())})
     return pa.concat_tables(pq.read_table(path) for path in files).sort_by([("event_id", "ascending")])
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_at(stage: str):
+    def checkpoint(reached: str) -> None:
+        if reached == stage:
+            raise Crash(stage)
+
+    return checkpoint
+
+
+BAD_OBJECTS = {
+    "corrupt-gzip": gzip.compress(b'{"Records": []}')[:10] + b"\x00garbage-garbage-garbage",
+    "truncated-gzip": log_bytes([record("t-1", "2024-05-01T00:00:00Z")])[:-20],
+    "truncated-json": gzip.compress(json.dumps({"Records": [record("tj", "2024-05-01T00:00:00Z")]}).encode()[:-30]),
+    "no-records": gzip.compress(b'{"logFiles": ["x"]}'),
+    "empty": b"",
+    "not-json": gzip.compress(b"<html>503 Service Unavailable</html>"),
+}
+REASONS = {
+    "corrupt-gzip": "corrupt gzip",
+    "truncated-gzip": "corrupt gzip",
+    "truncated-json": "invalid JSON",
+    "no-records": "not a CloudTrail log file",
+    "empty": "empty object",
+    "not-json": "invalid JSON",
+}
+
+
+def s3_client(endpoint: str) -> Any:
+    client = awslib.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def put_all(client: Any, keys: list[str], body: bytes = b"{}") -> None:
+    with ThreadPoolExecutor(8) as pool:  # moto answers ~250 PUT/s per connection; a few in parallel help
+        list(pool.map(lambda key: client.put_object(Bucket=BUCKET, Key=key, Body=body), keys))
