@@ -545,6 +545,8 @@ def _publish(lake: Path, record: BatchRecord, moves: list[tuple[Path, Path]], ch
     if checkpoint is not None:
         checkpoint("files-published")  # tests inject a crash here: files visible in events/, no ledger record
     _write_atomic(_batches_dir(lake) / f"{record.batch_id}.json", msgspec.json.encode(record))
+    if checkpoint is not None:
+        checkpoint("ledger-written")  # committed; a compaction's old files not yet deleted
     for rel in record.superseded:
         _unlink(Path(lake) / rel)
     intent_path.unlink()

@@ -1,0 +1,157 @@
+"""The lake: atomic batches, recovery, concurrent writers, global event_id uniqueness, ranges, compaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from trails import Crash, crash_at, glob_table, lake_table, record
+
+from pipeline import events
+from pipeline import lake as lakelib
+
+NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def batch(ids: list[str], day: str = "2024-05-01", hour: int = 10) -> pa.RecordBatch:
+    rows = [record(event_id, f"{day}T{hour:02d}:{i % 60:02d}:{i % 7:02d}Z") for i, event_id in enumerate(ids)]
+    return events.normalize_many(rows, "s3://bucket/key").to_batches()[0]
+
+
+def entry(key: str) -> lakelib.ObjectEntry:
+    return lakelib.ObjectEntry(bucket="bucket", key=key, etag="e", size=1)
+
+
+def write_batch(lake: Path, ids: list[str], day: str = "2024-05-01", checkpoint=None) -> lakelib.BatchRecord:
+    with lakelib.BatchWriter(lake, NOW) as writer:
+        writer.add(batch(ids, day))
+        return writer.commit({"s3://bucket/key": entry(f"k-{ids[0]}")}, checkpoint)
+
+
+def test_a_committed_batch_is_visible_with_its_ledger_record(lake: Path) -> None:
+    record_ = write_batch(lake, ["a", "b", "c"])
+    (path,) = lakelib.committed_files(lake)
+    assert path.parent.name == "event_date=2024-05-01" and path.name.startswith(record_.batch_id)
+    metadata = pq.ParquetFile(path).metadata
+    assert metadata.row_group(0).column(0).compression == "ZSTD"
+    assert pq.read_schema(path).remove_metadata().equals(events.EVENTS_SCHEMA.remove_metadata())
+    (ledger,) = lakelib.read_ledger(lake)
+    assert ledger.files[0].rows == 3 and ledger.objects[0].key == "k-a" and ledger.committed_at == NOW.isoformat()
+    assert lakelib.ingested_objects(lake) == {("bucket", "k-a", "e")}
+    assert not list((lake / "_ledger" / "intents").iterdir())
+
+
+@pytest.mark.parametrize("stage", ["files-published", "ledger-written"])
+def test_a_crash_inside_commit_is_invisible_to_the_engine_and_repaired(lake: Path, stage: str) -> None:
+    write_batch(lake, ["a"])
+    with pytest.raises(Crash):
+        write_batch(lake, ["b", "c"], day="2024-05-02", checkpoint=crash_at(stage))
+    committed = stage == "ledger-written"
+    assert lake_table(lake).num_rows == (3 if committed else 1)  # the engine never sees half a batch
+    assert glob_table(lake).num_rows == 3  # a plain glob does, until recovery
+    assert lakelib.recover(lake) == 2  # the intent and the dead writer's staging
+    assert glob_table(lake).num_rows == lake_table(lake).num_rows == (3 if committed else 1)
+    assert lakelib.recover(lake) == 0
+    assert not list((lake / "_staging").iterdir())
+
+
+def test_recover_leaves_a_live_writer_alone_and_concurrent_writers_both_commit(lake: Path) -> None:
+    errors: list[BaseException] = []
+    with lakelib.BatchWriter(lake, NOW) as slow:
+        slow.add(batch(["s1", "s2"], "2024-05-03"))
+        slow._staged()  # its files are on disk in staging now
+        assert lakelib.recover(lake) == 0 and any(slow.staging.rglob("*.parquet"))
+
+        def other(day: str, prefix: str) -> None:
+            try:
+                write_batch(lake, [f"{prefix}{i}" for i in range(50)], day)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=other, args=(f"2024-05-0{d}", f"t{d}-")) for d in (1, 2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        slow.commit({"s3://bucket/key": entry("slow")})
+    assert errors == []
+    ids = lake_table(lake).column("event_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 102
+    assert len(list(lakelib.read_ledger(lake))) == 3
+
+
+def test_event_ids_are_unique_across_batches_and_partitions(lake: Path, monkeypatch) -> None:
+    monkeypatch.setattr(lakelib, "_ID_CHUNK", 2)  # several probe chunks over the id index
+    write_batch(lake, ["a", "b"])
+    write_batch(lake, ["c", "d"], day="2024-05-02")
+    with lakelib.BatchWriter(lake, NOW) as writer:
+        assert writer.add(batch(["a", "x", "x"], "2024-05-09")) == (2, 1)  # in-batch duplicate
+        assert writer.add(batch(["d", "y"], "2024-05-09")) == (2, 0)
+        late = lakelib.ObjectEntry(bucket="bucket", key="late", etag="e", size=1, events_kept=4, events_duplicate=1)
+        record_ = writer.commit({"s3://bucket/key": late})
+    assert (record_.events_kept, record_.events_duplicate) == (2, 3)  # a and d were committed already
+    assert (record_.objects[0].events_kept, record_.objects[0].events_duplicate) == (2, 3)
+    assert sorted(lake_table(lake).column("event_id").to_pylist()) == ["a", "b", "c", "d", "x", "y"]
+    assert lakelib.committed_duplicates(lake, pa.array(["a", "zz", "y"])) == {"a", "y"}
+
+
+def test_committed_files_lists_only_the_range(lake: Path, monkeypatch) -> None:
+    for day in ("2024-04-30", "2024-05-01", "2024-05-02", "2024-06-01"):
+        write_batch(lake, [f"id-{day}"], day)
+    days = [p.parent.name[-10:] for p in lakelib.committed_files(lake, dt.date(2024, 5, 1), dt.date(2024, 5, 31))]
+    assert days == ["2024-05-01", "2024-05-02"]
+    assert len(lakelib.committed_files(lake, dt.date(2024, 5, 2))) == 2
+    assert len(lakelib.committed_files(lake, None, dt.date(2024, 4, 30))) == 1
+    assert lakelib.committed_files(lake, dt.date(2024, 5, 3), dt.date(2024, 5, 1)) == []
+    scanned: list[str] = []
+    real_scandir = lakelib.os.scandir
+    monkeypatch.setattr(lakelib.os, "scandir", lambda path: scanned.append(str(path)) or real_scandir(path))
+    lakelib.committed_files(lake, dt.date(2024, 5, 1), dt.date(2024, 5, 1))
+    # a closed range probes its own partition folders, never lists the whole lake's partitions
+    assert str(lakelib.events_dir(lake)) not in scanned
+    assert all("event_date=" not in path or "2024-05-01" in path for path in scanned)
+
+
+def test_compact_keeps_rows_and_leaves_one_sorted_file(lake: Path) -> None:
+    for hour in (15, 9, 12):  # three batches, out of time order
+        with lakelib.BatchWriter(lake, NOW) as writer:
+            writer.add(batch([f"h{hour}-{i}" for i in range(30)], hour=hour))
+            writer.commit({"s3://bucket/key": entry(f"k{hour}")})
+    before = lake_table(lake)
+    report = lakelib.compact(lake, dt.date(2024, 5, 1), now=NOW)
+    assert (report.files_before, report.files_after, report.rows) == (3, 1, 90)
+    (path,) = lakelib.committed_files(lake)
+    assert path == report.path
+    times = pq.read_table(path).column("event_time").to_pylist()
+    assert times == sorted(times)
+    assert lake_table(lake).equals(before)
+    assert glob_table(lake).equals(before)
+    assert [r.kind for r in lakelib.read_ledger(lake)].count("compact") == 1
+    again = lakelib.compact(lake, dt.date(2024, 5, 1), now=NOW)
+    assert (again.files_before, again.files_after, again.path) == (1, 1, None)
+
+
+@pytest.mark.parametrize("stage", ["files-published", "ledger-written"])
+def test_a_crash_during_compaction_never_changes_what_readers_see(lake: Path, stage: str) -> None:
+    write_batch(lake, ["a", "b"])
+    write_batch(lake, ["c"])
+    before = lake_table(lake)
+    with pytest.raises(Crash):
+        lakelib.compact(lake, dt.date(2024, 5, 1), now=NOW, checkpoint=crash_at(stage))
+    assert lake_table(lake).equals(before)  # old files until the commit point, the new one after
+    lakelib.recover(lake)
+    assert lake_table(lake).equals(before) and glob_table(lake).equals(before)
+    assert len(lakelib.committed_files(lake)) == (1 if stage == "ledger-written" else 2)
+
+
+def test_quarantine_entries_are_named_by_object_and_content(lake: Path) -> None:
+    first = lakelib.quarantine_object(lake, entry("AWSLogs/x/bad.json.gz"), "s3://bucket/AWSLogs/x/bad.json.gz", b"xx")
+    touched = lakelib.ObjectEntry(bucket="bucket", key="AWSLogs/x/bad.json.gz", etag="other", size=2)
+    assert lakelib.quarantine_object(lake, touched, "s3://bucket/AWSLogs/x/bad.json.gz", b"xx") == first
+    other = lakelib.quarantine_object(lake, entry("AWSLogs/x/bad.json.gz"), "s3://bucket/AWSLogs/x/bad.json.gz", b"yy")
+    assert other != first and first.read_bytes() == b"xx"
+    assert len(list((lake / "quarantine" / "objects").iterdir())) == 4  # two objects + two reason files
