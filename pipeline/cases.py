@@ -17,8 +17,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from pipeline import events
-from pipeline.catalog import Case, EventSpec, Query, parse_timestamp
+from pipeline.catalog import Case, EventSpec, Query, Replace, parse_timestamp
 from pipeline.engine import Engine
 
 # Fixed namespace: the same case always yields the same eventIDs (stable across runs and machines).
@@ -52,10 +54,11 @@ def case_window(query: Query, case: Case) -> tuple[dt.datetime, dt.datetime]:
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """`override` merged into a copy of `base`: nested mappings merge, anything else (lists too) replaces."""
+    """`override` merged into a copy of `base`: nested mappings merge, anything else (lists, `!replace`
+    mappings) replaces."""
     merged = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and not isinstance(value, Replace):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -130,7 +133,8 @@ def _fill(value: Any, n: int, day: int) -> Any:
     if isinstance(value, str):
         return value.replace("{n}", str(n)).replace("{day}", str(day))
     if isinstance(value, Mapping):
-        return {_fill(k, n, day): _fill(v, n, day) for k, v in value.items()}
+        filled = {_fill(k, n, day): _fill(v, n, day) for k, v in value.items()}
+        return Replace(filled) if isinstance(value, Replace) else filled
     if isinstance(value, list):
         return [_fill(v, n, day) for v in value]
     return value
@@ -145,9 +149,13 @@ def run_case(query: Query, case: Case, *, fixtures_dir: Path | None = None) -> C
     params: dict[str, Any] = dict(case.params)
     if case.trusted_accounts is not None:
         params["trusted_accounts"] = list(case.trusted_accounts)
-    with Engine.from_table(table, since=since, until=until) as engine:
-        rows = engine.run(query, params).to_pylist()
-    problems = compare_rows(case.expect, rows)
+    try:
+        with Engine.from_table(table, since=since, until=until) as engine:
+            rows = engine.run(query, params).to_pylist()
+    except (duckdb.Error, ValueError) as exc:  # a broken query is a failed case, not a crashed run
+        rows, problems = [], [f"the query failed: {type(exc).__name__}: {exc}"]
+    else:
+        problems = compare_rows(case.expect, rows)
     return CaseResult(
         query_id=query.id,
         case_name=case.name,

@@ -314,6 +314,17 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = F
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
+class Replace(dict[str, Any]):
+    """A `with:` mapping tagged `!replace`: it replaces the base record's mapping instead of merging into it."""
+
+
+def _replace(loader: _StrictLoader, node: yaml.MappingNode) -> Replace:
+    return Replace(_no_duplicates(loader, node, deep=True))
+
+
+_StrictLoader.add_constructor("!replace", _replace)
+
+
 def load_pair(sql_path: Path | str, *, kind: str) -> Query:
     """Load and validate one `<id>.sql` + `<id>.yml` pair of `kind`."""
     sql_path = Path(sql_path)

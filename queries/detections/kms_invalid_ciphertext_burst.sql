@@ -1,0 +1,73 @@
+-- Why: InvalidCiphertextException / IncorrectKeyException mean a ciphertext was tampered with, decrypted
+-- under the wrong encryption context, or tried against the wrong key. Applications get one now and then
+-- (a corrupted record, a retry); a burst from one principal is somebody guessing contexts or replaying
+-- stolen ciphertexts outside the application (T1552, T1110-style trial and error). Counted in a sliding
+-- $window per principal; a principal that fails this often every day (a known broken job) is compared with
+-- its own worst bucket in the lookback and stays quiet unless it gets much worse.
+WITH failures AS (
+    SELECT
+        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        coalesce(key_arn, key_id) AS key_arn,
+        recipient_account_id,
+        aws_region,
+        event_name,
+        error_code,
+        source_ip,
+        event_time
+    FROM events
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($error_codes, error_code)
+      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND event_time >= $baseline_start
+      AND event_time < $until
+),
+
+baseline AS (  -- the principal's worst $window bucket before this run
+    SELECT principal_arn, max(failures) AS baseline_max
+    FROM (
+        SELECT principal_arn, time_bucket($window, event_time) AS bucket, count(*) AS failures
+        FROM failures
+        WHERE event_time < $since - $window
+        GROUP BY principal_arn, bucket
+    )
+    GROUP BY principal_arn
+),
+
+sliding AS (  -- failures in the $window ending at each failure
+    SELECT
+        *,
+        count(*) OVER w AS in_window,
+        min(event_time) OVER w AS window_first
+    FROM failures
+    WHERE event_time >= $since - $window
+    WINDOW w AS (PARTITION BY principal_arn ORDER BY event_time RANGE BETWEEN $window PRECEDING AND CURRENT ROW)
+),
+
+bursts AS (  -- per principal: from the start of its first full window to its last failure in the run
+    SELECT principal_arn, min(window_first) AS first_seen, max(event_time) AS last_seen, max(in_window) AS peak
+    FROM sliding
+    WHERE in_window >= $min_failures
+      AND event_time >= $since
+    GROUP BY principal_arn
+)
+
+SELECT
+    b.principal_arn,
+    CASE WHEN count(DISTINCT f.key_arn) = 1 THEN any_value(f.key_arn) END AS resource_arn,
+    any_value(f.recipient_account_id) AS account_id,
+    any_value(f.aws_region) AS region,
+    b.first_seen,
+    b.last_seen,
+    count(*) AS event_count,
+    b.peak AS peak_in_window,
+    coalesce(any_value(base.baseline_max), 0) AS baseline_max,
+    count(DISTINCT f.key_arn) AS distinct_keys,
+    list_sort(list(DISTINCT f.error_code)) AS error_codes,
+    list_sort(list(DISTINCT f.event_name)) AS event_names,
+    list_sort(list(DISTINCT f.source_ip))[:$max_listed] AS source_ips
+FROM bursts AS b
+JOIN failures AS f ON f.principal_arn = b.principal_arn AND f.event_time BETWEEN b.first_seen AND b.last_seen
+LEFT JOIN baseline AS base ON base.principal_arn = b.principal_arn
+GROUP BY b.principal_arn, b.first_seen, b.last_seen, b.peak
+HAVING b.peak > $baseline_factor * coalesce(any_value(base.baseline_max), 0)
+ORDER BY b.first_seen
