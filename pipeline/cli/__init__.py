@@ -33,11 +33,12 @@ def _root(
 
 def _register() -> None:
     # Explicit registration (no import side effects): each module adds its commands to `app`.
-    from pipeline.cli import alerts_cmds, detect_cmds, ingest_cmds
+    from pipeline.cli import alerts_cmds, detect_cmds, ingest_cmds, simulate_cmds
 
     ingest_cmds.register(app)
     alerts_cmds.register(app)
     detect_cmds.register(app)
+    simulate_cmds.register(app)
 
 
 _register()

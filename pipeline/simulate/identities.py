@@ -255,16 +255,11 @@ LEDGER_IDS: tuple[str, ...] = tuple(f"L-{i:04d}" for i in range(1, 6))
 DATASETS: tuple[str, ...] = ("sales", "inventory", "marketing", "finance")
 EBS_VOLUMES: tuple[str, ...] = tuple(f"vol-0{i:x}4e7a9c2b1d{i:02x}f3" for i in range(6))
 
-_SSO_SUFFIX = {
-    "AdministratorAccess": "9f3c2a71d4e8b605",
-    "PowerUserAccess": "51b7e0c3a9d2f486",
-    "ReadOnlyAccess": "c02d8e4f1a7b3965",
-    "DeveloperAccess": "7e4a1c9b3d5f0826",
-}
 
-
+# Look-alike humans and incident humans use different permission sets, so they differ at the role level too.
 def _sso(seed: int, label: str, account: str, permission_set: str, email: str, ip: str) -> Principal:
-    role = f"AWSReservedSSO_{permission_set}_{_SSO_SUFFIX[permission_set]}"
+    # Look-alike humans and incident humans use different permission sets: they differ at the role level too.
+    role = f"AWSReservedSSO_{permission_set}_{pick('0123456789abcdef', 16, seed, 'sso', account, permission_set)}"
     return Principal(label, "sso", account, role, email, UA_CONSOLE, ip, seed=seed)
 
 
@@ -302,9 +297,9 @@ def _add_principals(world: World) -> None:
     vpce = "vpce-0" + pick("0123456789abcdef", 16, s, "vpce", prod)
     people = [
         # label, account, permission set, email, office ip
-        ("alice", prod, "PowerUserAccess", "alice@example.com", "198.51.100.23"),
+        ("alice", prod, "DevOpsAccess", "alice@example.com", "198.51.100.23"),
         ("bob", prod, "DeveloperAccess", "bob@example.com", "198.51.100.41"),
-        ("carol", prod, "AdministratorAccess", "carol@example.com", "198.51.100.7"),
+        ("carol", prod, "PlatformAdministrator", "carol@example.com", "198.51.100.7"),
         ("dave", prod, "ReadOnlyAccess", "dave@example.com", "198.51.100.88"),
         ("mallory", prod, "AdministratorAccess", "mallory@example.com", "198.51.100.131"),
         ("trent", prod, "AdministratorAccess", "trent@example.com", "198.51.100.77"),

@@ -22,7 +22,7 @@ from pipeline.simulate.calls import (
     secret_read,
     service_event,
 )
-from pipeline.simulate.identities import DATASETS, LEDGER_IDS, ORDERS_TENANTS, PROD_SECRETS, World
+from pipeline.simulate.identities import DATASETS, LEDGER_IDS, ORDERS_TENANTS, PROD_SECRETS, Principal, World
 from pipeline.simulate.lookalikes import rotate_secret
 from pipeline.simulate.results import InjectedIncident
 from pipeline.simulate.schedule import Budget, burst, context, region_of
@@ -81,17 +81,18 @@ class _Trace:
         self.seconds.append(second)
         self.ids.append(event_id)
 
-    def done(self, principal_arn: str | None, resource_arn: str | None) -> InjectedIncident:
+    def done(self, principal: Principal | None, resource_arn: str | None) -> InjectedIncident:
         return InjectedIncident(
             self.name,
             INCIDENTS[self.name][0],
-            principal_arn,
+            principal.arn if principal else None,
             resource_arn,
             self.c.account,
-            self.c.region,
             self.c.moment(min(self.seconds)),
             self.c.moment(max(self.seconds)),
             self.ids,
+            self.c.region,
+            principal.role_arn if principal else None,
         )
 
 
@@ -101,7 +102,7 @@ def _decrypt_spike(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedI
     ctx = context(("app", "reporting"))
     for second in sorted(burst(c.rng, max(300, round(20 * budget.peak_hourly("reporting-svc"))), start, 2400)):
         t.add(second, kms_crypto(c, second, p, key, "Decrypt", ctx))
-    return t.done(p.arn, key.arn)
+    return t.done(p, key.arn)
 
 
 def _secrets_spike(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -111,7 +112,7 @@ def _secrets_spike(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedI
     reads = max(200, round(20 * budget.peak_hourly("payments-lambda") / 2))
     for second in sorted(burst(c.rng, reads, start, 1800)):
         t.add(second, secret_read(c, second, p, secret, key))
-    return t.done(p.arn, secret.arn)
+    return t.done(p, secret.arn)
 
 
 def _access_denied_storm(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -149,7 +150,7 @@ def _access_denied_storm(c: Chunk, t: _Trace, start: int, budget: Budget) -> Inj
             code = "AccessDenied" if attempt % 3 else "AccessDeniedException"
             event_id = secret_read(c, second, p, secret, secrets_key, error=code, ip=STORM_IP)
         t.add(second, event_id)
-    return t.done(p.arn, None)
+    return t.done(p, None)
 
 
 def _invalid_ciphertext_burst(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -162,7 +163,7 @@ def _invalid_ciphertext_burst(c: Chunk, t: _Trace, start: int, budget: Budget) -
         else:
             error, message = shapes.INVALID_CIPHERTEXT, None
         t.add(second, kms_crypto(c, second, p, key, "Decrypt", ctx, error=error, message=message, key_ref=key.arn))
-    return t.done(p.arn, key.arn)
+    return t.done(p, key.arn)
 
 
 def _key_deletion(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -192,7 +193,7 @@ def _key_deletion(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIn
             resources=resources,
         ),
     )
-    return t.done(p.arn, key.arn)
+    return t.done(p, key.arn)
 
 
 def _key_policy_exposure(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -218,7 +219,7 @@ def _key_policy_exposure(c: Chunk, t: _Trace, start: int, budget: Budget) -> Inj
         }
     )
     t.add(start + 50, api_call(c, start + 50, p, KMS, "PutKeyPolicy", params, read_only=False, resources=resources))
-    return t.done(p.arn, key.arn)
+    return t.done(p, key.arn)
 
 
 def _cross_account_use(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -227,7 +228,7 @@ def _cross_account_use(c: Chunk, t: _Trace, start: int, budget: Budget) -> Injec
     for second in sorted(burst(c.rng, 12, start, 360)):
         dataset = DATASETS[c.rng.randrange(len(DATASETS))]
         t.add(second, kms_crypto(c, second, p, key, "Decrypt", context(("dataset", dataset)), shared=c.uid()))
-    return t.done(p.arn, key.arn)
+    return t.done(p, key.arn)
 
 
 def _secrets_enumeration(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -243,7 +244,7 @@ def _secrets_enumeration(c: Chunk, t: _Trace, start: int, budget: Budget) -> Inj
         t.add(second, secret_read(c, second, p, secret, key))
     second = clamp(second + 5)
     t.add(second, batch_secret_read(c, second, p, secrets[26:], key))
-    return t.done(p.arn, None)
+    return t.done(p, None)
 
 
 def _rotation_failure(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -264,7 +265,7 @@ def _context_scanning(c: Chunk, t: _Trace, start: int, budget: Budget) -> Inject
     for tenant, second in zip(tenants, sorted(burst(c.rng, len(tenants), start, 900)), strict=True):
         ctx = context(("tenant_id", tenant), ("purpose", "billing"))
         t.add(second, kms_crypto(c, second, p, key, "Decrypt", ctx))
-    return t.done(p.arn, key.arn)
+    return t.done(p, key.arn)
 
 
 def _context_schema_break(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -273,7 +274,7 @@ def _context_schema_break(c: Chunk, t: _Trace, start: int, budget: Budget) -> In
     for index, second in enumerate(sorted(burst(c.rng, 20, start, 600))):
         ctx = None if index < 12 else context(("ledger_id", LEDGER_IDS[index % len(LEDGER_IDS)]), ("export", "full"))
         t.add(second, kms_crypto(c, second, p, key, "Decrypt", ctx))
-    return t.done(p.arn, key.arn)
+    return t.done(p, key.arn)
 
 
 def _secrets_policy_exposure(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -285,7 +286,7 @@ def _secrets_policy_exposure(c: Chunk, t: _Trace, start: int, budget: Budget) ->
     )
     response = shapes.json_text({"arn": secret.arn, "name": secret.name})
     t.add(start, api_call(c, start, p, SM, "PutResourcePolicy", params, read_only=False, response=response))
-    return t.done(p.arn, secret.arn)
+    return t.done(p, secret.arn)
 
 
 def _secrets_deletion(c: Chunk, t: _Trace, start: int, budget: Budget) -> InjectedIncident:
@@ -301,7 +302,7 @@ def _secrets_deletion(c: Chunk, t: _Trace, start: int, budget: Budget) -> Inject
     request = f"SecretDeleteMessage:{secret.arn}:{c.at(start)}:Forced"
     for offset, name in ((7, "StartSecretVersionDelete"), (8, "EndSecretVersionDelete")):
         service_event(c, clamp(start + offset), SM, name, additional=additional, request_id=request)
-    return t.done(p.arn, secret.arn)
+    return t.done(p, secret.arn)
 
 
 _BUILDERS: dict[str, Callable[[Chunk, _Trace, int, Budget], InjectedIncident]] = {

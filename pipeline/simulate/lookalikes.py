@@ -220,106 +220,73 @@ def benign_actors(world: World, plan: Plan) -> list[BenignActor]:
     """The look-alikes every trail contains, with the detections they resemble."""
     prod, region = world.account("prod") or world.account_ids[0], world.regions[0]
 
-    def arn(label: str) -> str:
-        return world.principal(label).arn
+    def actor(name: str, label: str, alias: str | None, description: str, *quiet_for: str) -> BenignActor:
+        p = world.principal(label)
+        resource = world.key(prod, region, alias).arn if alias else None
+        return BenignActor(name, p.arn, resource, p.account, description, quiet_for, p.role_arn)
 
-    def key(alias: str) -> str:
-        return world.key(prod, region, alias).arn
-
+    deploys = f"reads the same {DEPLOY_SECRETS} secrets on each of {len(DEPLOY_HOURS)} daily deploys"
     actors = [
-        BenignActor(
+        actor(
             "nightly_batch",
-            arn("nightly-etl"),
-            key("etl-key"),
-            prod,
+            "nightly-etl",
+            "etl-key",
             "same big Decrypt volume at 02:05 UTC every night",
-            ("kms_decrypt_volume_spike",),
+            "kms_decrypt_volume_spike",
         ),
-        BenignActor(
-            "sporadic_denial",
-            arn("alice"),
-            key("legacy-key"),
-            prod,
-            "a single denied Decrypt now and then",
-            ("access_denied_storm",),
-        ),
-        BenignActor(
-            "sporadic_denial",
-            arn("bob"),
-            None,
-            prod,
-            "a single denied GetSecretValue now and then",
-            ("access_denied_storm",),
-        ),
-        BenignActor(
+        actor("sporadic_denial", "alice", "legacy-key", "a single denied Decrypt now and then", "access_denied_storm"),
+        actor("sporadic_denial", "bob", None, "a single denied GetSecretValue now and then", "access_denied_storm"),
+        actor(
             "tenant_onboarding",
-            arn("orders-api"),
-            key("tenant-data-key"),
-            prod,
+            "orders-api",
+            "tenant-data-key",
             f"tenants {', '.join(ONBOARDED_TENANTS)} appear in the encryption context on the focus day",
-            ("kms_context_scanning", "kms_context_schema_break"),
+            "kms_context_scanning",
+            "kms_context_schema_break",
         ),
-        BenignActor(
+        actor(
             "sporadic_invalid_ciphertext",
-            arn("orders-api"),
-            key("tenant-data-key"),
-            prod,
+            "orders-api",
+            "tenant-data-key",
             "one InvalidCiphertextException now and then",
-            ("kms_invalid_ciphertext_burst",),
+            "kms_invalid_ciphertext_burst",
         ),
-        BenignActor(
+        actor(
             "org_scoped_key_policy",
-            arn("carol"),
-            key("shared-data-key"),
-            prod,
+            "carol",
+            "shared-data-key",
             "PutKeyPolicy with Principal * limited by aws:PrincipalOrgID; CreateGrant to its own Auto Scaling role",
-            ("kms_key_policy_exposure",),
+            "kms_key_policy_exposure",
         ),
-        BenignActor(
-            "deploy_pipeline",
-            arn("deploy-pipeline"),
-            None,
-            prod,
-            f"reads the same {DEPLOY_SECRETS} secrets on each of {len(DEPLOY_HOURS)} daily deploys",
-            ("secrets_enumeration", "secrets_retrieval_spike"),
-        ),
-        BenignActor(
+        actor("deploy_pipeline", "deploy-pipeline", None, deploys, "secrets_enumeration", "secrets_retrieval_spike"),
+        actor(
             "no_context_key",
-            arn("legacy-batch"),
-            key("legacy-key"),
-            prod,
+            "legacy-batch",
+            "legacy-key",
             "a key that never had an encryption context",
-            ("kms_context_schema_break",),
+            "kms_context_schema_break",
         ),
-        BenignActor(
+        actor(
             "secret_rotation",
-            arn("rotation-lambda"),
+            "rotation-lambda",
             None,
-            prod,
             "the rotation lambda's calls during routine rotation",
-            ("secrets_rotation_failure",),
+            "secrets_rotation_failure",
         ),
     ]
     actors += [
-        BenignActor(
-            "secret_rotation",
-            None,
-            world.secret(prod, region, name).arn,
-            prod,
-            "RotationSucceeded every third day",
-            ("secrets_rotation_failure",),
-        )
+        BenignActor("secret_rotation", None, world.secret(prod, region, name).arn, prod,
+                    "RotationSucceeded every third day", ("secrets_rotation_failure",))
         for name in ROTATED_SECRETS
-    ]
+    ]  # fmt: skip
     if Budget(world, plan).xacct:
         actors.append(
-            BenignActor(
+            actor(
                 "org_cross_account",
-                arn("analytics-reader"),
-                key("shared-data-key"),
-                world.account("analytics") or prod,
+                "analytics-reader",
+                "shared-data-key",
                 "an org account decrypting with prod's shared key every morning",
-                ("kms_cross_account_use",),
+                "kms_cross_account_use",
             )
         )
     return actors

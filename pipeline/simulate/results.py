@@ -10,22 +10,29 @@ from typing import Any
 @dataclass(frozen=True)
 class InjectedIncident:
     """One injected incident and the detection expected to find it. `event_ids` are its signature events
-    (side effects such as Secrets Manager's own Decrypt calls are not listed)."""
+    (side effects such as Secrets Manager's own Decrypt calls are not listed). For assumed-role sessions
+    `principal_arn` is the session ARN and `session_issuer_arn` the role behind it (detections may report
+    either); service events have no principal."""
 
     name: str
     detection_id: str
     principal_arn: str | None
     resource_arn: str | None
     account_id: str
-    region: str
     start: dt.datetime
     end: dt.datetime
     event_ids: list[str]
+    region: str = ""
+    session_issuer_arn: str | None = None
+
+    def is_principal(self, arn: str | None) -> bool:
+        return arn is not None and arn in (self.principal_arn, self.session_issuer_arn)
 
 
 @dataclass(frozen=True)
 class BenignActor:
-    """A look-alike that is always in the baseline and must NOT trigger `quiet_for` (or anything else)."""
+    """A look-alike that is always in the baseline and must NOT trigger `quiet_for` (or anything else).
+    No incident shares its principal, nor (for assumed roles) its role."""
 
     name: str
     principal_arn: str | None
@@ -33,6 +40,10 @@ class BenignActor:
     account_id: str
     description: str
     quiet_for: tuple[str, ...]
+    session_issuer_arn: str | None = None
+
+    def is_principal(self, arn: str | None) -> bool:
+        return arn is not None and arn in (self.principal_arn, self.session_issuer_arn)
 
 
 @dataclass
