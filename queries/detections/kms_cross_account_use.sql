@@ -1,0 +1,62 @@
+-- Why: a key shared across accounts is only as safe as the least-guarded account it is shared with. Crypto
+-- calls on our key from an account outside the trusted set mean the key policy or a grant lets strangers
+-- decrypt our data (T1537 / T1550); a trusted account using the key for the first time in the lookback is a
+-- new data path worth a look (a compromised sibling account pivoting, T1078.004). Cross-account calls are
+-- recorded in the key owner's trail with the caller's account in userIdentity.accountId (often type
+-- AWSAccount, without an ARN). AWS services acting for us are not callers.
+WITH crypto AS (
+    SELECT
+        principal_account_id AS caller_account,
+        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        principal_id,
+        key_arn,
+        split_part(key_arn, ':', 5) AS key_account,
+        aws_region,
+        event_name,
+        source_ip,
+        event_time
+    FROM events
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($event_names, event_name)
+      AND error_code IS NULL
+      AND key_arn LIKE 'arn:%:key/%'
+      AND principal_account_id IS NOT NULL
+      AND coalesce(principal_type, '') <> 'AWSService'
+      AND principal_account_id <> split_part(key_arn, ':', 5)
+      AND event_time >= $baseline_start
+      AND event_time < $until
+),
+
+known_pairs AS (  -- (caller account, key) pairs already seen in the lookback
+    SELECT DISTINCT caller_account, key_arn FROM crypto WHERE event_time < $since
+),
+
+judged AS (
+    SELECT
+        r.*,
+        NOT list_contains($trusted_accounts, r.caller_account) AS untrusted,
+        k.caller_account IS NULL AS new_pair
+    FROM crypto AS r
+    LEFT JOIN known_pairs AS k USING (caller_account, key_arn)
+    WHERE r.event_time >= $since
+)
+
+SELECT
+    caller_account,
+    CASE WHEN count(DISTINCT principal_arn) = 1 THEN any_value(principal_arn) END AS principal_arn,
+    key_arn AS resource_arn,
+    any_value(key_account) AS account_id,
+    any_value(aws_region) AS region,
+    CASE WHEN bool_or(untrusted) THEN 'high' END AS severity,
+    bool_or(untrusted) AS untrusted_account,
+    bool_or(new_pair) AS first_use_in_lookback,
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen,
+    count(*) AS event_count,
+    list_sort(list(DISTINCT event_name)) AS event_names,
+    list_sort(list(DISTINCT principal_id) FILTER (WHERE principal_id IS NOT NULL))[:$max_listed] AS principal_ids,
+    list_sort(list(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL))[:$max_listed] AS source_ips
+FROM judged
+WHERE untrusted OR new_pair
+GROUP BY caller_account, key_arn
+ORDER BY first_seen
