@@ -4,42 +4,56 @@
 -- that follow are bookkeeping, not a second finding. A secret the same principal created shortly before
 -- (`ephemeral_max_age`: CI test stacks, Stratus/Terraform teardown) is its own scratch data and stays quiet.
 -- One finding per principal and deletion mode per window; `forced` drives the severity.
-WITH deletions AS (
+WITH lifecycle_calls AS (  -- successful deletions in the window, creations in lookback + window
     SELECT
         event_id,
         event_time,
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        event_name,
+        CASE
+            -- IAM Identity Center: many people share a permission-set role; the session name is the person
+            WHEN session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%' THEN principal_arn
+            -- a workload role: its session names change on every run
+            ELSE coalesce(session_issuer_arn, principal_arn)
+        END AS principal_arn,
+        principal_arn AS session_arn,
         recipient_account_id,
         aws_region,
         source_ip,
         secret_id,
-        CASE
-            WHEN contains(secret_id, ':secret:')
-                THEN regexp_replace(split_part(secret_id, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
-            ELSE secret_id
-        END AS secret_name,
-        coalesce(try_cast(json_extract_string(request_parameters, '$.forceDeleteWithoutRecovery') AS BOOLEAN), false)
-            AS forced,
-        try_cast(json_extract_string(request_parameters, '$.recoveryWindowInDays') AS INTEGER) AS recovery_days
+        -- CreateSecret names the secret in requestParameters.name (its response holds the ARN)
+        coalesce(
+            json_extract_string(request_parameters, '$.name'),
+            CASE
+                WHEN contains(secret_id, ':secret:')
+                    THEN regexp_replace(split_part(secret_id, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
+                ELSE secret_id
+            END
+        ) AS secret_name,
+        request_parameters
     FROM events
     WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND list_contains($delete_events, event_name)
       AND error_code IS NULL
-      AND event_time >= $since
+      AND (
+          (list_contains($delete_events, event_name) AND event_time >= $since)
+          OR (event_name = 'CreateSecret' AND event_time >= $baseline_start)
+      )
       AND event_time < $until
 ),
 
-recent_creations AS (  -- CreateSecret names the secret in requestParameters.name (response holds the ARN)
+deletions AS (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
-        coalesce(json_extract_string(request_parameters, '$.name'), secret_id) AS secret_name,
-        event_time AS created_at
-    FROM events
-    WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND event_name = 'CreateSecret'
-      AND error_code IS NULL
-      AND event_time >= $baseline_start
-      AND event_time < $until
+        * EXCLUDE (request_parameters),
+        coalesce(try_cast(json_extract_string(request_parameters, '$.forceDeleteWithoutRecovery') AS BOOLEAN), false)
+            AS forced,
+        try_cast(json_extract_string(request_parameters, '$.recoveryWindowInDays') AS INTEGER) AS recovery_days
+    FROM lifecycle_calls
+    WHERE list_contains($delete_events, event_name)
+),
+
+recent_creations AS (
+    SELECT principal_arn, secret_name, event_time AS created_at
+    FROM lifecycle_calls
+    WHERE event_name = 'CreateSecret'
 ),
 
 lasting_secrets AS (
@@ -66,7 +80,8 @@ SELECT
     count(DISTINCT secret_name) AS distinct_secrets,
     min(recovery_days) AS min_recovery_days,
     list_slice(list_sort(list(DISTINCT secret_id)), 1, $max_listed) AS secrets,
-    list_sort(list(DISTINCT source_ip)) AS source_ips
+    list_sort(list(DISTINCT source_ip)) AS source_ips,
+    list_sort(list(DISTINCT session_arn)) AS sessions
 FROM lasting_secrets
 GROUP BY principal_arn, forced
 ORDER BY first_seen

@@ -13,8 +13,12 @@ WITH sm_calls AS (
         event_id,
         event_time,
         event_name,
-        -- the role behind an assumed-role session: session names change on every run
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        CASE
+            -- IAM Identity Center: many people share a permission-set role; the session name is the person
+            WHEN session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%' THEN principal_arn
+            -- a workload role: its session names change on every run
+            ELSE coalesce(session_issuer_arn, principal_arn)
+        END AS principal_arn,
         recipient_account_id,
         aws_region,
         source_ip,

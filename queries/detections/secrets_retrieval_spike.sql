@@ -11,7 +11,12 @@ WITH secret_reads AS (
         r.event_id,
         r.event_time,
         timezone('UTC', r.event_time) AS utc_time,  -- hour-of-day must not depend on the session time zone
-        coalesce(r.session_issuer_arn, r.principal_arn) AS principal_arn,  -- stable across sessions
+        CASE
+            -- IAM Identity Center: many people share a permission-set role; the session name is the person
+            WHEN r.session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%' THEN r.principal_arn
+            -- a workload role: its session names change on every run
+            ELSE coalesce(r.session_issuer_arn, r.principal_arn)
+        END AS principal_arn,
         r.recipient_account_id,
         r.aws_region,
         r.source_ip,
