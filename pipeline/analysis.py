@@ -1,0 +1,229 @@
+"""Summaries of a lake window as polars DataFrames, for the notebooks and the HTML report.
+
+Each function runs one read-only query in an `Engine` session opened over the window (`open_window`), binding
+`$since`/`$until` from the engine, and returns a small DataFrame ready to plot or show. The investigation
+queries stay in queries/investigations/; `investigation()` runs one of them over the same session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline import investigate
+from pipeline.engine import Engine
+from pipeline.outbox import Outbox, OutboxEntry, OutboxError, outbox_path
+
+# Plain SQL text (no string building): values bind as $name. `$denied` is the list of errorCodes that mean
+# "not authorized" (the denied_activity investigation's default); a principal is its ARN, else the AWS service
+# that acted, else its account.
+_SQL: dict[str, str] = {
+    "totals": """
+        SELECT count(*) AS events,
+               count(DISTINCT coalesce(principal_arn, invoked_by, principal_account_id)) AS principals,
+               count(DISTINCT key_arn) AS keys,
+               count(DISTINCT secret_id) AS secrets,
+               count(*) FILTER (list_contains($denied, error_code)) AS denied,
+               count(*) FILTER (error_code IS NOT NULL AND NOT list_contains($denied, error_code)) AS errors
+        FROM events WHERE event_time >= $since AND event_time < $until""",
+    "calls_per_hour": """
+        SELECT time_bucket(INTERVAL 1 hour, event_time) AS hour, event_name, count(*) AS calls
+        FROM events WHERE event_time >= $since AND event_time < $until
+        GROUP BY ALL ORDER BY hour, event_name""",
+    "errors_per_hour": """
+        SELECT time_bucket(INTERVAL 1 hour, event_time) AS hour, error_code, count(*) AS calls
+        FROM events WHERE event_time >= $since AND event_time < $until AND error_code IS NOT NULL
+        GROUP BY ALL ORDER BY hour, error_code""",
+    "top_principals": """
+        SELECT coalesce(principal_arn, invoked_by, principal_account_id) AS principal, count(*) AS calls,
+               count(*) FILTER (list_contains($denied, error_code)) AS denied,
+               count(DISTINCT key_arn) AS keys, count(DISTINCT secret_id) AS secrets,
+               count(DISTINCT source_ip) AS source_ips
+        FROM events
+        WHERE event_time >= $since AND event_time < $until
+          AND coalesce(principal_arn, invoked_by, principal_account_id) IS NOT NULL
+        GROUP BY ALL ORDER BY calls DESC, principal LIMIT $limit""",
+    "top_keys": """
+        SELECT key_arn AS key, count(*) AS calls,
+               count(DISTINCT coalesce(principal_arn, invoked_by, principal_account_id)) AS principals,
+               count(error_code) AS failed,
+               list_sort(list_distinct(flatten(list(map_keys(encryption_context))))) AS context_keys
+        FROM events WHERE event_time >= $since AND event_time < $until AND key_arn IS NOT NULL
+        GROUP BY ALL ORDER BY calls DESC, key LIMIT $limit""",
+    "top_secrets": """
+        WITH reads AS (
+            SELECT *, unnest(coalesce(secret_ids, [secret_id])) AS secret
+            FROM events
+            WHERE event_time >= $since AND event_time < $until
+              AND event_name IN ('GetSecretValue', 'BatchGetSecretValue')
+        )
+        SELECT secret, count(*) AS reads,
+               count(DISTINCT coalesce(principal_arn, invoked_by, principal_account_id)) AS readers,
+               count(error_code) AS failed
+        FROM reads GROUP BY ALL ORDER BY reads DESC, secret LIMIT $limit""",
+    "context_cardinality": """
+        WITH pairs AS (
+            SELECT key_arn AS key, coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
+                   unnest(map_entries(encryption_context)) AS pair
+            FROM events
+            WHERE event_time >= $since AND event_time < $until
+              AND encryption_context IS NOT NULL AND key_arn IS NOT NULL
+        )
+        SELECT key, pair.key AS context_key, count(DISTINCT pair.value) AS distinct_values,
+               count(DISTINCT principal) AS principals, count(*) AS calls
+        FROM pairs GROUP BY ALL ORDER BY distinct_values DESC, key, context_key LIMIT $limit""",
+    "principal_calls": """
+        SELECT event_time, event_source, event_name, coalesce(key_arn, key_id, secret_id) AS resource,
+               coalesce(error_code, 'ok') AS outcome,
+               CASE WHEN error_code IS NULL THEN 'ok'
+                    WHEN list_contains($denied, error_code) THEN 'denied' ELSE 'error' END AS outcome_class,
+               source_ip, user_agent, event_id
+        FROM events
+        WHERE event_time >= $since AND event_time < $until
+          AND $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by)
+        ORDER BY event_time, event_id""",
+    "principal_sources": """
+        SELECT source_ip, user_agent, count(*) AS calls, min(event_time) AS first_seen,
+               max(event_time) AS last_seen
+        FROM events
+        WHERE event_time >= $since AND event_time < $until
+          AND $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by)
+        GROUP BY ALL ORDER BY calls DESC, source_ip""",
+    "principal_resources": """
+        WITH touched AS (
+            SELECT *,
+                   CASE WHEN event_source = 'kms.amazonaws.com' THEN 'key' ELSE 'secret' END AS kind,
+                   unnest(coalesce(secret_ids, [coalesce(key_arn, key_id, secret_id)])) AS resource
+            FROM events
+            WHERE event_time >= $since AND event_time < $until
+              AND $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by)
+        )
+        SELECT kind, resource, list_sort(list_distinct(list(event_name))) AS operations, count(*) AS calls,
+               count(*) FILTER (list_contains($denied, error_code)) AS denied,
+               min(event_time) AS first_seen, max(event_time) AS last_seen
+        FROM touched WHERE resource IS NOT NULL
+        GROUP BY ALL ORDER BY calls DESC, resource""",
+}
+
+
+def open_window(lake: Path | str, since: dt.datetime, until: dt.datetime) -> Engine:
+    """A locked session whose `events` covers [since, until) of the lake (close it, or use `with`)."""
+    return Engine.for_lake(investigate.check_lake(Path(lake)), since, until)
+
+
+def denied_codes() -> list[str]:
+    """The errorCodes that mean "not authorized": the denied_activity investigation's default."""
+    return list(investigate.get("denied_activity").param("error_codes").default)
+
+
+def _frame(engine: Engine, name: str, **params: Any) -> pl.DataFrame:
+    sql = _SQL[name]
+    values = {"since": engine.since, "until": engine.until, **params}
+    if "$denied" in sql:
+        values["denied"] = denied_codes()
+    return pl.from_arrow(engine.sql(sql, values))  # type: ignore[return-value]
+
+
+def totals(engine: Engine) -> dict[str, int]:
+    """events, principals, keys, secrets, denied and errors in the window."""
+    return _frame(engine, "totals").row(0, named=True)
+
+
+def calls_per_hour(engine: Engine) -> pl.DataFrame:
+    """hour, event_name, calls."""
+    return _frame(engine, "calls_per_hour")
+
+
+def errors_per_hour(engine: Engine) -> pl.DataFrame:
+    """hour, error_code, calls (failed calls only)."""
+    return _frame(engine, "errors_per_hour")
+
+
+def top_principals(engine: Engine, limit: int = 10) -> pl.DataFrame:
+    """principal, calls, denied, keys, secrets, source_ips: the busiest callers."""
+    return _frame(engine, "top_principals", limit=limit)
+
+
+def top_keys(engine: Engine, limit: int = 10) -> pl.DataFrame:
+    """key, calls, principals, failed, context_keys: the busiest KMS keys."""
+    return _frame(engine, "top_keys", limit=limit)
+
+
+def top_secrets(engine: Engine, limit: int = 10) -> pl.DataFrame:
+    """secret, reads, readers, failed: the most read secrets (batch reads count per secret)."""
+    return _frame(engine, "top_secrets", limit=limit)
+
+
+def context_cardinality(engine: Engine, limit: int = 15) -> pl.DataFrame:
+    """key, context_key, distinct_values, principals, calls: how many encryption-context values each key saw."""
+    return _frame(engine, "context_cardinality", limit=limit)
+
+
+def principal_calls(engine: Engine, principal: str) -> pl.DataFrame:
+    """Every call of a principal (ARN, role ARN or name, user name): time, operation, resource, outcome_class."""
+    return _frame(engine, "principal_calls", principal=principal)
+
+
+def principal_sources(engine: Engine, principal: str) -> pl.DataFrame:
+    """source_ip, user_agent, calls, first/last seen of a principal."""
+    return _frame(engine, "principal_sources", principal=principal)
+
+
+def principal_resources(engine: Engine, principal: str) -> pl.DataFrame:
+    """The keys and secrets a principal touched: kind, resource, operations, calls, denied, first/last seen."""
+    return _frame(engine, "principal_resources", principal=principal)
+
+
+def investigation(engine: Engine, query_id: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+    """Run an investigation query over the engine's window (its lookback needs the engine to cover it)."""
+    query = investigate.get(query_id)
+    return engine.run_pl(query, {"since": engine.since, "until": engine.until, **(params or {})})
+
+
+# --- alerts ----------------------------------------------------------------------------------------------------
+
+ALERT_COLUMNS: tuple[str, ...] = (
+    "severity", "detection_id", "title", "principal_arn", "resource_arn", "first_seen", "last_seen",
+    "event_count", "state", "alert_id",
+)  # fmt: skip
+
+
+def outbox_entries(lake: Path | str, since: dt.datetime, until: dt.datetime) -> list[OutboxEntry]:
+    """Outbox alerts whose activity overlaps [since, until), most severe first (none when there is no outbox)."""
+    if not outbox_path(Path(lake)).exists():
+        return []
+    try:
+        with Outbox.open(Path(lake), create=False) as box:
+            entries = box.entries()
+    except OutboxError:
+        return []
+    return [e for e in entries if e.alert.last_seen >= since and e.alert.first_seen < until]
+
+
+def alerts(lake: Path | str, since: dt.datetime, until: dt.datetime, principal: str | None = None) -> pl.DataFrame:
+    """Outbox alerts overlapping [since, until) as a table, optionally of one principal (a session ARN or a
+    role name matches the alert's role ARN), most severe first."""
+    rows = [
+        {**{c: getattr(e.alert, c, None) for c in ALERT_COLUMNS}, "state": e.state}
+        for e in outbox_entries(lake, since, until)
+        if not principal or _same_principal(e.alert.principal_arn, principal)
+    ]
+    schema: dict[str, Any] = {c: pl.String for c in ALERT_COLUMNS}
+    schema |= {"first_seen": pl.Datetime("us", "UTC"), "last_seen": pl.Datetime("us", "UTC"), "event_count": pl.Int64}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def _same_principal(alert_principal: str | None, wanted: str) -> bool:
+    if not alert_principal:
+        return False
+    if alert_principal == wanted:
+        return True
+    # A session ARN (assumed-role/<role>/<session>) belongs to the role the alert names.
+    if ":assumed-role/" in wanted:
+        role = wanted.split(":assumed-role/", 1)[1].split("/", 1)[0]
+        return alert_principal.endswith(f":role/{role}") or alert_principal.endswith(f"/{role}")
+    return alert_principal.endswith(f"/{wanted}")

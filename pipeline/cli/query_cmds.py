@@ -1,0 +1,325 @@
+"""`keytrail query list|show|run` (investigation queries) and `keytrail sql` (ad-hoc SQL in the locked session).
+
+The CLI reads the clock (relative times such as `-24h` are resolved against it) and the lake from --lake or
+KEYTRAIL_LAKE. Exit codes: 0 = ran (with or without rows); 1 = the query failed; 2 = bad input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+from typing import Annotated, Any
+
+import duckdb
+import msgspec
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline import catalog, investigate, lake
+from pipeline.engine import Engine, QueryRefused
+from pipeline.investigate import InvestigationError
+from pipeline.settings import Settings
+
+FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
+TABLE_MAX_ROWS = 500  # a terminal is not the place for more: the note points to --format csv --output
+
+LakeOption = Annotated[
+    Path | None, typer.Option("--lake", help="The lake directory (default: KEYTRAIL_LAKE, else ./keytrail-lake).")
+]
+FormatOption = Annotated[
+    str, typer.Option("--format", "-f", help="table (rich), csv, json (one object per line) or parquet.")
+]
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the result to this file (required for parquet).")
+]
+QueriesOption = Annotated[
+    Path | None, typer.Option("--queries", help="Query tree to use instead of the repository's queries/.")
+]
+
+query_app = typer.Typer(
+    name="query",
+    help="Investigation queries: what did a principal do, who used a key or read a secret, what is behind an "
+    "alert.\n\nExample: keytrail query run principal_activity --param principal=etl-worker --param since=-24h",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
+
+
+def _lake(option: Path | None) -> Path:
+    return option if option is not None else Settings.from_env().lake
+
+
+def _load(queries: Path | None) -> tuple[catalog.Query, ...]:
+    try:
+        return investigate.load(queries)
+    except catalog.CatalogError as exc:
+        raise _fail(str(exc)) from None
+
+
+# --- list / show -------------------------------------------------------------------------------------------------
+
+
+@query_app.command("list")
+def list_command(queries: QueriesOption = None) -> None:
+    """List the investigation queries, with the params each one needs.
+
+    Example: keytrail query list
+    """
+    table = Table(title="investigations (keytrail query show ID for params and an example)")
+    for column in ("id", "question", "required params"):
+        table.add_column(column, no_wrap=column == "id")
+    for query in _load(queries):
+        required = ", ".join(p.name for p in query.params if p.required) or "-"
+        table.add_row(query.id, escape(query.title), required)
+    Console().print(table)
+
+
+@query_app.command("show")
+def show_command(
+    query_id: Annotated[str, typer.Argument(help="Investigation id (see keytrail query list).")],
+    lake_option: LakeOption = None,
+    queries: QueriesOption = None,
+) -> None:
+    """Show an investigation: what it answers, its params, next steps and a ready-to-copy example.
+
+    When the lake has events, the example uses values from its last day, so it returns rows there.
+
+    Example: keytrail query show key_usage --lake ./demo-lake
+    """
+    _load(queries)
+    try:
+        query = investigate.get(query_id, queries)
+    except InvestigationError as exc:
+        raise _fail(str(exc)) from None
+    lake_path = _lake(lake_option)
+    console = Console()
+    console.print(f"[bold]{query.id}[/bold]: {escape(query.title)}\n")
+    console.print(escape(query.description) + "\n")
+    params = Table(title="params (--param name=value)")
+    for column in ("name", "type", "default", "help"):
+        params.add_column(column, no_wrap=column != "help")
+    for name, type_, default, help_text in investigate.describe_params(query):
+        params.add_row(name, type_, escape(default), escape(help_text))
+    console.print(params)
+    console.print("\n[bold]next steps[/bold]")
+    for step in query.next_steps:
+        console.print(f"  • {escape(step)}")
+    values = _lake_example(query, lake_path)
+    where = f"on {lake_path}" if values is not None else "(illustrative values)"
+    console.print(f"\n[bold]example[/bold] {escape(where)}")
+    # Plain print: the command must stay copyable (no wrapping, no markup).
+    typer.echo(investigate.example_command(query, values, lake_path=lake_path if values is not None else None))
+
+
+def _lake_example(query: catalog.Query, lake_path: Path) -> dict[str, Any] | None:
+    if not lake.events_dir(lake_path).is_dir():
+        return None
+    try:
+        return investigate.lake_example(query, lake_path)
+    except duckdb.Error:
+        return None  # an unreadable lake still gets the YAML example
+
+
+# --- run / sql ---------------------------------------------------------------------------------------------------
+
+
+@query_app.command("run")
+def run_command(
+    query_id: Annotated[str, typer.Argument(help="Investigation id (see keytrail query list).")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="name=value (repeatable); see keytrail query show ID.")
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Same as --param since=... (default -24h).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Same as --param until=... (default now).")] = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    lake_option: LakeOption = None,
+    queries: QueriesOption = None,
+) -> None:
+    """Run an investigation over the lake. Times are ISO or relative to now (now, -24h, -7d).
+
+    Example: keytrail query run key_usage --param key=alias/orders --param bucket=1h --since -7d --format csv
+    """
+    now = dt.datetime.now(dt.UTC)  # the only clock read: relative times resolve against it
+    _check_format(fmt, output)
+    _load(queries)
+    lake_path = _lake(lake_option)
+    try:
+        query = investigate.get(query_id, queries)
+        values = investigate.parse_assignments(param or [])
+        for name, value in (("since", since), ("until", until)):
+            if value is not None:
+                if name in values:
+                    raise InvestigationError(f"give {name} once: --{name} or --param {name}=..., not both")
+                values[name] = value
+        investigate.check_lake(lake_path)
+        resolved = investigate.resolve(query, values, now=now, lake_path=lake_path)
+    except InvestigationError as exc:
+        raise _fail(str(exc)) from None
+    with Console(stderr=True).status(f"running {query.id}", spinner="dots"):
+        try:
+            table = investigate.run(lake_path, resolved)
+        except (ValueError, duckdb.Error) as exc:
+            raise _fail(f"{query.id} failed: {exc}", code=1) from None
+    title = f"{query.id} {investigate.iso(resolved.since)} .. {investigate.iso(resolved.until)}"
+    write_result(table, fmt, output, title=title)
+
+
+def sql_command(
+    text: Annotated[str, typer.Argument(help="One read-only SELECT over the `events` view.")],
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only partitions from this day (ISO or -7d); default: all.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Only partitions before this time; default: all.")
+    ] = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    lake_option: LakeOption = None,
+) -> None:
+    """Ad-hoc SQL over the lake's `events` view, in a locked session: it reads the lake and nothing else
+    (no files, no network, no settings), one read-only statement. Values can bind as $name only from
+    investigations; here, write literals. The columns: pipeline/events.py (EVENTS_SCHEMA).
+
+    Example: keytrail sql "SELECT event_name, count(*) AS calls FROM events GROUP BY ALL ORDER BY calls DESC"
+    """
+    now = dt.datetime.now(dt.UTC)
+    _check_format(fmt, output)
+    lake_path = _lake(lake_option)
+    try:
+        investigate.check_lake(lake_path)
+        window = _sql_window(lake_path, since, until, now)
+    except (InvestigationError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    try:
+        with Engine.for_lake(lake_path, *window) as engine:
+            table = engine.sql(text)
+    except duckdb.PermissionException as exc:
+        raise _fail(
+            f"refused: {exc}. `keytrail sql` reads only the lake's `events` view (file and network access are "
+            "off in this session); query it instead, e.g. SELECT * FROM events LIMIT 10"
+        ) from None
+    except QueryRefused as exc:
+        raise _fail(f"refused: {exc}. Write one SELECT over `events`.") from None
+    except duckdb.Error as exc:
+        raise _fail(f"query failed: {exc}", code=1) from None
+    write_result(table, fmt, output, title="sql")
+
+
+def _sql_window(
+    lake_path: Path, since: str | None, until: str | None, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """The partitions to read: the given bounds, else the whole lake (its first day .. the day after its last)."""
+    days = lake.partitions(lake_path) or [now.date()]
+    first, last = min(days), max(days) + dt.timedelta(days=1)
+    start = investigate.parse_time(since, now) if since else investigate.parse_time(first.isoformat(), now)
+    end = investigate.parse_time(until, now) if until else investigate.parse_time(last.isoformat(), now)
+    return start, end
+
+
+# --- output ------------------------------------------------------------------------------------------------------
+
+
+def _check_format(fmt: str, output: Path | None) -> None:
+    if fmt not in FORMATS:
+        raise _fail(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt == "parquet" and output is None:
+        raise _fail("--format parquet writes a file: add --output result.parquet")
+
+
+def write_result(table: pa.Table, fmt: str, output: Path | None, *, title: str) -> None:
+    """Print or write `table` as a rich table, CSV, JSON lines or Parquet."""
+    if fmt == "parquet":
+        assert output is not None
+        pq.write_table(table, output, compression="zstd")
+    elif fmt == "table":
+        console = Console(file=output.open("w") if output else None, width=200 if output else None)
+        console.print(_rich_table(table, title))
+        if table.num_rows > TABLE_MAX_ROWS:
+            console.print(f"… {table.num_rows - TABLE_MAX_ROWS} more rows: use --format csv --output FILE")
+    else:
+        text = _csv(table) if fmt == "csv" else _json_lines(table)
+        if output:
+            output.write_text(text)
+        else:
+            typer.echo(text, nl=False)
+    if output:
+        Console(stderr=True).print(f"{table.num_rows} rows written to {escape(str(output))}")
+
+
+def _rich_table(table: pa.Table, title: str) -> Table:
+    view = Table(title=f"{title} ({table.num_rows} rows)")
+    for name in table.column_names:
+        view.add_column(name, overflow="fold")
+    for row in table.slice(0, TABLE_MAX_ROWS).to_pylist():
+        view.add_row(*(escape(_cell(value)) for value in row.values()))
+    return view
+
+
+def _cell(value: Any) -> str:
+    plain = _plain(value)
+    if plain is None:
+        return ""
+    if isinstance(plain, list):
+        return ", ".join(_cell(item) for item in plain)
+    if isinstance(plain, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in plain.items())
+    return str(plain)
+
+
+def _plain(value: Any) -> Any:
+    """Arrow Python values -> JSON-ready ones: ISO times, maps (lists of pairs) as dicts."""
+    if isinstance(value, dt.datetime):
+        return investigate.iso(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, list):
+        if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
+            return {str(k): _plain(v) for k, v in value}
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _json_lines(table: pa.Table) -> str:
+    return "".join(
+        msgspec.json.encode({k: _plain(v) for k, v in row.items()}).decode() + "\n" for row in table.to_pylist()
+    )
+
+
+def _csv(table: pa.Table) -> str:
+    # CSV has no nested types: lists, maps and structs become JSON text.
+    columns: list[pa.Array | pa.ChunkedArray] = []
+    for column in table.columns:
+        if pa.types.is_nested(column.type):
+            columns.append(
+                pa.array(
+                    [None if v is None else msgspec.json.encode(_plain(v)).decode() for v in column.to_pylist()],
+                    type=pa.string(),
+                )
+            )
+        else:
+            columns.append(column)
+    buffer = io.BytesIO()
+    pacsv.write_csv(pa.table(columns, names=table.column_names), buffer)
+    return buffer.getvalue().decode()
+
+
+def register(app: typer.Typer) -> None:
+    """Add `query` (list/show/run) and `sql` to the app."""
+    app.add_typer(query_app, name="query")
+    app.command("sql")(sql_command)
