@@ -7,7 +7,6 @@ evidence lists inside `context` are cut, and `context._trimmed` says how many it
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import re
@@ -159,7 +158,7 @@ def ocsf_finding(alert: Alert, *, created: dt.datetime) -> dict[str, Any]:
             "version": OCSF_VERSION,
             "product": {"name": "keytrail", "vendor_name": "keytrail", "version": __version__},
         },
-        "unmapped": {"context": dict(alert.context)},
+        "unmapped": {"context": alert.to_dict()["context"]},
     }
     if alert.region:
         finding["cloud"]["region"] = alert.region
@@ -190,23 +189,34 @@ def render_body(alert: Alert, fmt: str = "json", *, created: dt.datetime, budget
     """The SNS Message: the alert JSON (design.md §3) or an OCSF finding, trimmed to `budget` UTF-8 bytes."""
     if fmt not in FORMATS:
         raise ValueError(f"message format {fmt!r} is not one of {', '.join(FORMATS)}")
-
-    def render(candidate: Alert) -> bytes:
-        return _encode(candidate.to_dict() if fmt == "json" else ocsf_finding(candidate, created=created))
-
-    body = render(alert)
+    document = alert.to_dict()  # once: trimming below re-encodes only with a different context
+    context = document["context"]
+    if fmt == "json":
+        render = functools.partial(_with_context, document)
+    else:
+        render = functools.partial(_with_unmapped_context, ocsf_finding(alert, created=created))
+    body = render(context)
     if len(body) > budget:
-        body = render(trim_to_fit(alert, lambda candidate: len(render(candidate)) <= budget))
+        body = render(trim_context(context, lambda candidate: len(render(candidate)) <= budget))
     return body.decode()
+
+
+def _with_context(document: Mapping[str, Any], context: Mapping[str, Any]) -> bytes:
+    return _encode({**document, "context": context})
+
+
+def _with_unmapped_context(finding: Mapping[str, Any], context: Mapping[str, Any]) -> bytes:
+    return _encode({**finding, "unmapped": {**finding["unmapped"], "context": context}})
 
 
 # -- trimming ------------------------------------------------------------------------------------------
 
 TRIM_NOTE_KEY = "_trimmed"
 _TRIM_REASON = "the alert was over SNS's 256 KB message limit: evidence lists were cut to fit"
+Context = Mapping[str, Any]
 
 
-def _lists(value: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], list[Any]]]:
+def _lists(value: Context, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], list[Any]]]:
     """Every list inside `value` reachable through mappings (the evidence lists a detection reports)."""
     for key, item in value.items():
         if key == TRIM_NOTE_KEY:
@@ -217,7 +227,7 @@ def _lists(value: Mapping[str, Any], path: tuple[str, ...] = ()) -> Iterator[tup
             yield from _lists(item, (*path, str(key)))
 
 
-def _replace_at(value: Mapping[str, Any], path: tuple[str, ...], new: Any) -> dict[str, Any]:
+def _replace_at(value: Context, path: tuple[str, ...], new: Any) -> dict[str, Any]:
     copy = dict(value)
     head, *rest = path
     copy[head] = _replace_at(copy[head], tuple(rest), new) if rest else new
@@ -236,45 +246,43 @@ def _most_that_fit(count: int, fits: Callable[[int], bool]) -> int:
     return low
 
 
-def _noted(alert: Alert, context: Mapping[str, Any], cut: Mapping[str, int], **extra: Any) -> Alert:
+def _noted(context: Context, cut: Mapping[str, int], **extra: Any) -> dict[str, Any]:
     note = {"reason": _TRIM_REASON, "items_cut": dict(cut), "total_items_cut": sum(cut.values()), **extra}
-    return dataclasses.replace(alert, context={**context, TRIM_NOTE_KEY: note})
+    return {**context, TRIM_NOTE_KEY: note}
 
 
 def _keeping(
-    context: Mapping[str, Any], cut: Mapping[str, int], path: tuple[str, ...], items: list[Any], keep: int
+    context: Context, cut: Mapping[str, int], path: tuple[str, ...], items: list[Any], keep: int
 ) -> tuple[dict[str, Any], dict[str, int]]:
     return _replace_at(context, path, items[:keep]), {**cut, ".".join(path): len(items) - keep}
 
 
 def _fits_keeping(
-    fits: Callable[[Alert], bool],
-    alert: Alert,
-    context: Mapping[str, Any],
+    fits: Callable[[Context], bool],
+    context: Context,
     cut: Mapping[str, int],
     path: tuple[str, ...],
     items: list[Any],
     keep: int,
 ) -> bool:
-    return fits(_noted(alert, *_keeping(context, cut, path, items, keep)))
+    return fits(_noted(*_keeping(context, cut, path, items, keep)))
 
 
-def trim_to_fit(alert: Alert, fits: Callable[[Alert], bool]) -> Alert:
-    """A copy of `alert` whose `context` evidence lists are cut (largest first) until `fits` says so.
+def trim_context(context: Context, fits: Callable[[Context], bool]) -> dict[str, Any]:
+    """`context` with its evidence lists cut (largest first) until `fits` says the message fits.
 
-    A binary search keeps as many items as fit; `context._trimmed` records the items cut per list. If cutting
-    every list is not enough, only the note is left of the context: the alert itself is never dropped.
+    A binary search keeps as many items as fit; `_trimmed` records the items cut per list. If cutting every
+    list is not enough, only the note is left: the rest of the alert is never dropped.
     """
-    context: dict[str, Any] = dict(alert.context)
     cut: dict[str, int] = {}
+    trimmed: Context = context
     biggest_first = sorted(_lists(context), key=lambda pair: len(_encode({"v": pair[1]})), reverse=True)
     for path, items in biggest_first:
-        keep = _most_that_fit(len(items), functools.partial(_fits_keeping, fits, alert, context, cut, path, items))
-        context, cut = _keeping(context, cut, path, items, keep)
-        if fits(_noted(alert, context, cut)):
-            return _noted(alert, context, cut)
-    last_resort = _noted(alert, {}, cut, context_dropped=sorted(map(str, alert.context)))
-    return dataclasses.replace(last_resort, runbook=_clip(alert.runbook, 4096))
+        keep = _most_that_fit(len(items), functools.partial(_fits_keeping, fits, trimmed, cut, path, items))
+        trimmed, cut = _keeping(trimmed, cut, path, items, keep)
+        if fits(_noted(trimmed, cut)):
+            return _noted(trimmed, cut)
+    return _noted({}, cut, context_dropped=sorted(map(str, context)))
 
 
 # -- the storm-cap summary -----------------------------------------------------------------------------

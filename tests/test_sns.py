@@ -387,3 +387,43 @@ def test_cli_publish_list_and_show(lake: Path, topic: Topic, aws: str) -> None:
     shown = runner.invoke(app, ["alerts", "show", alerts[1].alert_id[:12], "--lake", str(lake)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and alerts[1].alert_id in shown.output
     assert envelopes[alerts[1].alert_id]["MessageId"] in shown.output and "queued" in shown.output
+
+
+def test_detect_publish_queues_then_publishes_once(lake: Path, topic: Topic, aws: str, tmp_path: Path) -> None:
+    from pipeline.ingest import ingest
+    from tests.conftest import FIXTURES
+    from tests.trails import log_bytes, log_key, write_local
+
+    queue = topic.subscribe("all")
+    deletion = json.loads((FIXTURES / "events" / "kms_schedule_key_deletion.json").read_text())
+    trail = tmp_path / "trail"
+    write_local(trail, log_key(dt.date(2024, 5, 1), "20240501T1020Z_a", account="111122223333"), log_bytes([deletion]))
+    ingest(str(trail), lake)
+    command = [
+        "detect",
+        "--lake",
+        str(lake),
+        "--since",
+        "2024-05-01T10:00:00Z",
+        "--until",
+        "2024-05-01T11:00:00Z",
+        "--detection",
+        "kms_key_deletion_or_disable",
+        "--format",
+        "json",
+        "--publish",
+        "--topic-arn",
+        topic.arn,
+        "--endpoint-url",
+        aws,
+    ]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    (envelope,) = topic.drain(queue)
+    alert = json.loads(envelope["Message"])
+    assert alert["detection_id"] == "kms_key_deletion_or_disable" and alert["principal_arn"].endswith("user/alice")
+    assert envelope["Subject"].startswith("[CRITICAL] ") and envelope["Subject"].endswith(": alice on key/1234abcd")
+
+    again = CliRunner().invoke(app, command)  # the same window again: known, nothing sent
+    assert again.exit_code == 0 and "1 already known" in again.output
+    assert topic.drain(queue) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from rich.json import JSON
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from pipeline import outbox
+from pipeline.alerts import Alert
 from pipeline.messages import FORMATS, short_name
 from pipeline.outbox import STATES, Outbox, OutboxEntry, OutboxError
 from pipeline.settings import Settings
@@ -114,7 +117,34 @@ def publish(
     if fmt not in FORMATS:
         raise _fail(console, f"unknown --format {fmt!r}: use {' or '.join(FORMATS)}")
     settings = Settings.from_env()
-    lake = _lake(lake, settings)
+    _publish_and_report(console, _lake(lake, settings), settings, topic_arn, endpoint_url, fmt, storm_cap)
+
+
+def enqueue_and_publish(
+    console: Console,
+    lake: Path,
+    alerts: Sequence[Alert],
+    *,
+    now: dt.datetime,
+    settings: Settings,
+    topic_arn: str | None = None,
+    endpoint_url: str | None = None,
+) -> None:
+    """`keytrail detect --publish`: findings -> the lake's outbox (dedup, suppression) -> SNS."""
+    report = outbox.enqueue(lake, alerts, now=now, realert_after=dt.timedelta(hours=settings.realert_hours))
+    console.print(f"alert outbox: {report}")
+    _publish_and_report(console, lake, settings, topic_arn, endpoint_url, "json", None)
+
+
+def _publish_and_report(
+    console: Console,
+    lake: Path,
+    settings: Settings,
+    topic_arn: str | None,
+    endpoint_url: str | None,
+    fmt: str,
+    storm_cap: int | None,
+) -> None:
     report = publish_with_progress(
         console,
         lake,
@@ -147,7 +177,11 @@ def publish_with_progress(
     from pipeline.sns import PublishError, publish_pending
 
     if not topic_arn:
-        raise _fail(console, "no SNS topic: pass --topic-arn ARN or set KEYTRAIL_TOPIC_ARN")
+        raise _fail(
+            console,
+            "no SNS topic: pass --topic-arn ARN or set KEYTRAIL_TOPIC_ARN, then run `keytrail alerts publish` "
+            "(pending alerts wait in the outbox)",
+        )
     client = aws.client("sns", endpoint_url=endpoint_url, region=region)
     columns = (TextColumn("publishing alerts"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console, transient=True) as progress:

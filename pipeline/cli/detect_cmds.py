@@ -20,6 +20,7 @@ from rich.table import Table
 
 from pipeline import cases, catalog, detect
 from pipeline.alerts import Alert
+from pipeline.cli import alerts_cmds
 from pipeline.settings import Settings
 
 _SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
@@ -35,7 +36,8 @@ _DETECT_HELP = (
     "last hour ending now. Trusted accounts (cross-account and policy detections) come from --trusted-account "
     "or KEYTRAIL_TRUSTED_ACCOUNTS; when none are given, the accounts seen as recipientAccountId in the events "
     "read are trusted. --format json prints one alert per line (the alert contract); the exit code is 0 with "
-    "or without findings.\n\n"
+    "or without findings. --publish then queues the findings in the lake's alert outbox and publishes the "
+    "pending alerts to SNS (--topic-arn or KEYTRAIL_TOPIC_ARN; see `keytrail alerts`).\n\n"
     "Example: keytrail detect --lake ./lake --since 2024-05-08T02:00:00Z --until 2024-05-08T03:00:00Z "
     "--param kms_decrypt_volume_spike.min_events=500 --format json"
 )
@@ -108,6 +110,15 @@ def detect_command(
     ] = None,
     output: Annotated[str, typer.Option("--format", help="table (rich) or json (one alert per line).")] = "table",
     queries: QueriesOption = None,
+    publish: Annotated[
+        bool, typer.Option("--publish", help="Queue findings in the lake's alert outbox and publish them to SNS.")
+    ] = False,
+    topic_arn: Annotated[
+        str | None, typer.Option("--topic-arn", help="SNS topic for --publish (default: KEYTRAIL_TOPIC_ARN).")
+    ] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option("--endpoint-url", help="SNS endpoint for --publish, e.g. a moto server.")
+    ] = None,
 ) -> None:
     now = dt.datetime.now(dt.UTC)  # the only clock read of a detect run
     settings = Settings.from_env()
@@ -136,16 +147,17 @@ def detect_command(
     except (ValueError, catalog.CatalogError, duckdb.Error) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
-    # The alerts engineer's `--publish [--topic-arn ARN] [--endpoint-url URL]` hooks in here (pipeline/sns.py).
     if output == "json":
         for alert in alerts:
             typer.echo(alert.to_json())
-        return
-    console = Console()
-    if alerts:
-        console.print(_findings_table(alerts, *window))
+    elif alerts:
+        Console().print(_findings_table(alerts, *window))
     else:
-        console.print(f"no findings for {window[0].isoformat()} .. {window[1].isoformat()}")
+        Console().print(f"no findings for {window[0].isoformat()} .. {window[1].isoformat()}")
+    if publish:
+        alerts_cmds.enqueue_and_publish(
+            err, lake_path, alerts, now=now, settings=settings, topic_arn=topic_arn, endpoint_url=endpoint_url
+        )
 
 
 def _run_with_progress(
