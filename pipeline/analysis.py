@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from pipeline import investigate
+from pipeline.alerts import Alert
 from pipeline.engine import Engine
 from pipeline.outbox import Outbox, OutboxEntry, OutboxError, outbox_path
 
@@ -182,6 +184,43 @@ def investigation(engine: Engine, query_id: str, params: Mapping[str, Any] | Non
     """Run an investigation query over the engine's window (its lookback needs the engine to cover it)."""
     query = investigate.get(query_id)
     return engine.run_pl(query, {"since": engine.since, "until": engine.until, **(params or {})})
+
+
+# --- the subject of an investigation (investigate.ipynb) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who and when an investigation looks at: a principal (or "" when the alert names none) and a window."""
+
+    principal: str
+    since: dt.datetime
+    until: dt.datetime
+    alert: Alert | None = None
+
+
+def subject(
+    lake: Path | str,
+    *,
+    now: dt.datetime,
+    alert_id: str = "",
+    principal_arn: str = "",
+    start: str = "-24h",
+    end: str = "now",
+    pad: dt.timedelta = dt.timedelta(hours=1),
+) -> Subject:
+    """From an alert id (its principal, its first/last seen +/- `pad`) or a principal and [start, end)."""
+    if alert_id:
+        try:
+            with Outbox.open(Path(lake), create=False) as box:
+                alert = box.find(alert_id).alert
+        except OutboxError as exc:
+            raise investigate.InvestigationError(str(exc)) from None
+        principal = principal_arn or alert.principal_arn or ""
+        return Subject(principal, alert.first_seen - pad, alert.last_seen + pad, alert)
+    if not principal_arn:
+        raise investigate.InvestigationError("give alert_id or principal_arn (the notebook's parameters cell)")
+    return Subject(principal_arn, investigate.parse_time(start, now), investigate.parse_time(end, now))
 
 
 # --- alerts ----------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import catalog, lake
+from pipeline.alerts import Alert
 from pipeline.catalog import Query, parse_duration, parse_timestamp
 from pipeline.engine import Engine
 from pipeline.outbox import Outbox, OutboxError
@@ -154,24 +155,28 @@ def resolve(
 
 
 def alert_values(lake_path: Path, alert_id: str, query: Query) -> dict[str, Any]:
-    """The outbox alert's fields as values for `query`: the full id, window, principal, resource, source IP."""
+    """The outbox alert's fields (`alert_params`) that `query` accepts."""
     try:
         with Outbox.open(lake_path, create=False) as box:
             alert = box.find(alert_id).alert
     except OutboxError as exc:
         raise InvestigationError(str(exc)) from None
-    source_ip = _alert_source_ip(alert.context)
-    found: dict[str, Any] = {
+    accepted = set(param_names(query))
+    return {name: value for name, value in alert_params(alert).items() if name in accepted}
+
+
+def alert_params(alert: Alert) -> dict[str, Any]:
+    """alert_evidence's values for an alert: full id, detection, principal, resource, source IP and its
+    first/last seen padded by EVIDENCE_PAD."""
+    return {
         "alert_id": alert.alert_id,
         "detection_id": alert.detection_id,
         "principal_arn": alert.principal_arn or "",
         "resource_arn": alert.resource_arn or "",
-        "source_ip": source_ip,
+        "source_ip": _alert_source_ip(alert.context),
         "since": alert.first_seen - EVIDENCE_PAD,
         "until": alert.last_seen + EVIDENCE_PAD,
     }
-    accepted = set(param_names(query))
-    return {name: value for name, value in found.items() if name in accepted}
 
 
 def _alert_source_ip(context: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ GUI backend, safe in a headless kernel or a web process. `to_data_uri` embeds a 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 
 import polars as pl
@@ -15,7 +16,8 @@ from matplotlib.figure import Figure
 
 # Outcome colours: success, authorization denial, any other error.
 OUTCOME_COLOURS: dict[str, str] = {"ok": "#2b8a3e", "denied": "#c92a2a", "error": "#e67700"}
-_MAX_SERIES = 8  # more lines than this is unreadable: the rest are summed as "other"
+_MAX_SERIES = 8  # more colours than this is unreadable: the rest are summed as "other"
+_HOUR = dt.timedelta(hours=1)
 
 
 def _figure(width: float = 9.0, height: float = 3.6) -> tuple[Figure, Axes]:
@@ -37,8 +39,11 @@ def _keep_top_series(frame: pl.DataFrame, series: str, value: str) -> pl.DataFra
     )
 
 
-def stacked_over_time(frame: pl.DataFrame, *, time: str, series: str, value: str, title: str) -> Figure:
-    """Stacked bars of `value` per `time` bucket, one colour per `series` (e.g. calls per hour by operation)."""
+def stacked_over_time(
+    frame: pl.DataFrame, *, time: str, series: str, value: str, title: str, bucket: dt.timedelta = _HOUR
+) -> Figure:
+    """Stacked bars of `value` per `time` bucket of width `bucket`, one colour per `series` (e.g. calls per hour
+    by operation); the largest series get their own colour, the rest are summed as "other"."""
     figure, axes = _figure()
     axes.set_title(title)
     if frame.is_empty():
@@ -53,8 +58,7 @@ def stacked_over_time(frame: pl.DataFrame, *, time: str, series: str, value: str
         .sort(time)
     )
     times = wide[time].to_list()
-    # Bar width = the bucket width, in days (matplotlib's date unit).
-    width = (times[1] - times[0]).total_seconds() / 86400 * 0.9 if len(times) > 1 else 1 / 24 * 0.9
+    width = bucket / dt.timedelta(days=1) * 0.9  # matplotlib's date unit is the day
     bottom = [0.0] * len(times)
     for name in [column for column in wide.columns if column != time]:
         heights = [float(v) for v in wide[name].to_list()]
