@@ -22,9 +22,15 @@ from pipeline.alerts import Alert
 from pipeline.detect import run_detections
 from pipeline.ingest import ingest
 from pipeline.lake import committed_files
+from pipeline.simulate import ALL_INCIDENTS, InjectedIncident, SimulationResult, simulate
 
 UTC = dt.UTC
 HOUR = dt.timedelta(hours=1)
+# 8 days: the incident day has a full 7-day lookback. ~2k events/day keeps ingest + 24 runs well under a minute.
+SIM_DAYS = 8
+SIM_SEED = 7
+SIM_START = dt.date(2024, 5, 1)
+SIM_EVENTS_PER_DAY = 2_000
 SECRETS_DETECTIONS = (
     "secrets_deletion",
     "secrets_enumeration",
@@ -72,6 +78,90 @@ def _describe(alerts: Iterable[Alert]) -> str:
         f"{a.first_seen:%Y-%m-%dT%H:%M:%S}..{a.last_seen:%H:%M:%S} n={a.event_count}"
         for a in alerts
     )
+
+
+def _caller(arn: str) -> tuple[str, str, str | None]:
+    """(account, role or user name, session name or None) of a caller ARN."""
+    account, resource = arn.split(":")[4], arn.split(":", 5)[5]
+    if resource.startswith("assumed-role/"):
+        _, role, session = resource.split("/", 2)
+        return account, role, session
+    return account, resource.rsplit("/", 1)[1], None
+
+
+def _same_caller(a: str | None, b: str | None) -> bool:
+    """A session ARN and the role ARN behind it are the same caller; two sessions must also agree on the session.
+
+    Detections report a workload role by its role ARN (session names change every run) and a person signed in
+    through IAM Identity Center by the session ARN; incidents record the session ARN.
+    """
+    if a is None or b is None:
+        return a is b
+    (account_a, name_a, session_a), (account_b, name_b, session_b) = _caller(a), _caller(b)
+    same_session = session_a is None or session_b is None or session_a == session_b
+    return account_a == account_b and name_a == name_b and same_session
+
+
+def _explains(incident: InjectedIncident, alert: Alert) -> bool:
+    """The alert is about this incident: same caller (for service events: same resource) and overlapping time."""
+    if not _overlaps(alert, incident.start, incident.end):
+        return False
+    if incident.principal_arn is None:
+        return alert.principal_arn is None and alert.resource_arn == incident.resource_arn
+    return _same_caller(alert.principal_arn, incident.principal_arn)
+
+
+# --- 1. a simulated trail with every incident ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult, list[Alert]]:
+    root = tmp_path_factory.mktemp("sim")
+    result = simulate(
+        str(root / "trail"), days=SIM_DAYS, seed=SIM_SEED, start=SIM_START, events_per_day=SIM_EVENTS_PER_DAY
+    )
+    lake = root / "lake"
+    lake.mkdir()
+    ingest(str(root / "trail"), lake)
+    # the incident day, hour by hour, as the scheduled job evaluates it
+    day = dt.datetime.combine(SIM_START + dt.timedelta(days=SIM_DAYS - 1), dt.time(), UTC)
+    return result, evaluate_hourly(lake, day, day + dt.timedelta(days=1))
+
+
+def test_every_incident_is_found_by_its_detection(simulated: tuple[SimulationResult, list[Alert]]) -> None:
+    result, alerts = simulated
+    assert sorted(i.name for i in result.incidents) == sorted(ALL_INCIDENTS)
+    missed = [
+        f"{i.name} -> {i.detection_id} ({i.principal_arn or i.resource_arn}, {i.start:%H:%M:%S}..{i.end:%H:%M:%S})"
+        for i in result.incidents
+        if not any(a.detection_id == i.detection_id and _explains(i, a) for a in alerts)
+    ]
+    assert not missed, "missed incidents:\n  " + "\n  ".join(missed) + "\nalerts:\n" + _describe(alerts)
+
+
+def test_nothing_fires_but_the_incidents(simulated: tuple[SimulationResult, list[Alert]]) -> None:
+    """Zero false positives over the evaluated day. A second detection corroborating an incident (same caller,
+    same minutes, e.g. the KMS decrypts Secrets Manager makes for an enumerating principal) is not one."""
+    result, alerts = simulated
+    unexplained = [a for a in alerts if not any(_explains(i, a) for i in result.incidents)]
+    assert not unexplained, "false positives:\n" + _describe(unexplained)
+
+
+def test_lookalikes_stay_quiet(simulated: tuple[SimulationResult, list[Alert]]) -> None:
+    result, alerts = simulated
+    assert {b.name for b in result.benign} >= {"nightly_batch", "deploy_pipeline", "secret_rotation"}
+    for benign in result.benign:
+        hits = [
+            a
+            for a in alerts
+            if not any(_explains(i, a) for i in result.incidents)
+            and (
+                _same_caller(a.principal_arn, benign.principal_arn)
+                if benign.principal_arn
+                else a.resource_arn == benign.resource_arn
+            )
+        ]
+        assert not hits, f"look-alike {benign.name} ({benign.description}) fired:\n{_describe(hits)}"
 
 
 # --- 2. the real corpus ---------------------------------------------------------------------------------------
