@@ -223,6 +223,8 @@ def test_cli_ingest_summary_and_exit_codes(tmp_path: Path, lake: Path) -> None:
     bad = runner.invoke(app, ["ingest", str(root), "--lake", str(lake), "--workers", "1"])
     assert bad.exit_code == 3, bad.output
     assert "quarantined" in bad.output
+    empty = runner.invoke(app, ["ingest", str(root), "--lake", str(lake), "--since", "2030-01-01"])
+    assert empty.exit_code == 0 and "nothing found under" in empty.output
     missing = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "--lake", str(lake)])
     assert missing.exit_code == 1 and "is not a folder" in " ".join(missing.output.split())
     wrong_date = runner.invoke(app, ["ingest", str(root), "--lake", str(lake), "--since", "May 1"])

@@ -167,6 +167,11 @@ def ingest_command(
             raise _fail(console, f"{exc}: check that --lake {lake_path} is writable, then rerun") from None
     out = Console()
     out.print(_summary(report, lake_path))
+    if report.objects_listed == 0:
+        hint = (
+            "check the prefix (it should hold AWSLogs/, at most two levels down) and --since/--until/--account/--region"
+        )
+        out.print(f"[yellow]nothing found under {escape(source)}: {hint}")
     if report.quarantine:
         out.print(_quarantine_table(report))
     if report.quarantined_anything:
