@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Sequence
+from typing import TypeVar
 
 from pipeline.simulate import shapes
 from pipeline.simulate.identities import (
@@ -22,6 +24,7 @@ from pipeline.simulate.identities import (
 from pipeline.simulate.shapes import KMS, SM, record
 
 LAST_SECOND = 86399
+T = TypeVar("T")
 
 
 class Chunk:
@@ -37,6 +40,8 @@ class Chunk:
         self.events: list[tuple[int, str]] = []
         self._prefix = day.isoformat() + "T"
         self._identities: dict[tuple[str, int, str | None], str] = {}
+        self._hex = ""
+        self._hex_at = 0
 
     def at(self, second: int) -> str:
         return self._prefix + shapes.hms(second) + "Z"
@@ -45,7 +50,20 @@ class Chunk:
         return dt.datetime.combine(self.day, dt.time(), tzinfo=dt.UTC) + dt.timedelta(seconds=second)
 
     def uid(self) -> str:
-        return shapes.uuid4(self.rng)
+        """A version-4 UUID from the chunk's RNG. Random hex is drawn 512 UUIDs at a time (a hot path)."""
+        at = self._hex_at
+        if at >= len(self._hex):
+            self._hex, at = f"{self.rng.getrandbits(128 * 512):016384x}", 0
+        h = self._hex
+        self._hex_at = at + 32
+        return (
+            f"{h[at : at + 8]}-{h[at + 8 : at + 12]}-4{h[at + 13 : at + 16]}-{shapes.UUID_VARIANT[h[at + 16]]}"
+            f"{h[at + 17 : at + 20]}-{h[at + 20 : at + 32]}"
+        )
+
+    def pick(self, items: Sequence[T]) -> T:
+        """A uniform choice (cheaper than Random.choice/randrange on this hot path)."""
+        return items[int(self.rng.random() * len(items))]
 
     def add(self, second: int, text: str) -> None:
         self.events.append((second, text))

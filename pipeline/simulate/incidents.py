@@ -226,7 +226,7 @@ def _cross_account_use(c: Chunk, t: _Trace, start: int, budget: Budget) -> Injec
     """A principal of an account outside the organization decrypts with the (now exposed) shared key."""
     p, key = c.world.principal("partner-sync"), c.world.key(c.account, c.region, "shared-data-key")
     for second in sorted(burst(c.rng, 12, start, 360)):
-        dataset = DATASETS[c.rng.randrange(len(DATASETS))]
+        dataset = c.pick(DATASETS)
         t.add(second, kms_crypto(c, second, p, key, "Decrypt", context(("dataset", dataset)), shared=c.uid()))
     return t.done(p, key.arn)
 

@@ -208,4 +208,4 @@ def generate(c: Chunk, plan: Plan) -> None:
         if not group:
             continue
         for second in diurnal(c.rng, volume * share, profile):
-            pick_call(c.rng.random())(c, second, group[c.rng.randrange(len(group))])
+            pick_call(c.rng.random())(c, second, c.pick(group))

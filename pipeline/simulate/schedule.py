@@ -122,14 +122,16 @@ def diurnal(rng: random.Random, per_day: float, profile: tuple[float, ...]) -> l
     """Seconds of the day for ~per_day events spread over the hours by `profile`."""
     scale = per_day / sum(profile)
     seconds: list[int] = []
+    uniform = rng.random
     for hour, weight in enumerate(profile):
         base = hour * 3600
-        seconds.extend(base + rng.randrange(3600) for _ in range(poisson(rng, weight * scale)))
+        seconds.extend(base + int(uniform() * 3600) for _ in range(poisson(rng, weight * scale)))
     return seconds
 
 
 def burst(rng: random.Random, count: int, start: int, duration: int) -> list[int]:
-    return [clamp(start + rng.randrange(duration)) for _ in range(count)]
+    uniform = rng.random
+    return [clamp(start + int(uniform() * duration)) for _ in range(count)]
 
 
 def region_of(world: World, secondary: bool) -> str:

@@ -22,7 +22,7 @@ KMS = "kms.amazonaws.com"
 SM = "secretsmanager.amazonaws.com"
 
 _encode = msgspec.json.encode
-_HEX_VARIANT = {c: "89ab"[int(c, 16) % 4] for c in "0123456789abcdef"}
+UUID_VARIANT = {c: "89ab"[int(c, 16) % 4] for c in "0123456789abcdef"}
 _HMS: list[str] = []
 
 
@@ -36,7 +36,7 @@ def hms(second: int) -> str:
 def uuid4(rng: random.Random) -> str:
     """A version-4 UUID drawn from the chunk's seeded RNG (deterministic, unlike uuid.uuid4)."""
     h = f"{rng.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_HEX_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def json_text(value: Any) -> str:

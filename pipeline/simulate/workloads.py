@@ -37,7 +37,7 @@ from pipeline.simulate.shapes import KMS, SM
 
 def _tenant_crypto(c: Chunk, second: int, p: Principal, key: Key, tenants: tuple[str, ...], purpose: str) -> None:
     op = "Decrypt" if c.rng.random() < 0.7 else "GenerateDataKey"
-    tenant = tenants[c.rng.randrange(len(tenants))]
+    tenant = c.pick(tenants)
     kms_crypto(c, second, p, key, op, context(("tenant_id", tenant), ("purpose", purpose)))
 
 
@@ -75,7 +75,7 @@ def _ledger(c: Chunk, per_day: float) -> None:
     p, key = c.world.principal("ledger-service"), c.world.key(c.account, c.region, "ledger-key")
     for second in diurnal(c.rng, per_day, FLAT):
         op = "Decrypt" if c.rng.random() < 0.6 else "GenerateDataKey"
-        ledger = LEDGER_IDS[c.rng.randrange(len(LEDGER_IDS))]
+        ledger = c.pick(LEDGER_IDS)
         kms_crypto(c, second, p, key, op, context(("service", "ledger"), ("ledger_id", ledger)))
 
 
@@ -86,7 +86,7 @@ def _secret_reads(
     key = c.world.key(c.account, c.region, "secrets-key")
     secrets = [c.world.secret(c.account, c.region, name) for name in names]
     for second in diurnal(c.rng, per_day / 2, profile):  # each read is 2 events (+ Secrets Manager's Decrypt)
-        secret_read(c, second, p, secrets[c.rng.randrange(len(secrets))], key, by_name=by_name)
+        secret_read(c, second, p, c.pick(secrets), key, by_name=by_name)
 
 
 def _s3_sse(c: Chunk, plan: Plan, label: str, alias: str, bucket: str, per_day: float) -> None:
@@ -152,10 +152,10 @@ def _humans(c: Chunk, people: tuple[str, ...], per_day: float) -> None:
     aliases = ("tenant-data-key", "ledger-key", "analytics-key", "secrets-key")
     names = PROD_SECRETS[:20]
     for second in diurnal(c.rng, per_day, OFFICE):
-        p = people_here[c.rng.randrange(len(people_here))]
+        p = c.pick(people_here)
         if c.rng.random() < 0.6:
-            name = _HUMAN_KMS[c.rng.randrange(len(_HUMAN_KMS))]
-            key = c.world.key(c.account, c.region, aliases[c.rng.randrange(len(aliases))])
+            name = c.pick(_HUMAN_KMS)
+            key = c.world.key(c.account, c.region, c.pick(aliases))
             if name in ("ListAliases", "ListKeys"):
                 api_call(c, second, p, KMS, name, '{"limit":100}', read_only=True)
             else:
@@ -171,8 +171,8 @@ def _humans(c: Chunk, people: tuple[str, ...], per_day: float) -> None:
                     resources=shapes.key_resources(key),
                 )
             continue
-        name = _HUMAN_SM[c.rng.randrange(len(_HUMAN_SM))]
-        secret = c.world.secret(c.account, c.region, names[c.rng.randrange(len(names))])
+        name = c.pick(_HUMAN_SM)
+        secret = c.world.secret(c.account, c.region, c.pick(names))
         if name == "ListSecrets":
             api_call(c, second, p, SM, name, '{"maxResults":100}', read_only=True)
         elif name == "DescribeSecret":
@@ -185,7 +185,7 @@ def _infrastructure(c: Chunk) -> None:
     """EBS volumes attached at instance start, and KMS's own automatic key rotation."""
     p, key = c.world.principal("ebs-infra"), c.world.key(c.account, c.region, "ebs-key")
     for second in diurnal(c.rng, 6, BUSINESS):
-        volume = EBS_VOLUMES[c.rng.randrange(len(EBS_VOLUMES))]
+        volume = c.pick(EBS_VOLUMES)
         kms_crypto(c, second, p, key, "Decrypt", context(("aws:ebs:id", volume)))
     if c.day_index % 5 == 2:
         aliases = ("tenant-data-key", "ledger-key", "etl-key", "analytics-key")
