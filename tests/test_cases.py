@@ -82,3 +82,38 @@ def test_a_wrong_expectation_fails_with_a_readable_diff(tmp_path: Path) -> None:
     assert not good.passed and good.rows == 1
     assert "no output row matches {event_count: 4}" in good.detail
     assert "event_count: 3" in good.detail and "tiny.yml" in good.detail
+
+
+def test_placeholders_and_replace_in_overrides() -> None:
+    from pipeline.catalog import Replace
+
+    spec = EventSpec(
+        base="kms_decrypt",
+        overrides={
+            "requestParameters": {"encryptionContext": Replace({"tenant": "t-{n}-{day}"})},
+            "userIdentity": Replace({"type": "AWSAccount", "accountId": "444455556666"}),
+        },
+        repeat=2,
+        days=2,
+    )
+    records = cases.expand_events([spec], key="k", default_start=dt.datetime(2024, 5, 1, tzinfo=UTC))
+    contexts = [r["requestParameters"]["encryptionContext"] for r in records]
+    assert contexts == [{"tenant": "t-0-0"}, {"tenant": "t-1-0"}, {"tenant": "t-0-1"}, {"tenant": "t-1-1"}]
+    assert records[0]["requestParameters"]["encryptionAlgorithm"] == "SYMMETRIC_DEFAULT"  # merged, not replaced
+    assert records[0]["userIdentity"] == {"type": "AWSAccount", "accountId": "444455556666"}  # replaced
+
+
+def test_replace_tag_in_yaml(tmp_path: Path) -> None:
+    from tests.test_catalog import YML, write_pair
+
+    yml = YML.replace(
+        "events: [{base: kms_decrypt, repeat: 3}]",
+        "events: [{base: kms_decrypt, repeat: 3, "
+        "with: {requestParameters: {encryptionContext: !replace {only: this}}}}]",
+    )
+    query = catalog.load_pair(write_pair(tmp_path, yml=yml), kind="detections")
+    assert isinstance(query.tests[0].events[0].overrides["requestParameters"]["encryptionContext"], catalog.Replace)
+    (record, *_) = cases.expand_events(
+        query.tests[0].events, key="k", default_start=dt.datetime(2024, 5, 1, tzinfo=UTC)
+    )
+    assert record["requestParameters"]["encryptionContext"] == {"only": "this"}

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import duckdb
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -78,19 +79,33 @@ def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
     return overrides
 
 
+def _short(arn: str | None) -> str:
+    """The readable tail of an ARN (role, user, secret name; a key id's first block); JSON has the full ARN."""
+    if not arn:
+        return "-"
+    if ":key/" in arn:
+        return "key/" + arn.split(":key/", 1)[1].split("-", 1)[0]
+    return arn.rsplit("/", 1)[-1] if "/" in arn else arn.rsplit(":", 1)[-1]
+
+
 def _findings_table(alerts: Sequence[Alert], since: dt.datetime, until: dt.datetime) -> Table:
-    table = Table(title=f"findings {since:%Y-%m-%d %H:%M}Z .. {until:%Y-%m-%d %H:%M}Z ({len(alerts)})")
-    for column in ("severity", "detection", "principal", "resource", "first seen", "events", "alert"):
-        table.add_column(column, no_wrap=column in ("first seen", "alert"))
+    table = Table(
+        title=f"{len(alerts)} finding(s) in {since:%Y-%m-%d %H:%M}Z .. {until:%Y-%m-%d %H:%M}Z",
+        box=box.SIMPLE_HEAD,
+        caption="full ARNs, context and runbook: --format json",
+    )
+    table.add_column("severity", no_wrap=True)
+    table.add_column("detection", no_wrap=True)
+    table.add_column("principal -> resource", overflow="fold")
+    table.add_column("first seen", no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
     for alert in alerts:
         table.add_row(
             f"[{_SEVERITY_STYLE[alert.severity]}]{alert.severity}[/]",
             alert.detection_id,
-            escape(alert.principal_arn or "-"),
-            escape(alert.resource_arn or "-"),
-            f"{alert.first_seen:%Y-%m-%d %H:%M:%S}Z",
+            escape(f"{_short(alert.principal_arn)} -> {_short(alert.resource_arn)}"),
+            f"{alert.first_seen:%m-%d %H:%M}",
             f"{alert.event_count:,}",
-            alert.alert_id[:12],
         )
     return table
 
