@@ -150,10 +150,12 @@ def _error_text(err: Exception) -> tuple[str, str]:
 
 
 def _retryable(err: Exception) -> bool:
+    # Connection errors are not retried here: the client (pipeline.aws) already retried them, and more rounds
+    # would only delay the error for an endpoint that is down or mistyped.
     if isinstance(err, ClientError):
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return _error_text(err)[0] in _RETRYABLE or status >= 500
-    return isinstance(err, botocore_errors.ConnectionError | botocore_errors.HTTPClientError)
+    return False
 
 
 def backoff(attempt: int) -> float:
@@ -249,12 +251,14 @@ class _Publisher:
     def _publish_error(self, err: Exception, attempts: int) -> PublishError:
         code, message = _error_text(err)
         hint = _HINTS.get(code, "").format(topic=self.topic_arn)
+        if not hint and isinstance(err, botocore_errors.ConnectionError | botocore_errors.HTTPClientError):
+            hint = "cannot reach SNS: check --endpoint-url / KEYTRAIL_ENDPOINT_URL, the region and the network"
         if not hint and _retryable(err):
             hint = f"SNS kept failing after {attempts} attempts: run `keytrail alerts publish` again later"
         if not hint:
             hint = "fix the request or the topic, then run `keytrail alerts publish` again"
         pending = len(self.box.pending())
-        return PublishError(f"SNS refused the publish ({code}: {message}). {hint}. {pending} alerts stay pending.")
+        return PublishError(f"could not publish ({code}: {message}). {hint}. {pending} alert(s) stay pending.")
 
     def report(self) -> PublishReport:
         return PublishReport(

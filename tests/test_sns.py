@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from typer.testing import CliRunner
 
 from pipeline import aws
@@ -92,6 +92,8 @@ class FaultyClient:
     def publish_batch(self, *, TopicArn: str, PublishBatchRequestEntries: list[dict[str, Any]]) -> dict[str, Any]:
         call = len(self.requests)
         self.requests.append([entry["Id"] for entry in PublishBatchRequestEntries])
+        if self.raise_on.get(call) == "connection":
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/")
         if call in self.raise_on:
             code = self.raise_on[call]
             status = 400 if code in ("Throttling", "AuthorizationError") else 500
@@ -280,10 +282,20 @@ def test_missing_topic_is_a_clear_error_and_alerts_stay_pending(lake: Path, topi
     missing = topic.arn + "-gone"
     with pytest.raises(PublishError, match="does not exist") as raised:
         publish_pending(lake, topic.sns, missing, now=NOW, sleep=lambda _: pytest.fail("not retried"))
-    assert "--topic-arn" in str(raised.value) and "3 alerts stay pending" in str(raised.value)
+    assert "--topic-arn" in str(raised.value) and "3 alert(s) stay pending" in str(raised.value)
     with Outbox.open(lake) as box:
         assert [e.state for e in box.entries()] == ["pending"] * 3
         assert all("NotFound" in (e.last_error or "") for e in box.entries())
+
+
+def test_unreachable_endpoint_fails_without_more_rounds_and_says_what_to_check(lake: Path, topic: Topic) -> None:
+    enqueue(lake, spread(1), now=NOW)
+    client = FaultyClient(topic.sns, raise_on={0: "connection"})  # as the client raises after its own retries
+    with pytest.raises(PublishError, match="cannot reach SNS: check --endpoint-url"):
+        publish_pending(lake, client, topic.arn, now=NOW, sleep=pytest.fail)
+    assert len(client.requests) == 1
+    with Outbox.open(lake) as box:
+        assert "EndpointConnectionError" in (box.pending()[0].last_error or "")
 
 
 def test_access_denied_says_which_permission(lake: Path, topic: Topic) -> None:
