@@ -187,3 +187,61 @@ def test_keytrail_test_passes_fails_and_refuses_unknown_ids(tmp_path: Path) -> N
     failing = runner.invoke(app, ["test", "--queries", str(tmp_path)])
     assert failing.exit_code == 1
     assert "no output row matches {event_count: 4}" in failing.stdout and "1 of 2 case(s) failed" in failing.stdout
+
+
+KMS_DETECTIONS = (
+    "access_denied_storm",
+    "kms_context_scanning",
+    "kms_context_schema_break",
+    "kms_cross_account_use",
+    "kms_decrypt_volume_spike",
+    "kms_invalid_ciphertext_burst",
+    "kms_key_deletion_or_disable",
+    "kms_key_policy_exposure",
+)
+LIFECYCLE = {"ScheduleKeyDeletion", "DisableKey", "DisableKeyRotation", "DeleteImportedKeyMaterial"}
+
+
+def _corpus_lifecycle_calls(corpus: Path) -> set[tuple[str, str, str]]:
+    """(principal, key ARN, eventName) of every successful key-lifecycle call, read straight from the files."""
+    import gzip
+
+    found = set()
+    for path in corpus.rglob("*.json.gz"):
+        for record in json.loads(gzip.decompress(path.read_bytes()))["Records"]:
+            kms = record.get("eventSource") == "kms.amazonaws.com"
+            if kms and record["eventName"] in LIFECYCLE and not record.get("errorCode"):
+                key = next(r["ARN"] for r in record["resources"] if ":key/" in r["ARN"])
+                found.add((record["userIdentity"]["arn"], key, record["eventName"]))
+    return found
+
+
+def test_kms_detections_on_the_real_corpus(realdata: Path, tmp_path: Path) -> None:
+    """Real public CloudTrail: every key deletion/disable in it is found; the Stratus SSM-parameter and secret
+    retrievals (bert-jan, 11:57-11:58, decrypted through KMS with per-item contexts) are context scanning; and
+    nothing else in the corpus (real background traffic included) trips a KMS detection."""
+    corpus = realdata / "corpus"
+    lake_path = tmp_path / "lake"
+    ingest = runner.invoke(app, ["ingest", str(corpus), "--lake", str(lake_path)])
+    assert ingest.exit_code == 0, ingest.stdout
+    selection = [arg for detection in KMS_DETECTIONS for arg in ("-d", detection)]
+    code, alerts, stderr = _detect(
+        lake_path, "--since", "2014-01-01T00:00:00Z", "--until", "2025-01-01T00:00:00Z", *selection
+    )
+    assert code == 0, stderr
+    by_detection: dict[str, list[dict[str, object]]] = {}
+    for alert in alerts:
+        by_detection.setdefault(alert["detection_id"], []).append(alert)  # type: ignore[arg-type]
+    assert set(by_detection) == {"kms_key_deletion_or_disable", "kms_context_scanning"}
+    lifecycle = {
+        (a["principal_arn"], a["resource_arn"], a["context"]["event_name"])  # type: ignore[index]
+        for a in by_detection["kms_key_deletion_or_disable"]
+    }
+    assert lifecycle == _corpus_lifecycle_calls(corpus) and len(lifecycle) == 7
+    scanning = {(a["principal_arn"], a["context"]["context_key"]) for a in by_detection["kms_context_scanning"]}  # type: ignore[index]
+    assert scanning == {
+        ("arn:aws:iam::123837392027:user/bert-jan", "SecretARN"),
+        ("arn:aws:iam::123837392027:user/bert-jan", "PARAMETER_ARN"),
+    }
+    firsts = sorted(a["first_seen"] for a in by_detection["kms_context_scanning"])  # type: ignore[type-var]
+    assert firsts[0].startswith("2023-07-10T11:57") and firsts[1].startswith("2023-07-10T11:58")  # type: ignore[union-attr]

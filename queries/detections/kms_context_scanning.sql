@@ -5,6 +5,7 @@
 -- (principal, key, context key) and $window bucket, against the principal's own lookback: the most distinct
 -- values it ever used in one bucket, and the set of values it already knew. A new tenant or two is
 -- onboarding; a nightly run over the same tenants as every night uses no new values; both stay quiet.
+-- Several context keys scanned together (SecretARN + SecretVersionId) make one finding, not one per key.
 WITH calls AS (
     SELECT
         coalesce(session_issuer_arn, principal_arn) AS principal_arn,
@@ -67,25 +68,45 @@ recent AS (
     LEFT JOIN known_values AS k USING (principal_arn, key_arn, context_key, context_value)
     WHERE p.bucket >= time_bucket($window, $since)
     GROUP BY p.principal_arn, p.key_arn, p.context_key, p.bucket
+),
+
+scanning AS (  -- buckets over every threshold, per context key
+    SELECT r.*, coalesce(b.baseline_max_distinct, 0) AS baseline_max_distinct
+    FROM recent AS r
+    LEFT JOIN baseline AS b USING (principal_arn, key_arn, context_key)
+    WHERE r.distinct_values >= $min_distinct_values
+      AND r.new_values >= $min_new_values
+      AND r.distinct_values > $distinct_factor * coalesce(b.baseline_max_distinct, 0)
+),
+
+one_per_bucket AS (  -- one finding per principal, key and bucket: the context key with the most new values
+    SELECT
+        *,
+        row_number() OVER by_bucket AS pick,
+        list_sort(list(context_key) OVER by_bucket) AS scanned_context_keys
+    FROM scanning
+    WINDOW by_bucket AS (
+        PARTITION BY principal_arn, key_arn, bucket
+        ORDER BY new_values DESC, context_key
+        ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+    )
 )
 
 SELECT
-    r.principal_arn,
-    r.key_arn AS resource_arn,
-    r.account_id,
-    r.region,
-    r.context_key,
-    r.first_seen,
-    r.last_seen,
-    r.calls AS event_count,
-    r.bucket AS bucket_start,
-    r.distinct_values,
-    r.new_values,
-    coalesce(b.baseline_max_distinct, 0) AS baseline_max_distinct,
-    r.sample_new_values
-FROM recent AS r
-LEFT JOIN baseline AS b USING (principal_arn, key_arn, context_key)
-WHERE r.distinct_values >= $min_distinct_values
-  AND r.new_values >= $min_new_values
-  AND r.distinct_values > $distinct_factor * coalesce(b.baseline_max_distinct, 0)
-ORDER BY r.first_seen
+    principal_arn,
+    key_arn AS resource_arn,
+    account_id,
+    region,
+    context_key,
+    scanned_context_keys,
+    first_seen,
+    last_seen,
+    calls AS event_count,
+    bucket AS bucket_start,
+    distinct_values,
+    new_values,
+    baseline_max_distinct,
+    sample_new_values
+FROM one_per_bucket
+WHERE pick = 1
+ORDER BY first_seen
