@@ -345,10 +345,7 @@ def _build(spec: Any, sql: str, sql_path: Path, yml_path: Path, kind: str) -> Qu
 
     if not isinstance(spec, dict):
         raise fail("top level must be a mapping")
-    allowed = set(_REQUIRED[kind]) | set(_OPTIONAL[kind])
-    for key in spec:
-        if key not in allowed:
-            raise fail(f"unknown key {key!r} (allowed for {kind}: {', '.join(sorted(allowed))})")
+    _reject_unknown(spec, {*_REQUIRED[kind], *_OPTIONAL[kind]}, "", fail)
     for key in _REQUIRED[kind]:
         if key not in spec:
             raise fail(f"missing required key {key!r}")
@@ -456,6 +453,13 @@ def _builtins() -> str:
     return ", ".join("$" + n for n in sorted(BUILTINS))
 
 
+def _reject_unknown(mapping: Mapping[str, Any], allowed: Iterable[str], where: str, fail: Any) -> None:
+    allowed = sorted(allowed)
+    for key in mapping:
+        if key not in allowed:
+            raise fail(f"{where}unknown key {key!r} (allowed: {', '.join(allowed)})")
+
+
 def _text(value: Any, key: str, fail: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise fail(f"{key} must be non-empty text")
@@ -507,9 +511,7 @@ def _param(name: Any, body: Any, kind: str, fail: Any) -> Param:
         raise fail(f"params.{name}: is an engine built-in ({_builtins()}); do not declare it")
     if not isinstance(body, dict):
         raise fail(f"params.{name} must be a mapping with type, default, help")
-    for key in body:
-        if key not in _PARAM_KEYS:
-            raise fail(f"params.{name}: unknown key {key!r} (allowed: {', '.join(sorted(_PARAM_KEYS))})")
+    _reject_unknown(body, _PARAM_KEYS, f"params.{name}: ", fail)
     type_ = body.get("type")
     if type_ not in PARAM_TYPES:
         raise fail(f"params.{name}.type {type_!r} must be one of {', '.join(PARAM_TYPES)}")
@@ -536,9 +538,7 @@ def _case(index: int, item: Any, declared: Iterable[str], fail: Any) -> Case:
     where = f"tests[{index}]"
     if not isinstance(item, dict):
         raise fail(f"{where} must be a mapping")
-    for key in item:
-        if key not in _CASE_KEYS:
-            raise fail(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(_CASE_KEYS))})")
+    _reject_unknown(item, _CASE_KEYS, f"{where}: ", fail)
     for key in ("name", "events", "expect"):
         if key not in item:
             raise fail(f"{where}: missing required key {key!r}")
@@ -576,9 +576,7 @@ def _event(index: int, item: Any, where: str, fail: Any) -> EventSpec:
     where = f"{where}[{index}]"
     if not isinstance(item, dict):
         raise fail(f"{where} must be a mapping")
-    for key in item:
-        if key not in _EVENT_KEYS:
-            raise fail(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(_EVENT_KEYS))})")
+    _reject_unknown(item, _EVENT_KEYS, f"{where}: ", fail)
     base = item.get("base")
     if not isinstance(base, str) or not _ID.match(base):
         raise fail(f"{where}.base must name a fixture in tests/fixtures/events (e.g. kms_decrypt)")

@@ -15,6 +15,7 @@ from pipeline import cases, catalog, events, lake
 from pipeline.alerts import ALERT_FIELDS, SEVERITIES, SEVERITY_RANK
 from pipeline.catalog import EventSpec
 from pipeline.cli import app
+from tests.test_conformance import EXPECTED_DETECTIONS as KMS_DETECTIONS
 
 UTC = dt.UTC
 KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -189,16 +190,6 @@ def test_keytrail_test_passes_fails_and_refuses_unknown_ids(tmp_path: Path) -> N
     assert "no output row matches {event_count: 4}" in failing.stdout and "1 of 2 case(s) failed" in failing.stdout
 
 
-KMS_DETECTIONS = (
-    "access_denied_storm",
-    "kms_context_scanning",
-    "kms_context_schema_break",
-    "kms_cross_account_use",
-    "kms_decrypt_volume_spike",
-    "kms_invalid_ciphertext_burst",
-    "kms_key_deletion_or_disable",
-    "kms_key_policy_exposure",
-)
 LIFECYCLE = {"ScheduleKeyDeletion", "DisableKey", "DisableKeyRotation", "DeleteImportedKeyMaterial"}
 
 
@@ -224,7 +215,7 @@ def test_kms_detections_on_the_real_corpus(realdata: Path, tmp_path: Path) -> No
     lake_path = tmp_path / "lake"
     ingest = runner.invoke(app, ["ingest", str(corpus), "--lake", str(lake_path)])
     assert ingest.exit_code == 0, ingest.stdout
-    selection = [arg for detection in KMS_DETECTIONS for arg in ("-d", detection)]
+    selection = [arg for detection in sorted(KMS_DETECTIONS) for arg in ("-d", detection)]
     code, alerts, stderr = _detect(
         lake_path, "--since", "2014-01-01T00:00:00Z", "--until", "2025-01-01T00:00:00Z", *selection
     )
