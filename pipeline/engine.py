@@ -172,11 +172,26 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
+# SQL helpers any query may call (queries/README.md): a query is one SELECT, so logic shared by several lives here.
+_MACROS = (
+    # 'arn:...:secret:prod/db-AbCdEf' and 'prod/db' are the same secret (a secret ARN ends in a 6-char suffix)
+    "CREATE MACRO secret_name(ref) AS CASE WHEN contains(ref, ':secret:') "
+    "THEN regexp_replace(split_part(ref, ':secret:', 2), '-[A-Za-z0-9]{6}$', '') ELSE ref END",
+    # The caller: a workload role by its role ARN (session names change every run); a person signed in through
+    # IAM Identity Center by the session ARN (many people share one permission-set role; the session is the person)
+    "CREATE MACRO caller_arn(principal_arn, session_issuer_arn) AS CASE "
+    "WHEN session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%' THEN principal_arn "
+    "ELSE coalesce(session_issuer_arn, principal_arn) END",
+)
+
+
 def _connect() -> duckdb.DuckDBPyConnection:
     # A private in-memory database: never DuckDB's module-level default connection.
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
     # TIMESTAMPTZ functions (hour(), time_bucket, date_trunc) follow the session zone: pin UTC.
     con.execute("SET TimeZone = 'UTC'")
+    for macro in _MACROS:
+        con.execute(macro)
     return con
 
 

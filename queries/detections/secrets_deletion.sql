@@ -9,26 +9,14 @@ WITH lifecycle_calls AS (  -- successful deletions in the window, creations in l
         event_id,
         event_time,
         event_name,
-        CASE
-            -- IAM Identity Center: many people share a permission-set role; the session name is the person
-            WHEN session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%' THEN principal_arn
-            -- a workload role: its session names change on every run
-            ELSE coalesce(session_issuer_arn, principal_arn)
-        END AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,  -- see queries/README.md
         principal_arn AS session_arn,
         recipient_account_id,
         aws_region,
         source_ip,
         secret_id,
         -- CreateSecret names the secret in requestParameters.name (its response holds the ARN)
-        coalesce(
-            json_extract_string(request_parameters, '$.name'),
-            CASE
-                WHEN contains(secret_id, ':secret:')
-                    THEN regexp_replace(split_part(secret_id, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
-                ELSE secret_id
-            END
-        ) AS secret_name,
+        coalesce(json_extract_string(request_parameters, '$.name'), secret_name(secret_id)) AS secret_name,
         request_parameters
     FROM events
     WHERE event_source = 'secretsmanager.amazonaws.com'

@@ -13,12 +13,7 @@ WITH sm_calls AS (
         event_id,
         event_time,
         event_name,
-        CASE
-            -- IAM Identity Center: many people share a permission-set role; the session name is the person
-            WHEN session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%' THEN principal_arn
-            -- a workload role: its session names change on every run
-            ELSE coalesce(session_issuer_arn, principal_arn)
-        END AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,  -- see queries/README.md
         recipient_account_id,
         aws_region,
         source_ip,
@@ -28,7 +23,7 @@ WITH sm_calls AS (
         list_contains($read_events, event_name) AS is_read
     FROM events
     WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND error_code IS NULL
       AND event_time >= $baseline_start
       AND event_time < $until
@@ -38,11 +33,7 @@ secret_refs AS (  -- one row per (call, secret it names), a call naming none kee
     SELECT
         c.*,
         s.secret,
-        CASE
-            WHEN contains(s.secret, ':secret:')
-                THEN regexp_replace(split_part(s.secret, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
-            ELSE s.secret
-        END AS secret_name
+        secret_name(s.secret) AS secret_name
     FROM sm_calls AS c, unnest(coalesce(c.secret_ids, [NULL::VARCHAR])) AS s(secret)
 ),
 

@@ -10,12 +10,7 @@ WITH policy_calls AS (
     SELECT
         event_id,
         event_time,
-        CASE
-            -- IAM Identity Center: many people share a permission-set role; the session name is the person
-            WHEN session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%' THEN principal_arn
-            -- a workload role: its session names change on every run
-            ELSE coalesce(session_issuer_arn, principal_arn)
-        END AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,  -- see queries/README.md
         recipient_account_id,
         aws_region,
         secret_id,

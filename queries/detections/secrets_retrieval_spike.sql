@@ -11,26 +11,17 @@ WITH secret_reads AS (
         r.event_id,
         r.event_time,
         timezone('UTC', r.event_time) AS utc_time,  -- hour-of-day must not depend on the session time zone
-        CASE
-            -- IAM Identity Center: many people share a permission-set role; the session name is the person
-            WHEN r.session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%' THEN r.principal_arn
-            -- a workload role: its session names change on every run
-            ELSE coalesce(r.session_issuer_arn, r.principal_arn)
-        END AS principal_arn,
+        caller_arn(r.principal_arn, r.session_issuer_arn) AS principal_arn,  -- see queries/README.md
         r.recipient_account_id,
         r.aws_region,
         r.source_ip,
         s.secret,
-        CASE
-            WHEN contains(s.secret, ':secret:')
-                THEN regexp_replace(split_part(s.secret, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
-            ELSE s.secret
-        END AS secret_name
+        secret_name(s.secret) AS secret_name
     FROM events AS r, unnest(r.secret_ids) AS s(secret)
     WHERE r.event_source = 'secretsmanager.amazonaws.com'
       AND list_contains($read_events, r.event_name)
       AND r.error_code IS NULL
-      AND coalesce(r.session_issuer_arn, r.principal_arn) IS NOT NULL
+      AND caller_arn(r.principal_arn, r.session_issuer_arn) IS NOT NULL
       AND r.event_time >= $baseline_start
       AND r.event_time < $until
 ),
