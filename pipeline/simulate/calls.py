@@ -86,15 +86,45 @@ def clamp(second: int) -> int:
     return min(max(second, 0), LAST_SECOND)
 
 
-def _direct(principal: Principal, service: str, region: str) -> tuple[str, str, str | None, str | None]:
-    """(source ip, user agent, vpc endpoint, tls details) of a call the principal makes itself."""
-    console = principal.user_agent == "AWS Internal"
-    return (
-        principal.source_ip,
-        principal.user_agent,
-        principal.vpc_endpoint,
-        None if console else shapes.tls(service, region),
-    )
+def api_call(
+    c: Chunk,
+    second: int,
+    principal: Principal,
+    source: str,
+    name: str,
+    params: str,
+    *,
+    read_only: bool,
+    via: str | None = None,
+    ip: str | None = None,
+    event_id: str | None = None,
+    request_id: str | None = None,
+    response: str = "null",
+    resources: str | None = None,
+    error: str | None = None,
+    message: str | None = None,
+    additional: str | None = None,
+    shared: str | None = None,
+    category: str = "Management",
+    region: str | None = None,
+    version: str = "1.09",
+) -> str:
+    """An API call by a principal: made itself (its IP, user agent, VPC endpoint, TLS), or through a service
+    (`via`: the service's name as IP and agent, `invokedBy` in the identity). Returns the eventID."""
+    if via is not None:
+        source_ip, agent, vpce, tls = via, via, None, None
+    else:
+        source_ip, agent, vpce = principal.source_ip, principal.user_agent, principal.vpc_endpoint
+        tls = None if agent == "AWS Internal" else shapes.tls(source, c.region)  # console calls carry none
+    event_id = event_id or c.uid()
+    text = record(
+        version, c.identity(principal, second, via), c.at(second), source, name, region or c.region,
+        ip or source_ip, agent, params, request_id or c.uid(), event_id, read_only, c.account, response=response,
+        error=error, message=message, additional=additional, resources=resources, shared=shared,
+        category=category, vpce=vpce, tls_details=tls,
+    )  # fmt: skip
+    c.add(second, text)
+    return event_id
 
 
 def kms_crypto(
@@ -105,51 +135,25 @@ def kms_crypto(
     op: str,
     context: str | None,
     *,
-    via: str | None = None,
-    error: str | None = None,
-    message: str | None = None,
     key_ref: str | None = None,
-    shared: str | None = None,
-    event_id: str | None = None,
-    request_id: str | None = None,
-    ip: str | None = None,
+    via: str | None = None,
+    **extra: str | None,
 ) -> str:
-    """A cryptographic KMS call (Decrypt, GenerateDataKey, Encrypt), direct or through a service (`via`)."""
-    if via is not None:
-        source_ip, agent, vpce, tls = via, via, None, None
-    else:
-        source_ip, agent, vpce, tls = _direct(principal, KMS, c.region)
-    event_id = event_id or c.uid()
-    c.add(
-        second,
-        record(
-            "1.09",
-            c.identity(principal, second, via),
-            c.at(second),
-            KMS,
-            op,
-            c.region,
-            ip or source_ip,
-            agent,
-            shapes.crypto_params(op, key, context, key_ref=key_ref),
-            request_id or c.uid(),
-            event_id,
-            True,
-            c.account,
-            error=error,
-            message=message,
-            resources=shapes.key_resources(key),
-            shared=shared,
-            vpce=vpce,
-            tls_details=tls,
-        ),
-    )
-    return event_id
+    """A cryptographic KMS call (Decrypt, GenerateDataKey, Encrypt); `extra` as for `api_call` (error, ip...)."""
+    params = shapes.crypto_params(op, key, context, key_ref=key_ref)
+    return api_call(c, second, principal, KMS, op, params, read_only=True, via=via,
+                    resources=shapes.key_resources(key), **extra)  # fmt: skip
 
 
 def secret_version(world: World, secret: Secret, epoch: int) -> str:
     """The version id of a secret in a rotation epoch (stable, so SecretVersionId contexts repeat)."""
     return stable_uuid(world.seed, "version", secret.arn, epoch).upper()
+
+
+def _decrypted_by_secrets_manager(c: Chunk, second: int, principal: Principal, secret: Secret, key: Key,
+                                  epoch: int) -> None:  # fmt: skip
+    context = shapes.secret_context(secret, secret_version(c.world, secret, epoch))
+    kms_crypto(c, second, principal, key, "Decrypt", context, via=SM)
 
 
 def secret_read(
@@ -165,118 +169,23 @@ def secret_read(
     ip: str | None = None,
 ) -> str:
     """GetSecretValue; when it succeeds Secrets Manager decrypts the secret with KMS on the caller's behalf."""
-    source_ip, agent, vpce, tls = _direct(principal, SM, c.region)
     ref = secret.name if by_name else secret.arn
-    event_id = c.uid()
     message = None
     if error is not None:
         message = shapes.denied_message(principal.arn, "secretsmanager:GetSecretValue", ref)
-    c.add(
-        second,
-        record(
-            "1.09",
-            c.identity(principal, second),
-            c.at(second),
-            SM,
-            "GetSecretValue",
-            secret.region,
-            ip or source_ip,
-            agent,
-            f'{{"secretId":"{ref}"}}',
-            c.uid(),
-            event_id,
-            True,
-            c.account,
-            error=error,
-            message=message,
-            vpce=vpce,
-            tls_details=tls,
-        ),
-    )
+    event_id = api_call(c, second, principal, SM, "GetSecretValue", f'{{"secretId":"{ref}"}}', read_only=True,
+                        ip=ip, error=error, message=message)  # fmt: skip
     if error is None:
-        context = shapes.secret_context(secret, secret_version(c.world, secret, epoch))
-        kms_crypto(c, second, principal, key, "Decrypt", context, via=SM)
+        _decrypted_by_secrets_manager(c, second, principal, secret, key, epoch)
     return event_id
 
 
 def batch_secret_read(c: Chunk, second: int, principal: Principal, secrets: list[Secret], key: Key) -> str:
     """BatchGetSecretValue naming several secrets, and Secrets Manager's Decrypt for each of them."""
-    source_ip, agent, vpce, tls = _direct(principal, SM, c.region)
-    event_id = c.uid()
     params = shapes.json_text({"secretIdList": [secret.arn for secret in secrets]})
-    c.add(
-        second,
-        record(
-            "1.09",
-            c.identity(principal, second),
-            c.at(second),
-            SM,
-            "BatchGetSecretValue",
-            c.region,
-            source_ip,
-            agent,
-            params,
-            c.uid(),
-            event_id,
-            True,
-            c.account,
-            vpce=vpce,
-            tls_details=tls,
-        ),
-    )
+    event_id = api_call(c, second, principal, SM, "BatchGetSecretValue", params, read_only=True)
     for secret in secrets:
-        context = shapes.secret_context(secret, secret_version(c.world, secret, 0))
-        kms_crypto(c, clamp(second + 1), principal, key, "Decrypt", context, via=SM)
-    return event_id
-
-
-def api_call(
-    c: Chunk,
-    second: int,
-    principal: Principal,
-    source: str,
-    name: str,
-    params: str,
-    *,
-    read_only: bool,
-    response: str = "null",
-    resources: str | None = None,
-    error: str | None = None,
-    message: str | None = None,
-    additional: str | None = None,
-    category: str = "Management",
-    region: str | None = None,
-    version: str = "1.09",
-) -> str:
-    """Any other API call a principal makes itself (management calls, S3 data events, other services)."""
-    source_ip, agent, vpce, tls = _direct(principal, source, c.region)
-    event_id = c.uid()
-    c.add(
-        second,
-        record(
-            version,
-            c.identity(principal, second),
-            c.at(second),
-            source,
-            name,
-            region or c.region,
-            source_ip,
-            agent,
-            params,
-            c.uid(),
-            event_id,
-            read_only,
-            c.account,
-            response=response,
-            error=error,
-            message=message,
-            additional=additional,
-            resources=resources,
-            category=category,
-            vpce=vpce,
-            tls_details=tls,
-        ),
-    )
+        _decrypted_by_secrets_manager(c, clamp(second + 1), principal, secret, key, 0)
     return event_id
 
 
