@@ -28,7 +28,7 @@ _SQL: dict[str, str] = {
         SELECT count(*) AS events,
                count(DISTINCT coalesce(principal_arn, invoked_by, principal_account_id)) AS principals,
                count(DISTINCT key_arn) AS keys,
-               count(DISTINCT secret_id) AS secrets,
+               len(list_distinct(flatten(list(secret_ids)))) AS secrets,  -- batch reads name several
                count(*) FILTER (list_contains($denied, error_code)) AS denied,
                count(*) FILTER (error_code IS NOT NULL AND NOT list_contains($denied, error_code)) AS errors
         FROM events WHERE event_time >= $since AND event_time < $until""",

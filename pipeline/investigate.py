@@ -94,7 +94,7 @@ def param_names(query: Query) -> list[str]:
 
 def describe_params(query: Query) -> list[tuple[str, str, str, str]]:
     """(name, type, default or "required", help) for every accepted name, for `query show` and errors."""
-    rows = [(p.name, p.type, "required" if p.required else repr(p.default), p.help) for p in query.params]
+    rows = [(p.name, p.type, "required" if p.required else _text(p.default) or '""', p.help) for p in query.params]
     rows.append(("since", "timestamp", DEFAULT_SINCE, f"Start of the window (inclusive): {TIME_HELP}."))
     rows.append(("until", "timestamp", DEFAULT_UNTIL, "End of the window (exclusive), same forms as since."))
     if "trusted_accounts" in query.sql_names:
@@ -134,7 +134,10 @@ def resolve(
             f"See `keytrail query show {query.id}`."
         )
     if "alert_id" in values and lake_path is not None and any(p.name == "alert_id" for p in query.params):
-        values = {**alert_values(lake_path, str(values["alert_id"]), query), **values}
+        # The outbox's full id replaces a prefix; anything else given explicitly overrides the alert's value.
+        values = {**values, **alert_values(lake_path, str(values["alert_id"]), query)} | {
+            name: value for name, value in values.items() if name != "alert_id"
+        }
     if missing := [p.name for p in query.params if p.required and p.name not in values]:
         raise InvestigationError(
             f"{query.id} needs {', '.join(missing)}. Valid: {_listing(query)}. Example: {example_command(query)}"
@@ -254,11 +257,19 @@ def example_command(query: Query, values: Mapping[str, Any] | None = None, *, la
     return " ".join(shlex.quote(word) for word in words)
 
 
+_UNITS: tuple[tuple[str, int], ...] = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
 def _text(value: Any) -> str:
+    """A value as `--param` takes it back."""
     if isinstance(value, dt.datetime):
         return iso(value)
     if isinstance(value, dt.timedelta):
-        return f"{int(value.total_seconds())}s"
+        seconds = int(value.total_seconds())
+        if seconds <= 0:
+            return f"{seconds}s"
+        unit, size = next((u, n) for u, n in _UNITS if seconds % n == 0)
+        return f"{seconds // size}{unit}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
