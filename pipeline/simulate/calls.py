@@ -24,6 +24,7 @@ from pipeline.simulate.identities import (
 from pipeline.simulate.shapes import KMS, SM, record
 
 LAST_SECOND = 86399
+_S3_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 T = TypeVar("T")
 
 
@@ -60,6 +61,10 @@ class Chunk:
             f"{h[at : at + 8]}-{h[at + 8 : at + 12]}-4{h[at + 13 : at + 16]}-{shapes.UUID_VARIANT[h[at + 16]]}"
             f"{h[at + 17 : at + 20]}-{h[at + 20 : at + 32]}"
         )
+
+    def s3_request_id(self) -> str:
+        """S3 request ids are 16 upper-case characters, not UUIDs."""
+        return "".join(self.pick(_S3_ID_CHARS) for _ in range(16))
 
     def pick(self, items: Sequence[T]) -> T:
         """A uniform choice (cheaper than Random.choice/randrange on this hot path)."""

@@ -76,6 +76,7 @@ def _bucket_call(name: str, error: str | None = None, message: str | None = None
             error=error if failed else None,
             message=message if failed else None,
             resources=f'[{{"accountId":"{c.account}","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::{bucket}"}}]',
+            request_id=c.s3_request_id(),
         )
 
     return call

@@ -123,7 +123,9 @@ def simulate(
 
     `incidents` are injected on the last day at distinct hours; the benign look-alikes are always there.
     `org=False` writes a single-account trail (the first account, no `o-xxx/` level). `kms_only` leaves out
-    the other services (for detection benchmarks). The same arguments always give the same bytes.
+    the other services (for detection benchmarks). The same arguments always give the same bytes, whatever
+    `workers` is. `workers > 1` uses spawned processes: call it from a console script or under
+    `if __name__ == "__main__":`.
     """
     _validate(days, events_per_day, workers)
     plan = Plan(

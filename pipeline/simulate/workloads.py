@@ -139,6 +139,7 @@ def s3_object(c: Chunk, second: int, p: Principal, bucket: str, key: Key, write:
         additional=additional,
         category="Data",
         version="1.08",
+        request_id=c.s3_request_id(),
     )
 
 
