@@ -20,6 +20,9 @@ from pipeline.aws import client as make_client
 from pipeline.cli import app
 from pipeline.simulate import ALL_INCIDENTS, MANIFEST, SimulationResult, simulate
 
+# One worker builds the shared trail once (under `pytest -n 2 --dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("simulate")
+
 START = dt.date(2024, 5, 1)
 DAYS = 4
 LOG_KEY = re.compile(
