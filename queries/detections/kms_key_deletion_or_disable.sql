@@ -2,11 +2,13 @@
 -- unreadable: it is a ransomware / destruction move (T1485, T1486) and a way to blind key-based controls.
 -- Turning rotation off weakens the key quietly. Only successful calls count (a denied attempt is
 -- access_denied_storm's business); principals listed in `allowed_principals` (a key-lifecycle automation
--- role) are expected to do this and stay quiet. One finding per principal, key and action.
+-- role, matched as the session or its role) are expected to do this and stay quiet. One finding per caller
+-- session, key and action.
 WITH lifecycle_calls AS (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
-        principal_arn AS session_arn,
+        -- the caller as recorded: for an SSO / assumed-role session the session name is the person
+        coalesce(principal_arn, session_issuer_arn) AS principal_arn,
+        session_issuer_arn AS role_arn,
         key_arn,
         recipient_account_id,
         aws_region,
@@ -26,7 +28,7 @@ WITH lifecycle_calls AS (
 not_allowed AS (
     SELECT *
     FROM lifecycle_calls
-    WHERE NOT list_contains($allowed_principals, coalesce(principal_arn, ''))
+    WHERE NOT list_has_any($allowed_principals, [principal_arn, role_arn])
 )
 
 SELECT
@@ -41,7 +43,7 @@ SELECT
     count(*) AS event_count,
     min(pending_days) AS pending_window_days,
     list_sort(list(DISTINCT source_ip)) AS source_ips,
-    list_sort(list(DISTINCT session_arn) FILTER (WHERE session_arn IS NOT NULL)) AS sessions,
+    any_value(role_arn) AS role_arn,
     any_value(user_agent) AS user_agent
 FROM not_allowed
 GROUP BY principal_arn, key_arn, event_name
