@@ -209,7 +209,16 @@ def subject(
     end: str = "now",
     pad: dt.timedelta = dt.timedelta(hours=1),
 ) -> Subject:
-    """From an alert id (its principal, its first/last seen +/- `pad`) or a principal and [start, end)."""
+    """Who and when to look at: an alert (its principal, its first/last seen +/- `pad`), else a principal over
+    [start, end), else the most severe alert of [start, end) in the outbox."""
+    if not alert_id and not principal_arn:
+        since, until = investigate.parse_time(start, now), investigate.parse_time(end, now)
+        entries = outbox_entries(lake, since, until)
+        if not entries:
+            raise investigate.InvestigationError(
+                "no alert in the outbox for this window: set alert_id or principal_arn in the parameters cell"
+            )
+        alert_id = entries[0].alert.alert_id
     if alert_id:
         try:
             with Outbox.open(Path(lake), create=False) as box:
@@ -218,8 +227,6 @@ def subject(
             raise investigate.InvestigationError(str(exc)) from None
         principal = principal_arn or alert.principal_arn or ""
         return Subject(principal, alert.first_seen - pad, alert.last_seen + pad, alert)
-    if not principal_arn:
-        raise investigate.InvestigationError("give alert_id or principal_arn (the notebook's parameters cell)")
     return Subject(principal_arn, investigate.parse_time(start, now), investigate.parse_time(end, now))
 
 

@@ -1,4 +1,5 @@
-"""A small simulated lake with alerts in its outbox, for the analyst tests (CLI examples, notebooks, report).
+"""A small simulated lake with alerts in its outbox, for the analyst tests (CLI examples, notebooks, report),
+and a test Alert maker.
 
 Built once per test session (per xdist worker): `simulate` 8 days with every incident on the last day ->
 `ingest` -> `run_detections` over the last day -> `outbox.enqueue`. About 6k KMS/Secrets Manager events, a few s.
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import detect, outbox
+from pipeline.alerts import Alert
 from pipeline.ingest import ingest
 from pipeline.simulate import simulate
 
@@ -52,3 +54,23 @@ def build(root: Path) -> AnalystLake:
 def analyst_lake_fixture(tmp_path_factory: pytest.TempPathFactory) -> AnalystLake:
     """Body of the session fixture each analyst test module declares (the build is shared through the disk)."""
     return build(tmp_path_factory.getbasetemp() / "analyst-lake")
+
+
+def make_alert(**overrides: object) -> Alert:
+    """A decrypt-spike alert on a role and a key; override any field."""
+    first = dt.datetime(2024, 5, 8, 2, tzinfo=dt.UTC)
+    values: dict[str, object] = {
+        "alert_id": "a" * 32,
+        "detection_id": "kms_decrypt_volume_spike",
+        "title": "KMS decrypt volume spike",
+        "severity": "high",
+        "account_id": "111122223333",
+        "region": "us-east-1",
+        "principal_arn": "arn:aws:iam::111122223333:role/etl",
+        "resource_arn": "arn:aws:kms:us-east-1:111122223333:key/k1",
+        "first_seen": first,
+        "last_seen": first + dt.timedelta(hours=1),
+        "event_count": 2000,
+        "runbook": "Check the job.",
+    }
+    return Alert(**{**values, **overrides})  # type: ignore[arg-type]

@@ -118,3 +118,19 @@ def test_plots_draw_data_and_empty_frames(engine: Engine) -> None:
     for figure in figures:
         uri = plots.to_data_uri(figure)
         assert base64.b64decode(uri.split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+def test_the_subject_is_an_alert_a_principal_or_the_worst_alert_of_the_window(lake: Path) -> None:
+    first = dt.datetime(2024, 5, 1, 3, tzinfo=dt.UTC)
+    medium = Alert("m" * 32, "d", "t", "medium", None, None, "arn:aws:iam::1:role/a", None, first, first, 1)
+    critical = Alert("c" * 32, "d", "t", "critical", None, None, "arn:aws:iam::1:role/b", None, first, first, 1)
+    outbox.enqueue(lake, [medium, critical], now=UNTIL)
+    now = dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+    worst = analysis.subject(lake, now=now, start="-1d")
+    assert worst.alert == critical and worst.principal == "arn:aws:iam::1:role/b"
+    assert (worst.since, worst.until) == (first - dt.timedelta(hours=1), first + dt.timedelta(hours=1))
+    assert analysis.subject(lake, now=now, alert_id="mmmm").alert == medium
+    chosen = analysis.subject(lake, now=now, principal_arn="etl", start="-2h")
+    assert chosen.alert is None and chosen.since == now - dt.timedelta(hours=2) and chosen.until == now
+    with pytest.raises(ValueError, match="alert_id or principal_arn"):
+        analysis.subject(lake, now=now, start="-1h")

@@ -11,6 +11,7 @@ import pytest
 from pipeline import investigate, outbox
 from pipeline.alerts import Alert
 from pipeline.investigate import InvestigationError, parse_time
+from tests.analyst_lake import make_alert
 
 NOW = dt.datetime(2024, 5, 8, 12, 30, tzinfo=dt.UTC)
 
@@ -86,21 +87,17 @@ def test_trusted_accounts_are_accepted_only_where_the_query_uses_them() -> None:
 
 
 def _alert(**overrides: object) -> Alert:
-    values: dict[str, object] = {
+    """An access-denied storm keyed by source IP (no principal, no resource)."""
+    storm = {
         "alert_id": "0123456789abcdef" * 2,
         "detection_id": "access_denied_storm",
-        "title": "Access-denied storm",
-        "severity": "high",
-        "account_id": "111122223333",
-        "region": "us-east-1",
         "principal_arn": None,
         "resource_arn": None,
         "first_seen": dt.datetime(2024, 5, 8, 5, 9, tzinfo=dt.UTC),
         "last_seen": dt.datetime(2024, 5, 8, 5, 13, tzinfo=dt.UTC),
-        "event_count": 64,
         "context": {"actor_kind": "source_ip", "actor": "203.0.113.201"},
     }
-    return Alert(**{**values, **overrides})  # type: ignore[arg-type]
+    return make_alert(**{**storm, **overrides})
 
 
 def test_alert_params_pad_the_span_and_find_the_source_ip() -> None:

@@ -12,31 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import report
-from pipeline.alerts import Alert
 from pipeline.cli import app
 from pipeline.outbox import Outbox
-from tests.analyst_lake import END, LAST_DAY, AnalystLake, analyst_lake_fixture
+from tests.analyst_lake import END, LAST_DAY, AnalystLake, analyst_lake_fixture, make_alert
 
 analyst_lake = pytest.fixture(scope="session")(analyst_lake_fixture)
 NOW = dt.datetime(2024, 5, 9, 6, tzinfo=dt.UTC)
-
-
-def _alert(**overrides: object) -> Alert:
-    values: dict[str, object] = {
-        "alert_id": "a" * 32,
-        "detection_id": "kms_decrypt_volume_spike",
-        "title": "KMS decrypt volume spike",
-        "severity": "high",
-        "account_id": "111122223333",
-        "region": "us-east-1",
-        "principal_arn": "arn:aws:iam::111122223333:role/etl",
-        "resource_arn": "arn:aws:kms:us-east-1:111122223333:key/k1",
-        "first_seen": dt.datetime(2024, 5, 8, 2, tzinfo=dt.UTC),
-        "last_seen": dt.datetime(2024, 5, 8, 3, tzinfo=dt.UTC),
-        "event_count": 2000,
-        "runbook": "Check the job.",
-    }
-    return Alert(**{**values, **overrides})  # type: ignore[arg-type]
 
 
 def test_the_report_shows_every_alert_with_its_runbook_and_inline_charts(analyst_lake: AnalystLake) -> None:
@@ -68,7 +49,7 @@ def test_values_are_escaped() -> None:
         until=dt.datetime(2024, 5, 9, tzinfo=dt.UTC),
         generated_at=NOW,
         totals={"events": 1},
-        alerts=(report.ReportAlert(_alert(principal_arn=evil, runbook=evil, context={evil: evil}), "pending"),),
+        alerts=(report.ReportAlert(make_alert(principal_arn=evil, runbook=evil, context={evil: evil}), "pending"),),
         charts=(("chart", 'data:image/png;base64,AAAA" onerror="x'),),
         tables=(("Top principals", pl.DataFrame({"principal": [evil], "calls": [1]})),),
     )
@@ -78,7 +59,7 @@ def test_values_are_escaped() -> None:
 
 
 def test_merge_keeps_the_outbox_state_and_adds_new_findings() -> None:
-    sent, new = _alert(alert_id="s" * 32, severity="medium"), _alert(alert_id="n" * 32, severity="critical")
+    sent, new = make_alert(alert_id="s" * 32, severity="medium"), make_alert(alert_id="n" * 32, severity="critical")
 
     class Entry:
         alert, state = sent, "sent"

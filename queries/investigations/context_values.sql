@@ -10,7 +10,8 @@ WITH context_events AS (
       AND event_source = 'kms.amazonaws.com'
       AND encryption_context IS NOT NULL
       AND ($key = '' OR $key IN (key_arn, key_id))
-      AND ($principal = '' OR $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by))
+      AND ($principal = ''
+           OR $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by))
 ),
 
 pairs AS (

@@ -7,7 +7,8 @@ WITH denied AS (
     WHERE event_time >= $since
       AND event_time < $until
       AND list_contains($error_codes, error_code)
-      AND ($principal = '' OR $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by))
+      AND ($principal = ''
+           OR $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by))
 )
 
 SELECT
