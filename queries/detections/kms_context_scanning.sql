@@ -6,7 +6,7 @@
 -- values it ever used in one bucket, and the set of values it already knew. A new tenant or two is
 -- onboarding; a nightly run over the same tenants as every night uses no new values; both stay quiet.
 -- Several context keys scanned together (SecretARN + SecretVersionId) make one finding, not one per key.
-WITH calls AS (
+WITH calls AS NOT MATERIALIZED (
     SELECT
         coalesce(session_issuer_arn, principal_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
@@ -26,24 +26,38 @@ WITH calls AS (
       AND event_time < $until
 ),
 
-context_pairs AS (  -- one row per call and context key
+recent_pairs AS (  -- one row per recent call and context key
     SELECT c.* EXCLUDE (encryption_context), e.key AS context_key, e.value AS context_value
     FROM calls AS c, unnest(map_entries(c.encryption_context)) AS u(e)
-    WHERE NOT list_contains($ignored_context_keys, e.key)
+    WHERE c.bucket >= time_bucket($window, $since)
+      AND NOT list_contains($ignored_context_keys, e.key)
+),
+
+candidates AS (  -- recent buckets with enough distinct values to be scanning at all; usually none
+    SELECT principal_arn, key_arn, context_key, bucket
+    FROM recent_pairs
+    GROUP BY principal_arn, key_arn, context_key, bucket
+    HAVING count(DISTINCT context_value) >= $min_distinct_values
+),
+
+history_pairs AS (  -- the lookback, unnested only for the candidates' principal, key and context key
+    SELECT c.principal_arn, c.key_arn, c.bucket, e.key AS context_key, e.value AS context_value
+    FROM calls AS c
+    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM candidates) AS k USING (principal_arn, key_arn),
+        unnest(map_entries(c.encryption_context)) AS u(e)
+    WHERE c.bucket < time_bucket($window, $since)
+      AND e.key IN (SELECT context_key FROM candidates)
 ),
 
 known_values AS (
-    SELECT DISTINCT principal_arn, key_arn, context_key, context_value
-    FROM context_pairs
-    WHERE bucket < time_bucket($window, $since)
+    SELECT DISTINCT principal_arn, key_arn, context_key, context_value FROM history_pairs
 ),
 
 baseline AS (  -- the most distinct values the principal ever used in one bucket
     SELECT principal_arn, key_arn, context_key, max(distinct_values) AS baseline_max_distinct
     FROM (
         SELECT principal_arn, key_arn, context_key, bucket, count(DISTINCT context_value) AS distinct_values
-        FROM context_pairs
-        WHERE bucket < time_bucket($window, $since)
+        FROM history_pairs
         GROUP BY principal_arn, key_arn, context_key, bucket
     )
     GROUP BY principal_arn, key_arn, context_key
@@ -64,9 +78,9 @@ recent AS (
         count(DISTINCT p.context_value) FILTER (WHERE k.context_value IS NULL) AS new_values,
         list_sort(list(DISTINCT p.context_value) FILTER (WHERE k.context_value IS NULL))[:$max_listed]
             AS sample_new_values
-    FROM context_pairs AS p
+    FROM recent_pairs AS p
+    SEMI JOIN candidates AS c USING (principal_arn, key_arn, context_key, bucket)
     LEFT JOIN known_values AS k USING (principal_arn, key_arn, context_key, context_value)
-    WHERE p.bucket >= time_bucket($window, $since)
     GROUP BY p.principal_arn, p.key_arn, p.context_key, p.bucket
 ),
 

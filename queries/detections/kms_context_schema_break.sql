@@ -26,21 +26,26 @@ WITH calls AS (
       AND event_time < $until
 ),
 
-key_shapes AS (  -- every shape the key saw in the lookback, from anyone
-    SELECT
-        key_arn,
-        count(*) AS key_calls,
-        count(*) FILTER (WHERE len(context_keys) > 0) AS key_calls_with_context,
-        list(DISTINCT context_keys) AS key_shapes
+history_shapes AS (  -- how often each principal used each shape on each key in the lookback
+    SELECT principal_arn, key_arn, context_keys, count(*) AS calls
     FROM calls
     WHERE event_time < $since
+    GROUP BY principal_arn, key_arn, context_keys
+),
+
+key_shapes AS (  -- every shape the key saw, from anyone
+    SELECT
+        key_arn,
+        sum(calls) AS key_calls,
+        coalesce(sum(calls) FILTER (WHERE len(context_keys) > 0), 0) AS key_calls_with_context,
+        list(DISTINCT context_keys) AS key_shapes
+    FROM history_shapes
     GROUP BY key_arn
 ),
 
 pair_shapes AS (  -- the shapes this principal used on the key
-    SELECT principal_arn, key_arn, count(*) AS pair_calls, list(DISTINCT context_keys) AS pair_shapes
-    FROM calls
-    WHERE event_time < $since
+    SELECT principal_arn, key_arn, sum(calls) AS pair_calls, list(DISTINCT context_keys) AS pair_shapes
+    FROM history_shapes
     GROUP BY principal_arn, key_arn
 ),
 
