@@ -107,10 +107,12 @@ def show_command(
     console.print(f"[bold]{query.id}[/bold]: {escape(query.title)}\n")
     console.print(escape(query.description) + "\n")
     params = Table(title="params (--param name=value)")
-    for column in ("name", "type", "default", "help"):
-        params.add_column(column, no_wrap=column != "help")
+    params.add_column("name", no_wrap=True)
+    params.add_column("type", no_wrap=True)
+    params.add_column("default", max_width=28, overflow="fold")
+    params.add_column("help", ratio=1, overflow="fold")
     for name, type_, default, help_text in investigate.describe_params(query):
-        params.add_row(name, type_, escape(default), escape(help_text))
+        params.add_row(name, escape(type_), escape(default), escape(help_text))
     console.print(params)
     console.print("\n[bold]next steps[/bold]")
     for step in query.next_steps:
@@ -259,9 +261,9 @@ def write_result(table: pa.Table, fmt: str, output: Path | None, *, title: str) 
 
 
 def _rich_table(table: pa.Table, title: str) -> Table:
-    view = Table(title=f"{title} ({table.num_rows} rows)")
+    view = Table(title=escape(f"{title} ({table.num_rows} rows)"))
     for name in table.column_names:
-        view.add_column(name, overflow="fold")
+        view.add_column(escape(name), overflow="fold")
     for row in table.slice(0, TABLE_MAX_ROWS).to_pylist():
         view.add_row(*(escape(_cell(value)) for value in row.values()))
     return view
