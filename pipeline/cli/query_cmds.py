@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline import catalog, investigate, lake
+from pipeline import catalog, investigate, lake, query_examples
 from pipeline.engine import Engine, QueryRefused
 from pipeline.investigate import InvestigationError
 from pipeline.settings import Settings
@@ -128,7 +128,7 @@ def _lake_example(query: catalog.Query, lake_path: Path) -> dict[str, Any] | Non
     if not lake.events_dir(lake_path).is_dir():
         return None
     try:
-        return investigate.lake_example(query, lake_path)
+        return query_examples.lake_example(query, lake_path)
     except duckdb.Error:
         return None  # an unreadable lake still gets the YAML example
 
