@@ -97,40 +97,28 @@ def test_window_must_be_ordered(three_day_lake: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "sql",
+    ("sql", "refusal"),
     [
-        "SELECT * FROM read_csv('/etc/passwd')",
-        "SELECT * FROM read_text('/etc/passwd')",
-        "SELECT * FROM read_parquet('s3://bucket/key.parquet')",
+        # reads outside the lake: DuckDB's own sandbox refuses them
+        ("SELECT * FROM read_csv('/etc/passwd')", duckdb.PermissionException),
+        ("SELECT * FROM read_text('/etc/passwd')", duckdb.PermissionException),
+        ("SELECT * FROM read_parquet('s3://bucket/key.parquet')", duckdb.PermissionException),
+        # anything but one read statement: refused before DuckDB sees it (COPY into the lake would pass the sandbox)
+        ("COPY (SELECT * FROM events) TO '{events_dir}/event_date=2024-05-02/evil.parquet'", QueryRefused),
+        ("COPY (SELECT 1) TO '/tmp/keytrail-escape.csv'", QueryRefused),
+        ("SET enable_external_access = true", QueryRefused),
+        ("SET allowed_directories = ['/']", QueryRefused),
+        ("CREATE TABLE t AS SELECT 1", QueryRefused),
+        ("ATTACH '/tmp/keytrail-escape.db'", QueryRefused),
+        ("SELECT 1; SELECT 2", QueryRefused),
     ],
 )
-def test_reading_outside_the_lake_is_refused(three_day_lake: Path, sql: str) -> None:
+def test_only_reads_of_the_lake_run(three_day_lake: Path, sql: str, refusal: type[Exception]) -> None:
     since = dt.datetime(2024, 5, 2, tzinfo=UTC)
     with Engine.for_lake(three_day_lake, since, since + dt.timedelta(days=1)) as engine:
-        with pytest.raises(duckdb.PermissionException):
-            engine.sql(sql)
+        with pytest.raises(refusal):
+            engine.sql(sql.format(events_dir=three_day_lake / "events"))
         assert engine.sql("SELECT count(*) AS n FROM events").column("n").to_pylist() == [1]  # still served
-
-
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "COPY (SELECT * FROM events) TO '{events_dir}/event_date=2024-05-02/evil.parquet'",
-        "COPY (SELECT 1) TO '/tmp/keytrail-escape.csv'",
-        "SET enable_external_access = true",
-        "SET allowed_directories = ['/']",
-        "CREATE TABLE t AS SELECT 1",
-        "ATTACH '/tmp/keytrail-escape.db'",
-        "SELECT 1; SELECT 2",
-    ],
-)
-def test_only_single_read_statements_run(three_day_lake: Path, sql: str) -> None:
-    since = dt.datetime(2024, 5, 2, tzinfo=UTC)
-    with (
-        Engine.for_lake(three_day_lake, since, since + dt.timedelta(days=1)) as engine,
-        pytest.raises(QueryRefused),
-    ):
-        engine.sql(sql.format(events_dir=three_day_lake / "events"))
     assert not (three_day_lake / "events" / "event_date=2024-05-02" / "evil.parquet").exists()
 
 
