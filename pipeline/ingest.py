@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH_EVENTS = 1_000_000
 _ARROW_CHUNK = 4096  # rows per Arrow build: column-wise in chunks, never row by row
 _IN_FLIGHT_PER_WORKER = 4
+# Objects are read in groups of about this much stored data (or this many objects): ~8-10 MB of JSON.
+_GROUP_BYTES = 1 << 20
+_GROUP_OBJECTS = 512
 # Starting a worker process costs ~0.5 s: below this much input per worker, fewer workers (or none) are faster.
 MIN_BYTES_PER_WORKER = 4 << 20
 
@@ -98,11 +101,20 @@ class IngestReport:
 @dataclass
 class ObjectResult:
     obj: LogObject
-    batches: list[pa.RecordBatch]
     seen: int
     rejected: list[RejectedRecord]
+    rows: int = 0  # normalized rows this object contributed to its group's batches (consecutive, in order)
     error: str | None = None  # why the object as a whole is unreadable
     payload: bytes | None = None  # the stored bytes, kept only for the quarantine
+
+
+@dataclass
+class GroupResult:
+    """Consecutive objects read together: real trails are mostly small files (tens of records), and one
+    Arrow build, one pickle and one lake add per object would cost more than reading them."""
+
+    objects: list[ObjectResult]
+    batches: list[pa.RecordBatch]  # every batch holds whole objects' rows, in object order
 
 
 def decompress(data: bytes, key: str) -> bytes:
@@ -119,15 +131,48 @@ def decompress(data: bytes, key: str) -> bytes:
     return data
 
 
-def read_object(obj: LogObject, client: Any | None, event_sources: Sequence[str]) -> ObjectResult:
-    """Fetch and normalize one object. Unreadable content -> a result with `error`; I/O errors raise."""
+def read_object(
+    obj: LogObject, client: Any | None, event_sources: Sequence[str]
+) -> tuple[ObjectResult, list[tuple[Any, ...]]]:
+    """Fetch and normalize one object: its result and its rows. Unreadable content -> a result with `error`;
+    I/O errors raise."""
     stored = fetch(obj, client).data
     try:
         parsed = events.rows_from_log(decompress(stored, obj.key), obj.source, event_sources)
     except LogFormatError as exc:
-        return ObjectResult(obj, [], 0, [], error=str(exc), payload=stored)
-    batches = list(events.iter_batches(parsed.rows, _ARROW_CHUNK))
-    return ObjectResult(obj, batches, parsed.seen, parsed.rejected)
+        return ObjectResult(obj, 0, [], error=str(exc), payload=stored), []
+    return ObjectResult(obj, parsed.seen, parsed.rejected, rows=len(parsed.rows)), parsed.rows
+
+
+def read_group(objects: Sequence[LogObject], client: Any | None, event_sources: Sequence[str]) -> GroupResult:
+    """Read consecutive objects; their rows become Arrow batches of about _ARROW_CHUNK rows, cut only between
+    objects so each batch maps to whole objects (and a lake batch can commit between any two)."""
+    results: list[ObjectResult] = []
+    batches: list[pa.RecordBatch] = []
+    pending: list[tuple[Any, ...]] = []
+    chunk = min(_ARROW_CHUNK, MAX_BATCH_EVENTS)  # a batch never holds more than a commit's worth
+    for obj in objects:
+        result, rows = read_object(obj, client, event_sources)
+        results.append(result)
+        pending.extend(rows)
+        if len(pending) >= chunk:
+            batches.append(events.rows_to_batch(pending))
+            pending = []
+    if pending:
+        batches.append(events.rows_to_batch(pending))
+    return GroupResult(results, batches)
+
+
+def _groups(objects: Sequence[LogObject]) -> Iterator[Sequence[LogObject]]:
+    """Consecutive runs of objects of about _GROUP_BYTES (stored size) each."""
+    start, size = 0, 0
+    for index, obj in enumerate(objects):
+        size += obj.size
+        if size >= _GROUP_BYTES or index + 1 - start >= _GROUP_OBJECTS:
+            yield objects[start : index + 1]
+            start, size = index + 1, 0
+    if start < len(objects):
+        yield objects[start:]
 
 
 _worker_client: Any = None
@@ -139,18 +184,18 @@ def _init_worker(endpoint_url: str | None, region: str | None, needs_s3: bool) -
         _worker_client = aws.client("s3", endpoint_url=endpoint_url, region=region)
 
 
-def _read_in_worker(obj: LogObject, event_sources: Sequence[str]) -> ObjectResult:
-    return read_object(obj, _worker_client, event_sources)
+def _read_in_worker(objects: Sequence[LogObject], event_sources: Sequence[str]) -> GroupResult:
+    return read_group(objects, _worker_client, event_sources)
 
 
 def _results(
     objects: Sequence[LogObject], client: Any | None, event_sources: Sequence[str], workers: int
-) -> Iterator[ObjectResult]:
-    """Results in the order of `objects`; with workers > 1 a bounded number are in flight at a time."""
+) -> Iterator[GroupResult]:
+    """Group results in the order of `objects`; with workers > 1 a bounded number are in flight at a time."""
     workers = min(workers, len(objects), sum(obj.size for obj in objects) // max(MIN_BYTES_PER_WORKER, 1))
     if workers <= 1:
-        for obj in objects:
-            yield read_object(obj, client, event_sources)
+        for group in _groups(objects):
+            yield read_group(group, client, event_sources)
         return
     needs_s3 = any(obj.is_s3 for obj in objects)
     endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None) if needs_s3 else None
@@ -160,21 +205,34 @@ def _results(
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(endpoint, region, needs_s3)
     ) as pool:
-        queue = iter(objects)
-        pending: deque[Future[ObjectResult]] = deque()
-        for obj in queue:
-            pending.append(pool.submit(_read_in_worker, obj, tuple(event_sources)))
+        queue = _groups(objects)
+        pending: deque[Future[GroupResult]] = deque()
+        for group in queue:
+            pending.append(pool.submit(_read_in_worker, group, tuple(event_sources)))
             if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
                 break
         while pending:
             result = pending.popleft().result()
-            for obj in queue:  # keep the window full: one new object per result taken
-                pending.append(pool.submit(_read_in_worker, obj, tuple(event_sources)))
+            for group in queue:  # keep the window full: one new group per result taken
+                pending.append(pool.submit(_read_in_worker, group, tuple(event_sources)))
                 break
             yield result
 
 
 # --- the run ------------------------------------------------------------------------------------------------
+
+
+def _members(group: GroupResult) -> list[tuple[pa.RecordBatch, list[int]]]:
+    """Each batch of a group with the indexes of the objects whose rows it holds."""
+    with_rows = iter([index for index, result in enumerate(group.objects) if result.rows])
+    plan = []
+    for batch in group.batches:
+        members, total = [], 0
+        while total < batch.num_rows:  # batches hold whole objects, in order
+            members.append(next(with_rows))
+            total += group.objects[members[-1]].rows
+        plan.append((batch, members))
+    return plan
 
 
 def _entry(obj: LogObject) -> lake.ObjectEntry:
@@ -197,7 +255,27 @@ class _Run:
             self.writer = lake.BatchWriter(self.lake, self.now).__enter__()
         return self.writer
 
-    def consume(self, result: ObjectResult) -> None:
+    def consume_group(self, group: GroupResult) -> Iterator[ObjectResult]:
+        """Account for a group's objects in order, yielding after each one. Each Arrow batch is added when its
+        first object comes up, and a full lake batch commits only once every object whose rows it holds is
+        in its ledger."""
+        starts = {members[0]: (batch, members) for batch, members in _members(group)}
+        counts: dict[int, tuple[int, int]] = {}
+        unaccounted = 0  # objects whose rows were added but not yet consumed
+        for index, result in enumerate(group.objects):
+            if index in starts:
+                batch, members = starts[index]
+                sizes = [group.objects[member].rows for member in members]
+                counts.update(zip(members, self._open().add_runs(batch, sizes), strict=True))
+                unaccounted += len(members)
+            kept, duplicates = counts.pop(index, (0, 0))
+            self.consume(result, kept, duplicates)
+            unaccounted -= 1 if result.rows else 0
+            yield result
+            if not unaccounted and self.writer is not None and self.writer.rows >= MAX_BATCH_EVENTS:
+                self.commit()
+
+    def consume(self, result: ObjectResult, kept: int = 0, duplicates: int = 0) -> None:
         entry = _entry(result.obj)
         report = self.report
         report.bytes_read += result.obj.size
@@ -209,11 +287,8 @@ class _Run:
             log.warning("quarantined %s: %s", result.obj.source, result.error)
         else:
             report.objects_read += 1
-            writer = self._open()
-            for batch in result.batches:
-                kept, duplicates = writer.add(batch)
-                entry.events_kept += kept
-                entry.events_duplicate += duplicates
+            self._open()
+            entry.events_kept, entry.events_duplicate = kept, duplicates
             entry.events_seen = result.seen
             if result.rejected:
                 entry.events_rejected = len(result.rejected)
@@ -224,8 +299,6 @@ class _Run:
             report.events_seen += result.seen
             report.events_rejected += len(result.rejected)
         self.entries[result.obj.source] = entry
-        if self.writer is not None and self.writer.rows >= MAX_BATCH_EVENTS:
-            self.commit()
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.lake).as_posix()
@@ -289,12 +362,14 @@ def ingest_objects(
     if progress is not None:
         progress(0, len(to_read), 0, total_bytes)
     try:
-        for count, result in enumerate(_results(to_read, s3_client, event_sources, workers), start=1):
-            run.consume(result)
-            if progress is not None:
-                progress(count, len(to_read), report.bytes_read, total_bytes)
-            if checkpoint is not None:
-                checkpoint(f"object:{count}")
+        count = 0
+        for group in _results(to_read, s3_client, event_sources, workers):
+            for _ in run.consume_group(group):
+                count += 1
+                if progress is not None:
+                    progress(count, len(to_read), report.bytes_read, total_bytes)
+                if checkpoint is not None:
+                    checkpoint(f"object:{count}")
         run.commit()
     finally:
         run.close()

@@ -32,7 +32,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -407,24 +407,37 @@ class BatchWriter:
 
     def add(self, batch: pa.RecordBatch) -> tuple[int, int]:
         """Add normalized events; returns (kept, duplicates). The first copy of an event_id wins."""
+        return self.add_runs(batch, [batch.num_rows])[0]
+
+    def add_runs(self, batch: pa.RecordBatch, sizes: Sequence[int]) -> list[tuple[int, int]]:
+        """`add` for a batch made of consecutive runs of `sizes` rows (one run per source object, so ingest
+        can build one batch from many small objects): (kept, duplicates) per run."""
         ids = batch.column(0).to_pylist()
         seen = self._seen
-        keep = []
-        for event_id in ids:
-            if event_id in seen:
-                keep.append(False)
-            else:
-                seen.add(event_id)
-                keep.append(True)
-        kept = sum(keep)
-        duplicates = len(ids) - kept
-        if duplicates:
-            batch = batch.filter(pa.array(keep, type=pa.bool_()))
+        if seen.isdisjoint(ids) and len(set(ids)) == len(ids):  # the usual case, checked in C
+            seen.update(ids)
+            counts = [(size, 0) for size in sizes]
+        else:
+            keep = []
+            for event_id in ids:
+                if event_id in seen:
+                    keep.append(False)
+                else:
+                    seen.add(event_id)
+                    keep.append(True)
+            counts, start = [], 0
+            for size in sizes:
+                kept_here = sum(keep[start : start + size])
+                counts.append((kept_here, size - kept_here))
+                start += size
+            if not all(keep):
+                batch = batch.filter(pa.array(keep, type=pa.bool_()))
+        kept = sum(kept_here for kept_here, _ in counts)
         if kept:
             self._add_to_partitions(batch)
         self.events_kept += kept
-        self.events_duplicate += duplicates
-        return kept, duplicates
+        self.events_duplicate += len(ids) - kept
+        return counts
 
     def _add_to_partitions(self, batch: pa.RecordBatch) -> None:
         dates = batch.column("event_date")
