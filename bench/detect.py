@@ -1,0 +1,265 @@
+"""Detection latency: the whole catalog for a 1-hour window with a 7-day lookback, on a 30- and a 90-day lake.
+
+    uv run python bench/detect.py                # >= 10,000,000 KMS/Secrets Manager events over 30 days (cached)
+    uv run python bench/detect.py --quick        # 300,000 events: a quick look
+    uv run python bench/detect.py --repeat 7
+
+Builds (once, cached under bench/.data) a simulated KMS-only trail of 90 days; the 30-day lake ingests its last
+30 days, the 90-day lake is that lake (hard links) extended with the 60 older days, so both lakes hold the same
+window and lookback and differ only in history the run must not read. Each measurement is
+a child process (see _harness.py) timing `pipeline.detect.run_detections` several times (median reported).
+The peer is DuckDB on the raw CloudTrail JSON of the window + lookback days: the same detection SQL over an
+`events` table loaded with read_json_objects + json_transform.
+Targets (issue 3): whole catalog < 3 s on 2 cores; 90-day time within 15% of the 30-day time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h  # bench/ is not a package: the scripts run by path
+
+SEED = 2024
+START = dt.date(2024, 5, 1)  # the 30-day trail: START .. START + 29 days; the window is on its last day
+DAYS = 30
+OLDER_DAYS = 60  # the 90-day lake adds these before START
+WINDOW_HOUR = 12
+LOOKBACK_DAYS = 7
+TARGET_SECONDS = 3.0
+TARGET_GROWTH = 0.15
+
+
+def window() -> tuple[dt.datetime, dt.datetime]:
+    last_day = START + dt.timedelta(days=DAYS - 1)
+    since = dt.datetime.combine(last_day, dt.time(WINDOW_HOUR), tzinfo=dt.UTC)
+    return since, since + dt.timedelta(hours=1)
+
+
+# --- building the lakes (in the parent, with progress) --------------------------------------------------------
+
+
+def _simulate(out: Path, *, days: int, start: dt.date, per_day: int, incidents: bool) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    from pipeline.simulate import ALL_INCIDENTS, simulate
+
+    with Progress(console=h.console, transient=True) as bar:
+        task = bar.add_task(f"simulating {days} days from {start}", total=None)
+
+        def progress(done: int, total: int, so_far: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"simulating {out.name}: {so_far:,} events")
+
+        result = simulate(
+            str(out),
+            days=days,
+            seed=SEED,
+            start=start,
+            events_per_day=per_day,
+            kms_only=True,
+            incidents=ALL_INCIDENTS if incidents else (),
+            workers=os.cpu_count() or 1,
+            progress=progress,
+        )
+    return {"events": result.events, "files": result.files}
+
+
+def _ingest(trail: Path, lake: Path, **window: dt.date) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TimeRemainingColumn
+
+    from pipeline.ingest import ingest
+
+    with Progress(*Progress.get_default_columns(), BarColumn(), TimeRemainingColumn(), console=h.console) as bar:
+        task = bar.add_task(f"ingesting into {lake.parent.name}", total=None)
+
+        def progress(done: int, total: int, read: int, total_bytes: int) -> None:
+            bar.update(task, completed=read, total=total_bytes)
+
+        report = ingest(str(trail), lake, workers=os.cpu_count() or 1, progress=progress, **window)
+    return {"kept": report.events_kept, "seconds": round(report.seconds, 1)}
+
+
+def build_lakes(data: Path, events: int) -> tuple[Path, Path, Path, dict[str, Any]]:
+    """One 90-day trail; the 30-day lake holds its last 30 days, the 90-day lake all of it (cached)."""
+    per_day = math.ceil(events / DAYS)
+    first = START - dt.timedelta(days=OLDER_DAYS)
+    root = data / f"detect-{events}"
+    params: dict[str, Any] = {"events": events, "seed": SEED, "start": first.isoformat(), "days": OLDER_DAYS + DAYS}
+    trail = h.cached(
+        root / "trail",
+        params,
+        lambda folder: _simulate(folder, days=OLDER_DAYS + DAYS, start=first, per_day=per_day, incidents=True),
+    )
+    params["trail"] = trail
+    lake30 = h.cached(root / "lake-30d", params, lambda folder: _ingest(root / "trail", folder / "lake", since=START))
+
+    def build90(folder: Path) -> dict[str, Any]:
+        # The same 30 days (hard links: the lake never rewrites a file in place), then the 60 older days.
+        subprocess.run(["cp", "-al", str(root / "lake-30d" / "lake"), str(folder / "lake")], check=True)
+        return _ingest(root / "trail", folder / "lake", until=START - dt.timedelta(days=1))
+
+    lake90 = h.cached(root / "lake-90d", {**params, "lake30": lake30}, build90)
+    facts = {"trail": trail, "30d": lake30["kept"], "90d": lake30["kept"] + lake90["kept"]}
+    return root / "trail", root / "lake-30d" / "lake", root / "lake-90d" / "lake", facts
+
+
+# --- the stages (children) --------------------------------------------------------------------------------
+
+
+def child_keytrail(lake: Path, repeat: int) -> dict[str, Any]:
+    from pipeline.detect import run_detections
+
+    since, until = window()
+    times: list[float] = []
+    result: dict[str, Any] = {}
+    with h.timed_work(result):
+        for _ in range(repeat):
+            began = time.perf_counter()
+            alerts = run_detections(lake, since, until)
+            times.append(time.perf_counter() - began)
+    result.update(times=times, findings=len(alerts))
+    return result
+
+
+def window_files(trail: Path, since: dt.datetime, until: dt.datetime) -> list[str]:
+    """The trail's log files of the window and lookback days (what the peer must read)."""
+    first = (since - dt.timedelta(days=LOOKBACK_DAYS)).date()
+    days = {first + dt.timedelta(days=n) for n in range((until.date() - first).days + 1)}
+    suffixes = {day.strftime("%Y/%m/%d") for day in days}
+    found = []
+    for folder, dirs, files in os.walk(trail):
+        dirs.sort()
+        if "/CloudTrail/" in folder + "/" and folder[-10:] in suffixes:
+            found.extend(str(Path(folder, name)) for name in sorted(files) if name.endswith(".json.gz"))
+    return found
+
+
+def child_duckdb(trail: Path) -> dict[str, Any]:
+    from pipeline import catalog
+    from pipeline.detect import alerts_from_rows, select_detections
+    from pipeline.engine import Engine, _connect
+
+    since, until = window()
+    files = window_files(trail, since, until)
+    queries = select_detections(catalog.load("detections"))
+    result: dict[str, Any] = {"files": len(files)}
+    with h.timed_work(result):
+        con = _connect()  # the engine's own session set-up (UTC, the SQL macros the detections use), unlocked
+        con.execute("SET preserve_insertion_order = false")  # ~2x less CPU and ~3x less memory for the load
+        con.execute(f"CREATE TABLE events AS {h.EVENTS_FROM_JSON_SQL}", {"structure": h.JSON_STRUCTURE, "files": files})
+        loaded = time.perf_counter()
+        with Engine(con, since=since, until=until) as engine:  # the engine only binds $params here
+            findings = sum(len(alerts_from_rows(query, engine.run(query).to_pylist())) for query in queries)
+            result["query_seconds"] = time.perf_counter() - loaded
+            result["events"] = engine.sql("SELECT count(*) AS n FROM events").column(0)[0].as_py()
+    result["findings"] = findings
+    return result
+
+
+def run_child_stage(argv: list[str]) -> None:
+    stage, path, *rest = argv
+    if stage == "keytrail":
+        result = child_keytrail(Path(path), int(rest[0]))
+    elif stage == "duckdb":
+        result = child_duckdb(Path(path))
+    else:
+        raise SystemExit(f"unknown stage {stage!r}")
+    h.report_to_parent(result)
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="example: uv run python bench/detect.py --quick",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--events", type=int, help="events in the 30-day lake (default 10,000,000; --quick: 300,000)")
+    parser.add_argument("--quick", action="store_true", help="a 300,000-event lake: a quick look, not the figure")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of the catalog per lake (median reported)")
+    parser.add_argument("--data", type=Path, default=h.DEFAULT_DATA, help="where trails and lakes are cached")
+    parser.add_argument("--skip-duckdb", action="store_true", help="leave out the DuckDB-on-JSON peer")
+    parser.add_argument("--prepare", action="store_true", help="only build (or find) the lakes, measure nothing")
+    args = parser.parse_args()
+    events = args.events or (300_000 if args.quick else 10_000_000)
+    script = Path(__file__).resolve()
+
+    trail, lake30, lake90, facts = build_lakes(args.data, events)
+    since, until = window()
+    h.console.print(
+        f"30-day lake: {facts['30d']:,} events; 90-day lake: {facts['90d']:,} events (KMS-only simulated trail, "
+        f"{facts['trail']['files']:,} files); window {since:%Y-%m-%d %H:%M}-{until:%H:%M} UTC, lookback "
+        f"{LOOKBACK_DAYS} days; {os.cpu_count()} CPUs"
+    )
+    if args.prepare:
+        return
+    measured = {}
+    for name, lake in (("30-day lake", lake30), ("90-day lake", lake90)):
+        with h.console.status(f"running the catalog on the {name} x{args.repeat} ..."):
+            measured[name] = h.run_child(script, "keytrail", [str(lake), str(args.repeat)], name)
+    if not args.skip_duckdb:
+        with h.console.status("running the catalog with DuckDB on the raw JSON ..."):
+            measured["peer"] = h.run_child(script, "duckdb", [str(trail)], "DuckDB on raw JSON")
+    report(measured)
+
+
+def report(measured: dict[str, h.Measured]) -> None:
+    rows = []
+    medians: dict[str, float] = {}
+    for key, m in measured.items():
+        times = m.data.get("times", [m.wall])
+        medians[key] = statistics.median(times)
+        rows.append(
+            [
+                m.name,
+                f"{medians[key]:.2f}",
+                f"{min(times):.2f}-{max(times):.2f}",
+                str(len(times)),
+                f"{m.cpu / len(times):.2f}",
+                h.mib(m.peak_rss),
+                str(m.data["findings"]),
+            ]
+        )
+    h.table(
+        "whole detection catalog, 1-hour window + 7-day lookback",
+        ["run", "median s", "range s", "runs", "CPU s/run", "peak RSS", "findings"],
+        rows,
+    )
+    base, big = medians["30-day lake"], medians["90-day lake"]
+    growth = big / base - 1
+    lines = [
+        ["30-day lake, median", f"{base:.2f} s", f"< {TARGET_SECONDS:.0f} s", h.verdict(base < TARGET_SECONDS)],
+        ["90-day lake, median", f"{big:.2f} s", f"< {TARGET_SECONDS:.0f} s", h.verdict(big < TARGET_SECONDS)],
+        ["90d / 30d", f"{big / base:.2f} ({growth:+.0%})", f"within {TARGET_GROWTH:.0%}", h.verdict(growth <= 0.15)],
+    ]
+    if "peer" in measured:
+        peer = measured["peer"]
+        lines.append(
+            [
+                "DuckDB on raw JSON / keytrail (30d)",
+                f"{medians['peer'] / base:.1f}x",
+                f"{peer.data['files']:,} files, {peer.data['events']:,} events; "
+                f"queries alone {peer.data['query_seconds']:.2f} s",
+                "",
+            ]
+        )
+    h.table("targets", ["figure", "value", "target", ""], lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        run_child_stage(sys.argv[2:])
+    else:
+        main()
