@@ -595,8 +595,3 @@ def _event(index: int, item: Any, where: str, fail: Any) -> EventSpec:
     except ValueError as exc:
         raise fail(f"{where}.at: {exc}") from None
     return EventSpec(base=base, overrides=overrides, at=at, every=every, **counts)
-
-
-def describe_params(params: Sequence[Param]) -> str:
-    """One line per param, for `--help` texts and error messages."""
-    return "\n".join(f"{p.name} ({p.type}, default {p.default!r}): {p.help}" for p in params)
