@@ -414,8 +414,9 @@ class BatchWriter:
         can build one batch from many small objects): (kept, duplicates) per run."""
         ids = batch.column(0).to_pylist()
         seen = self._seen
-        if seen.isdisjoint(ids) and len(set(ids)) == len(ids):  # the usual case, checked in C
-            seen.update(ids)
+        fresh = set(ids)
+        if len(fresh) == len(ids) and seen.isdisjoint(fresh):  # the usual case, checked in C
+            seen |= fresh
             counts = [(size, 0) for size in sizes]
         else:
             keep = []
