@@ -411,10 +411,10 @@ _NO_ATTRIBUTES = _SessionAttributes()
 
 
 def row_of(record: Record, source_object: str) -> tuple[Any, ...]:
-    """The normalized row of one record, in `COLUMNS` order, as `rows_to_batch` takes it.
+    """The normalized row of one record, in `ROW_FIELDS` order (event_id first), as `rows_to_batch` takes it.
 
-    Two columns are left for `rows_to_batch` to finish column-wise, which is far cheaper than per row:
-    event_time stays text (event_date None), and the verbatim JSON columns hold the msgspec.Raw slices
+    Some columns are left for `rows_to_batch` to finish column-wise, which is far cheaper than per row:
+    event_time stays text (event_date None), and the verbatim JSON columns, last, hold the msgspec.Raw slices
     (copied into one Arrow buffer per column instead of one Python str per value).
     """
     identity = record.userIdentity or _NO_IDENTITY
