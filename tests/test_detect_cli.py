@@ -208,9 +208,10 @@ def _corpus_lifecycle_calls(corpus: Path) -> set[tuple[str, str, str]]:
 
 
 def test_kms_detections_on_the_real_corpus(realdata: Path, tmp_path: Path) -> None:
-    """Real public CloudTrail: every key deletion/disable in it is found; the Stratus SSM-parameter and secret
-    retrievals (bert-jan, 11:57-11:58, decrypted through KMS with per-item contexts) are context scanning; and
-    nothing else in the corpus (real background traffic included) trips a KMS detection."""
+    """Real public CloudTrail: every key deletion/disable in it is found; the Stratus SSM-parameter retrieval
+    (bert-jan, 11:58, decrypted through KMS with per-parameter contexts) is context scanning, while the
+    secret retrieval a minute earlier is left to secrets_enumeration (its KMS echo is invoked by Secrets
+    Manager); and nothing else in the corpus (real background traffic included) trips a KMS detection."""
     corpus = realdata / "corpus"
     lake_path = tmp_path / "lake"
     ingest = runner.invoke(app, ["ingest", str(corpus), "--lake", str(lake_path)])
@@ -230,9 +231,6 @@ def test_kms_detections_on_the_real_corpus(realdata: Path, tmp_path: Path) -> No
     }
     assert lifecycle == _corpus_lifecycle_calls(corpus) and len(lifecycle) == 7
     scanning = {(a["principal_arn"], a["context"]["context_key"]) for a in by_detection["kms_context_scanning"]}  # type: ignore[index]
-    assert scanning == {
-        ("arn:aws:iam::123837392027:user/bert-jan", "SecretARN"),
-        ("arn:aws:iam::123837392027:user/bert-jan", "PARAMETER_ARN"),
-    }
-    firsts = sorted(a["first_seen"] for a in by_detection["kms_context_scanning"])  # type: ignore[type-var]
-    assert firsts[0].startswith("2023-07-10T11:57") and firsts[1].startswith("2023-07-10T11:58")  # type: ignore[union-attr]
+    assert scanning == {("arn:aws:iam::123837392027:user/bert-jan", "PARAMETER_ARN")}
+    firsts = sorted(str(a["first_seen"]) for a in by_detection["kms_context_scanning"])
+    assert firsts[0].startswith("2023-07-10T11:58")  # the labelled ssm-retrieve-securestring-parameters window

@@ -22,6 +22,8 @@ WITH calls AS (
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($event_names, event_name)
       AND error_code IS NULL
+      -- reads a service makes for the caller that another detection already sees first-hand
+      AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
       AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
       AND event_time >= $baseline_start
       AND event_time < $until
