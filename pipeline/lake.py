@@ -216,16 +216,20 @@ def _recover_locked(lake: Path) -> int:
         repaired += 1
     staging = _staging_dir(lake)
     for lock_path in sorted(staging.glob("*.lock")) if staging.is_dir() else []:
-        with open(lock_path, "a+b") as handle:
+        # "r+b", never "a+b": re-creating the lock of a writer that just committed would make it look dead;
+        # a lock gone before we open it belongs to a writer that finished (the suppress skips it).
+        with contextlib.suppress(FileNotFoundError), open(lock_path, "r+b") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live writer holds it
+            if not lock_path.exists():
+                continue  # unlinked by its writer (after a commit) between our open and flock
             shutil.rmtree(staging / lock_path.stem, ignore_errors=True)
-            lock_path.unlink()
+            _unlink(lock_path)
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        log.warning("removed staging of dead writer %s", lock_path.stem)
-        repaired += 1
+            log.warning("removed staging of dead writer %s", lock_path.stem)
+            repaired += 1
     return repaired
 
 
