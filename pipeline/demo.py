@@ -5,8 +5,12 @@ queue, reading back what subscribers received, and the summary. The Prefect-runn
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
+import select
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
@@ -18,6 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.alerts import SEVERITY_RANK, Alert
+from pipeline.outbox import OutboxEntry
+from pipeline.simulate.results import InjectedIncident
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +45,22 @@ DEMO_ENVIRONMENT: Mapping[str, str] = {
 }
 _DROPPED_VARIABLES: tuple[str, ...] = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL")
 
+# An alert may start a little before the incident's first signature event (its window bucket) or after it.
+_SLACK = dt.timedelta(hours=1)
+
 DEMO_BUCKET = "keytrail-demo-trail"
 DEMO_TOPIC = "keytrail-demo-alerts"
 DEMO_QUEUE = "keytrail-demo-subscriber"
 
 
 @contextlib.contextmanager
-def demo_environment(
-    extra: Mapping[str, str] | None = None, env: MutableMapping[str, str] | None = None
+def scoped_environment(
+    updates: Mapping[str, str], drop: Sequence[str] = (), env: MutableMapping[str, str] | None = None
 ) -> Iterator[None]:
-    """Apply DEMO_ENVIRONMENT (+ `extra`, e.g. KEYTRAIL_ENDPOINT_URL) and restore the previous values after."""
+    """Set `updates` (and remove `drop`) in the environment for the block; restore the previous values after."""
     env = os.environ if env is None else env
-    updates = {**DEMO_ENVIRONMENT, **(extra or {})}
-    saved = {name: env.get(name) for name in (*updates, *_DROPPED_VARIABLES)}
-    for name in _DROPPED_VARIABLES:
+    saved = {name: env.get(name) for name in (*updates, *drop)}
+    for name in drop:
         env.pop(name, None)
     env.update(updates)
     try:
@@ -65,28 +73,69 @@ def demo_environment(
                 env[name] = value
 
 
+def demo_environment() -> contextlib.AbstractContextManager[None]:
+    """DEMO_ENVIRONMENT for the block, without any AWS profile/session/endpoint the user's shell had."""
+    return scoped_environment(DEMO_ENVIRONMENT, drop=_DROPPED_VARIABLES)
+
+
+# moto's server runs in a child process: in-process it would share one GIL with the ingest it serves (about
+# half the throughput on 2 cores). The child prints its URL, then serves until its stdin closes, so it also
+# goes away when the demo process dies.
+_SERVER_SCRIPT = """
+import logging, sys
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+print(f"http://{host}:{port}", flush=True)
+sys.stdin.read()
+server.stop()
+"""
+_START_TIMEOUT_S = 60.0
+
+
 class LocalAws:
-    """moto's server (S3, SNS, SQS) on 127.0.0.1 at a free port; a context manager that always stops it."""
+    """moto's server (S3, SNS, SQS) on 127.0.0.1 at a free port, in a child process; a context manager that
+    always stops it."""
 
     def __init__(self) -> None:
-        self._server: Any = None
+        self._process: subprocess.Popen[str] | None = None
         self.url = ""
 
     def start(self) -> str:
-        from moto.server import ThreadedMotoServer
-
-        # werkzeug logs every request at INFO, even with verbose=False.
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ready, _, _ = select.select([self._process.stdout], [], [], _START_TIMEOUT_S)
+        line = self._process.stdout.readline().strip() if ready and self._process.stdout else ""
+        if not line.startswith("http://"):
+            detail = self._stop_and_collect()
+            raise RuntimeError(f"the local AWS endpoint (moto) did not start: {detail or 'no output'}")
+        self.url = line
+        log.info("moto server at %s (pid %d)", self.url, self._process.pid)
         return self.url
 
+    def _stop_and_collect(self) -> str:
+        process, self._process = self._process, None
+        if process is None:
+            return ""
+        process.terminate()  # nothing to save: the demo's AWS state lives only in that process
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stdin:
+            process.stdin.close()
+        return (process.stderr.read() if process.stderr else "").strip()[-2000:]
+
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        self._stop_and_collect()
 
     def __enter__(self) -> LocalAws:
         self.start()
@@ -109,7 +158,7 @@ def create_resources(
     """The trail bucket, the alert topic, and a queue subscribed to the topic (an on-call subscriber)."""
     s3.create_bucket(Bucket=bucket)
     topic_arn = sns.create_topic(Name=topic)["TopicArn"]
-    queue_url = sqs.create_queue(QueueUrl=queue, QueueName=queue)["QueueUrl"]
+    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
     return DemoResources(bucket=bucket, topic_arn=topic_arn, queue_url=queue_url)
@@ -168,37 +217,70 @@ def receive_all(sqs: Any, queue_url: str, *, idle_polls: int = 2, timeout: float
 
 @dataclass(frozen=True)
 class Reconciliation:
-    """Alerts in the outbox against what the subscriber received, by alert_id."""
+    """What the outbox says was sent, against what the subscriber received, by alert_id."""
 
-    alert_ids: frozenset[str]
-    received_ids: frozenset[str]
+    expected: frozenset[str]
+    received: frozenset[str]
     duplicates: tuple[str, ...]
+    pending: tuple[str, ...]  # alerts still waiting in the outbox (a publish failed)
 
     @property
     def missing(self) -> frozenset[str]:
-        return self.alert_ids - self.received_ids
+        return self.expected - self.received
 
     @property
     def unexpected(self) -> frozenset[str]:
-        return self.received_ids - self.alert_ids
+        return self.received - self.expected
 
     @property
     def matches(self) -> bool:
-        return not self.missing and not self.unexpected and not self.duplicates
+        return not (self.missing or self.unexpected or self.duplicates or self.pending)
 
 
-def reconcile(alert_ids: Sequence[str], messages: Sequence[ReceivedMessage]) -> Reconciliation:
+def expected_message_ids(entries: Sequence[OutboxEntry]) -> frozenset[str]:
+    """The alert_id each SNS message should carry: a sent alert's own id, or its storm-cap summary's id.
+    Suppressed alerts (same dedup key paged recently) send nothing."""
+    ids = {e.alert.alert_id for e in entries if e.state == "sent" and e.delivery == "message"}
+    ids |= {e.summary_id for e in entries if e.state == "sent" and e.delivery == "summary" and e.summary_id}
+    return frozenset(ids)
+
+
+def reconcile(entries: Sequence[OutboxEntry], messages: Sequence[ReceivedMessage]) -> Reconciliation:
     counts = Counter(m.alert_id for m in messages if m.alert_id)
     duplicates = tuple(sorted(alert_id for alert_id, n in counts.items() if n > 1))
-    return Reconciliation(frozenset(alert_ids), frozenset(counts), duplicates)
+    pending = tuple(e.alert.alert_id for e in entries if e.state == "pending")
+    return Reconciliation(expected_message_ids(entries), frozenset(counts), duplicates, pending)
 
 
-def alerts_table(alerts: Sequence[Alert]) -> Table:
-    table = Table(title=f"Alerts in the outbox ({len(alerts)})", title_justify="left")
-    for column in ("severity", "detection", "principal", "resource", "first seen (UTC)", "events", "alert_id"):
+def incident_alerts(incidents: Sequence[InjectedIncident], alerts: Sequence[Alert]) -> dict[str, str | None]:
+    """For each injected incident, the id of an alert from its detection overlapping its time (None: missed)."""
+    found: dict[str, str | None] = {}
+    for incident in incidents:
+        found[incident.name] = next(
+            (
+                a.alert_id
+                for a in sorted(alerts, key=lambda a: a.first_seen)
+                if a.detection_id == incident.detection_id
+                and a.first_seen <= incident.end + _SLACK
+                and a.last_seen >= incident.start - _SLACK
+            ),
+            None,
+        )
+    return found
+
+
+def alerts_by_severity(alerts: Sequence[Alert]) -> list[Alert]:
+    return sorted(alerts, key=lambda a: (-SEVERITY_RANK[a.severity], a.first_seen, a.alert_id))
+
+
+def alerts_table(entries: Sequence[OutboxEntry]) -> Table:
+    table = Table(title=f"Alerts in the outbox ({len(entries)})", title_justify="left")
+    for column in ("severity", "detection", "principal", "resource", "first seen (UTC)", "events", "state", "alert_id"):
         table.add_column(column, overflow="fold")
-    ordered = sorted(alerts, key=lambda a: (-SEVERITY_RANK[a.severity], a.first_seen, a.alert_id))
-    for alert in ordered:
+    ordered = sorted(entries, key=lambda e: (-SEVERITY_RANK[e.alert.severity], e.alert.first_seen, e.alert.alert_id))
+    for entry in ordered:
+        alert = entry.alert
+        state = entry.state if entry.delivery != "summary" else "sent (in summary)"
         table.add_row(
             alert.severity.upper(),
             alert.detection_id,
@@ -206,6 +288,7 @@ def alerts_table(alerts: Sequence[Alert]) -> Table:
             _short_arn(alert.resource_arn),
             alert.first_seen.strftime("%Y-%m-%d %H:%M"),
             str(alert.event_count),
+            state,
             alert.alert_id[:12],
         )
     return table
@@ -213,10 +296,22 @@ def alerts_table(alerts: Sequence[Alert]) -> Table:
 
 def messages_table(messages: Sequence[ReceivedMessage]) -> Table:
     table = Table(title=f"SNS messages received on the subscriber queue ({len(messages)})", title_justify="left")
-    for column in ("subject", "severity attr", "alert_id attr"):
+    for column in ("Subject", "severity", "alert_id"):
         table.add_column(column, overflow="fold")
     for message in sorted(messages, key=lambda m: (m.subject, m.alert_id or "")):
         table.add_row(message.subject, message.severity or "-", (message.alert_id or "-")[:12])
+    return table
+
+
+def incidents_table(found: Mapping[str, str | None], incidents: Sequence[InjectedIncident]) -> Table:
+    table = Table(
+        title=f"Injected incidents found ({sum(bool(v) for v in found.values())}/{len(found)})", title_justify="left"
+    )
+    for column in ("incident", "expected detection", "alert_id"):
+        table.add_column(column)
+    for incident in incidents:
+        alert_id = found.get(incident.name)
+        table.add_row(incident.name, incident.detection_id, alert_id[:12] if alert_id else "[red]missed")
     return table
 
 
@@ -227,42 +322,53 @@ def _short_arn(arn: str | None) -> str:
     return arn.rsplit("/", 1)[-1] if "/" in arn else arn.rsplit(":", 1)[-1]
 
 
-def next_commands(lake: str) -> list[str]:
-    """What to try next on the demo lake."""
+def next_commands(lake: str, top: Alert | None = None) -> list[str]:
+    """What to try next on the demo lake, filled in with the most severe alert when there is one."""
+    alert_id = top.alert_id[:12] if top else "<alert_id>"
+    principal = (top.principal_arn if top else None) or "<principal ARN>"
+    sql = "SELECT event_name, count(*) AS calls FROM events GROUP BY ALL ORDER BY calls DESC"
     return [
         f"uv run keytrail alerts list --lake {lake}",
-        f"uv run keytrail query list --lake {lake}",
-        f"uv run keytrail query run principal_activity --lake {lake} --param principal_arn=<an ARN above>",
-        f'uv run keytrail sql --lake {lake} "SELECT event_name, count(*) FROM events GROUP BY ALL ORDER BY 2 DESC"',
-        f"uv run keytrail detect --lake {lake} --since -24h --format json",
-        f"KEYTRAIL_LAKE={lake} uv run jupyter lab notebooks/overview.ipynb notebooks/investigate.ipynb",
+        f"uv run keytrail alerts show {alert_id} --lake {lake}",
+        f"uv run keytrail query run alert_evidence --lake {lake} --param alert_id={alert_id}",
+        f"uv run keytrail query run principal_activity --lake {lake} --param principal={principal} --since -9d",
+        f'uv run keytrail sql --lake {lake} "{sql}"',
+        f"uv run keytrail report --lake {lake} --since -9d --until now --out report.html",
+        f"KEYTRAIL_LAKE={lake} uv run --with jupyterlab jupyter lab notebooks/overview.ipynb",
     ]
 
 
 def render_summary(
     console: Console,
     *,
-    alerts: Sequence[Alert],
+    entries: Sequence[OutboxEntry],
     messages: Sequence[ReceivedMessage],
+    incidents: Sequence[InjectedIncident],
     facts: Mapping[str, Any],
     lake: str,
 ) -> Reconciliation:
-    """Print the alerts, the messages, whether they match, and the next commands. Returns the reconciliation."""
-    console.print(alerts_table(alerts))
+    """Print the alerts, the messages, whether they match, the incidents found, and the next commands."""
+    console.print(alerts_table(entries))
     console.print(messages_table(messages))
-    result = reconcile([a.alert_id for a in alerts], messages)
+    result = reconcile(entries, messages)
     if result.matches:
-        console.print(f"[green]SNS messages match the outbox: {len(result.alert_ids)} alerts, each delivered once.")
+        console.print(
+            f"[green]SNS messages match the outbox: {len(result.expected)} messages expected, "
+            "each received exactly once."
+        )
     else:
         console.print(
-            f"[red]SNS messages do not match the outbox: {len(result.missing)} missing, "
-            f"{len(result.unexpected)} unexpected, {len(result.duplicates)} duplicated."
+            f"[red]SNS messages do not match the outbox: {len(result.missing)} missing, {len(result.unexpected)} "
+            f"unexpected, {len(result.duplicates)} duplicated, {len(result.pending)} still pending "
+            f"(`keytrail alerts list --lake {lake}` shows why)."
         )
+    console.print(incidents_table(incident_alerts(incidents, [e.alert for e in entries]), incidents))
     facts_table = Table(show_header=False, box=None)
     for name, value in facts.items():
         facts_table.add_row(f"[bold]{name}", str(value))
     console.print(facts_table)
     console.print(f"\nThe lake is in [bold]{lake}[/]. Try next:")
-    for command in next_commands(lake):
-        console.print(f"  {command}", soft_wrap=True, highlight=False)
+    top = alerts_by_severity([e.alert for e in entries])
+    for command in next_commands(lake, top[0] if top else None):
+        console.print(f"  {command}", soft_wrap=True, highlight=False, markup=False)
     return result
