@@ -46,7 +46,8 @@ def find_alerts(lake: str, since: dt.datetime, until: dt.datetime, trusted_accou
 
 @task(name="enqueue-alerts", cache_policy=NO_CACHE)
 def enqueue_alerts(lake: str, alerts: list[Alert], now: dt.datetime, realert_hours: float) -> outbox.EnqueueReport:
-    report = outbox.enqueue(Path(lake), alerts, now=now, realert_after=dt.timedelta(hours=realert_hours))
+    realert_after = detect.realert_policy(dt.timedelta(hours=realert_hours))
+    report = outbox.enqueue(Path(lake), alerts, now=now, realert_after=realert_after)
     get_run_logger().info("outbox: %s", report)
     return report
 

@@ -40,7 +40,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "investigations": (*_COMMON_REQUIRED, "next_steps"),
 }
 _OPTIONAL: dict[str, tuple[str, ...]] = {
-    "detections": ("enabled",),
+    "detections": ("enabled", "realert"),
     "investigations": ("lookback", "attack", "example"),
 }
 _PARAM_KEYS = frozenset({"type", "default", "help", "required"})
@@ -122,6 +122,7 @@ class Query:
     next_steps: tuple[str, ...] = ()
     example: Mapping[str, Any] = field(default_factory=dict)  # investigations: param values for `query show`
     enabled: bool = True
+    realert: dt.timedelta | None = None  # detections: how long the same finding stays quiet after it paged
 
     def param(self, name: str) -> Param:
         for param in self.params:
@@ -428,7 +429,14 @@ def _build(spec: Any, sql: str, sql_path: Path, yml_path: Path, kind: str) -> Qu
         runbook=_text(spec["runbook"], "runbook", fail),
         false_positives=tuple(_strings(spec["false_positives"], "false_positives", fail, nonempty=True)),
         enabled=enabled,
+        realert=_duration(spec["realert"], "realert", fail) if "realert" in spec else None,
     )
+
+
+def realert_intervals(queries: Iterable[Query], default: dt.timedelta) -> dict[str, dt.timedelta]:
+    """Per-detection re-alert intervals for the outbox: each detection's `realert`, `*` for the rest."""
+    intervals = {query.id: query.realert for query in queries if query.realert is not None}
+    return {"*": default, **intervals}
 
 
 def _example(value: Any, params: Sequence[Param], fail: Any) -> dict[str, Any]:

@@ -120,3 +120,8 @@ def alerts_from_rows(query: Query, rows: Iterable[Mapping[str, Any]]) -> list[Al
 def sort_alerts(alerts: Iterable[Alert]) -> list[Alert]:
     """Most severe first, then oldest first; ties broken by detection and id for a stable order."""
     return sorted(alerts, key=lambda a: (-SEVERITY_RANK[a.severity], a.first_seen, a.detection_id, a.alert_id))
+
+
+def realert_policy(default: dt.timedelta, queries_dir: Path | str | None = None) -> dict[str, dt.timedelta]:
+    """The outbox's re-alert intervals: each detection's YAML `realert`, else `default` (the setting)."""
+    return catalog.realert_intervals(catalog.load("detections", queries_dir), default)

@@ -170,3 +170,15 @@ def test_resolve_params_applies_defaults_and_refuses_unknown_names(tmp_path: Pat
 
 def test_default_tree_is_found_relative_to_the_repo() -> None:
     assert catalog.default_queries_dir() == Path(__file__).resolve().parents[1] / "queries"
+
+
+def test_realert_is_a_per_detection_duration_with_the_setting_as_fallback() -> None:
+    import datetime as dt
+
+    from pipeline import catalog as cat
+
+    queries = cat.load("detections")
+    policy = cat.realert_intervals(queries, dt.timedelta(hours=6))
+    assert policy["secrets_rotation_failure"] == dt.timedelta(hours=24)
+    assert policy["*"] == dt.timedelta(hours=6)
+    assert "kms_decrypt_volume_spike" not in policy  # no `realert:` in its YAML: the setting applies

@@ -14,7 +14,7 @@ from rich.json import JSON
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from pipeline import outbox
+from pipeline import detect, outbox
 from pipeline.alerts import Alert
 from pipeline.messages import FORMATS, short_name
 from pipeline.outbox import STATES, Outbox, OutboxEntry, OutboxError
@@ -131,7 +131,8 @@ def enqueue_and_publish(
     endpoint_url: str | None = None,
 ) -> None:
     """`keytrail detect --publish`: findings -> the lake's outbox (dedup, suppression) -> SNS."""
-    report = outbox.enqueue(lake, alerts, now=now, realert_after=dt.timedelta(hours=settings.realert_hours))
+    realert_after = detect.realert_policy(dt.timedelta(hours=settings.realert_hours))
+    report = outbox.enqueue(lake, alerts, now=now, realert_after=realert_after)
     console.print(f"alert outbox: {report}")
     _publish_and_report(console, lake, settings, topic_arn, endpoint_url, "json", None)
 
