@@ -150,7 +150,9 @@ def run_case(query: Query, case: Case, *, fixtures_dir: Path | None = None) -> C
     if case.trusted_accounts is not None:
         params["trusted_accounts"] = list(case.trusted_accounts)
     try:
-        with Engine.from_table(table, since=since, until=until) as engine:
+        # Unless the case says otherwise, its lake is warmed up: history reaches a full lookback back.
+        history_start = case.history_start or since - query.lookback
+        with Engine.from_table(table, since=since, until=until, history_start=history_start) as engine:
             rows = engine.run(query, params).to_pylist()
     except (duckdb.Error, ValueError) as exc:  # a broken query is a failed case, not a crashed run
         rows, problems = [], [f"the query failed: {type(exc).__name__}: {exc}"]

@@ -21,7 +21,9 @@ from pipeline.alerts import SEVERITIES
 KINDS: tuple[str, ...] = ("detections", "investigations")
 
 # Names the engine binds itself; a query uses them without declaring them (see queries/README.md).
-BUILTINS: frozenset[str] = frozenset({"since", "until", "baseline_start", "window", "trusted_accounts"})
+BUILTINS: frozenset[str] = frozenset(
+    {"since", "until", "baseline_start", "window", "trusted_accounts", "history_start"}
+)
 
 PARAM_TYPES: tuple[str, ...] = ("int", "float", "str", "bool", "duration", "timestamp", "list[str]")
 
@@ -44,7 +46,9 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
     "investigations": ("lookback", "attack", "example"),
 }
 _PARAM_KEYS = frozenset({"type", "default", "help", "required"})
-_CASE_KEYS = frozenset({"name", "now", "since", "until", "params", "trusted_accounts", "events", "expect"})
+_CASE_KEYS = frozenset(
+    {"name", "now", "since", "until", "history_start", "params", "trusted_accounts", "events", "expect"}
+)
 _EVENT_KEYS = frozenset({"base", "with", "at", "repeat", "every", "days"})
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -92,6 +96,8 @@ class Case:
     until: dt.datetime | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     trusted_accounts: tuple[str, ...] | None = None
+    # Where the case's lake starts; default: a full lookback before the window (a warmed-up lake).
+    history_start: dt.datetime | None = None
 
     @property
     def firing(self) -> bool:
@@ -557,7 +563,9 @@ def _case(index: int, item: Any, declared: Iterable[str], fail: Any) -> Case:
     if ("since" in item) != ("until" in item):
         raise fail(f"{where}: `since` and `until` go together")
     try:
-        times = {key: parse_timestamp(item[key]) for key in ("now", "since", "until") if key in item}
+        times = {
+            key: parse_timestamp(item[key]) for key in ("now", "since", "until", "history_start") if key in item
+        }
     except ValueError as exc:
         raise fail(f"{where}: {exc}") from None
     params = _mapping(item.get("params"), f"{where}.params", fail)

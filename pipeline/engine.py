@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from pipeline.catalog import BUILTINS, Query, coerce
 from pipeline.events import COLUMNS, EVENTS_SCHEMA
-from pipeline.lake import committed_files, events_dir
+from pipeline.lake import committed_files, events_dir, partitions
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,14 @@ class Engine:
         since: dt.datetime | None,
         until: dt.datetime | None,
         files: Sequence[Path] = (),
+        history_start: dt.datetime | None = None,
     ) -> None:
         self._con = con
         self.since = since
         self.until = until
         self.files = tuple(files)
+        # Where the data starts (the lake's first partition): baselines before it are unknown, not empty.
+        self.history_start = history_start
         self._seen_accounts: tuple[str, ...] | None = None
 
     # --- construction -------------------------------------------------------------------------------------
@@ -79,19 +82,36 @@ class Engine:
             _empty_events(con)
         _lock(con, [events_dir(lake)])
         log.debug("events view over %d files for %s..%s", len(files), start, end)
-        return cls(con, since=since, until=until, files=files)
+        days = partitions(lake)
+        history_start = dt.datetime.combine(min(days), dt.time(), dt.UTC) if days else None
+        return cls(con, since=since, until=until, files=files, history_start=history_start)
 
     @classmethod
     def from_table(
-        cls, table: pa.Table, *, since: dt.datetime | None = None, until: dt.datetime | None = None
+        cls,
+        table: pa.Table,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        history_start: dt.datetime | None = None,
     ) -> Engine:
-        """An in-memory `events` table (EVENTS_SCHEMA) under the same lock: for YAML cases and notebooks."""
+        """An in-memory `events` table (EVENTS_SCHEMA) under the same lock: for YAML cases and notebooks.
+
+        `history_start` defaults to the first event's time: the table is all the history there is.
+        """
         con = _connect()
         con.register("_events_input", table.select(list(COLUMNS)).cast(EVENTS_SCHEMA))
         con.execute("CREATE TABLE events AS SELECT * FROM _events_input")
         con.unregister("_events_input")
         _lock(con, [])
-        return cls(con, since=_utc(since) if since else None, until=_utc(until) if until else None)
+        if history_start is None:
+            ((history_start,),) = con.execute("SELECT min(event_time) FROM events").fetchall()
+        return cls(
+            con,
+            since=_utc(since) if since else None,
+            until=_utc(until) if until else None,
+            history_start=_utc(history_start) if history_start else None,
+        )
 
     # --- running --------------------------------------------------------------------------------------------
 
@@ -114,6 +134,11 @@ class Engine:
             "until": until,
             "baseline_start": since - query.lookback if since is not None else None,
             "window": query.window or (until - since if since and until else None),
+            "history_start": (
+                coerce("timestamp", builtin["history_start"], where="history_start")
+                if "history_start" in builtin
+                else self.history_start or since
+            ),
         }
         for name in uses:
             if name == "trusted_accounts":

@@ -57,6 +57,7 @@ SELECT
     list_sort(list(DISTINCT principal_id) FILTER (WHERE principal_id IS NOT NULL))[:$max_listed] AS principal_ids,
     list_sort(list(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL))[:$max_listed] AS source_ips
 FROM judged
-WHERE untrusted OR new_pair
+-- a pair is only "new" once the lake holds a full lookback; an untrusted caller is news from day one
+WHERE untrusted OR (new_pair AND $history_start <= $baseline_start)
 GROUP BY caller_account, key_arn
 ORDER BY first_seen

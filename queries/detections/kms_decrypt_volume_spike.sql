@@ -116,7 +116,8 @@ SELECT
     event_names,
     source_ips
 FROM scored
-WHERE (active_buckets = 0 AND calls >= $new_principal_min_events)
+-- "no history" only means something once the lake holds a full lookback (else: warming up, stay quiet)
+WHERE (active_buckets = 0 AND calls >= $new_principal_min_events AND $history_start <= $baseline_start)
    OR (
        active_buckets > 0
        AND calls >= $min_events

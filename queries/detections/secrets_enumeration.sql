@@ -76,9 +76,11 @@ burst_evidence AS (
 ),
 
 newcomers AS (  -- principals without any Secrets Manager call before the current burst could have started
+    -- (only meaningful once the lake holds a full lookback: while it warms up, everyone looks new)
     SELECT principal_arn
     FROM sm_calls
     WHERE event_time >= $since - $burst
+      AND $history_start <= $baseline_start
     EXCEPT
     SELECT DISTINCT principal_arn FROM sm_calls WHERE event_time < $since - $burst
 ),

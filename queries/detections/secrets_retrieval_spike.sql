@@ -102,7 +102,7 @@ SELECT
 FROM scored
 WHERE reads >= $min_reads
   AND (
-      (active_buckets = 0 AND reads >= $new_pair_min_reads)
+      (active_buckets = 0 AND reads >= $new_pair_min_reads AND $history_start <= $baseline_start)
       OR (active_buckets > 0 AND reads >= $spike_factor * expected_reads)
   )
 ORDER BY first_seen
