@@ -69,28 +69,48 @@ judged AS (  -- each recent call against the principal's own shapes, or the key'
 
 breaks AS (
     SELECT * FROM judged WHERE NOT list_contains(shapes, context_keys)
+),
+
+per_shape AS (  -- each departing key set, with its own volume floor
+    SELECT
+        principal_arn,
+        key_arn,
+        any_value(recipient_account_id) AS account_id,
+        any_value(aws_region) AS region,
+        array_to_string(context_keys, ',') AS context_keys,
+        CASE
+            WHEN len(context_keys) = 0 THEN 'context_missing'
+            WHEN len(list_filter(context_keys, lambda k: NOT list_contains(flatten(any_value(shapes)), k))) > 0
+                THEN 'new_context_keys'
+            ELSE 'different_key_set'
+        END AS break_kind,
+        min(event_time) AS first_seen,
+        max(event_time) AS last_seen,
+        count(*) AS event_count,
+        list_transform(any_value(shapes), lambda s: array_to_string(s, ',')) AS established_shapes,
+        any_value(established_by) AS established_by,
+        list(DISTINCT event_name) AS event_names,
+        list(DISTINCT source_ip) AS source_ips
+    FROM breaks
+    GROUP BY principal_arn, key_arn, context_keys
+    HAVING count(*) >= $min_events
 )
 
+-- one finding per principal and key: several departing shapes at once are one incident, paged once
 SELECT
     principal_arn,
     key_arn AS resource_arn,
-    any_value(recipient_account_id) AS account_id,
-    any_value(aws_region) AS region,
-    array_to_string(context_keys, ',') AS context_keys,
-    CASE
-        WHEN len(context_keys) = 0 THEN 'context_missing'
-        WHEN len(list_filter(context_keys, lambda k: NOT list_contains(flatten(any_value(shapes)), k))) > 0
-            THEN 'new_context_keys'
-        ELSE 'different_key_set'
-    END AS break_kind,
-    min(event_time) AS first_seen,
-    max(event_time) AS last_seen,
-    count(*) AS event_count,
-    list_transform(any_value(shapes), lambda s: array_to_string(s, ',')) AS established_shapes,
+    any_value(account_id) AS account_id,
+    any_value(region) AS region,
+    list_sort(list(context_keys)) AS context_keys,
+    list_sort(list(DISTINCT break_kind)) AS break_kinds,
+    min(first_seen) AS first_seen,
+    max(last_seen) AS last_seen,
+    sum(event_count)::BIGINT AS event_count,
+    any_value(established_shapes) AS established_shapes,
     any_value(established_by) AS established_by,
-    list_sort(list(DISTINCT event_name)) AS event_names,
-    list_sort(list(DISTINCT source_ip))[:$max_listed] AS source_ips
-FROM breaks
-GROUP BY principal_arn, key_arn, context_keys
-HAVING count(*) >= $min_events
+    list_sort(list_distinct(flatten(list(event_names)))) AS event_names,
+    list_sort(list_distinct(flatten(list(source_ips))))[:$max_listed] AS source_ips
+FROM per_shape
+GROUP BY principal_arn, key_arn
 ORDER BY first_seen
