@@ -7,7 +7,6 @@ settings when it is imported and when its temporary server starts.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from pipeline.simulate.run import simulate
 # demo's ~9k log objects go through the local endpoint in well under a minute.
 DEMO_ACCOUNTS = 2
 DEMO_REGIONS: tuple[str, ...] = ("us-east-1", "eu-west-1")
-_MARKER = ".keytrail-demo"  # marks a lake the demo made, so a rerun may replace it
 
 
 @dataclass
@@ -48,19 +46,6 @@ class DemoOutcome:
     @property
     def ok(self) -> bool:
         return self.reconciliation.matches and all(self.incidents_found.values())
-
-
-def prepare_lake(lake: Path) -> None:
-    """Start from an empty lake: the simulated trail is the same every run (same keys, same etags), so an old
-    lake would already hold every object and alert and the demo would show nothing new."""
-    if lake.exists() and any(lake.iterdir()):
-        if not (lake / _MARKER).exists():
-            raise FileExistsError(
-                f"{lake} exists and is not a demo lake: pass --lake with a new or empty folder (the demo replaces it)"
-            )
-        shutil.rmtree(lake)
-    lake.mkdir(parents=True, exist_ok=True)
-    (lake / _MARKER).write_text("made by `keytrail demo`; the next demo run replaces this folder\n")
 
 
 def _simulate(console: Console, source: str, s3: Any, *, days: int, seed: int, start: dt.date, **extra: Any) -> Any:
@@ -92,7 +77,7 @@ def run_demo(
     console = console or Console()
     started = time.monotonic()
     lake = lake.resolve()
-    prepare_lake(lake)
+    parts.prepare_lake(lake)
     today = today or dt.datetime.now(dt.UTC).date()
     start = today - dt.timedelta(days=days)
     final_day = today - dt.timedelta(days=1)

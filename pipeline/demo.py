@@ -9,12 +9,14 @@ import datetime as dt
 import logging
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.alerts import SEVERITY_RANK, Alert
+from pipeline.messages import short_name
 from pipeline.outbox import OutboxEntry
 from pipeline.simulate.results import InjectedIncident
 
@@ -47,6 +50,8 @@ _DROPPED_VARIABLES: tuple[str, ...] = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_
 
 # An alert may start a little before the incident's first signature event (its window bucket) or after it.
 _SLACK = dt.timedelta(hours=1)
+
+_MARKER = ".keytrail-demo"  # marks a lake the demo made, so a rerun may replace it
 
 DEMO_BUCKET = "keytrail-demo-trail"
 DEMO_TOPIC = "keytrail-demo-alerts"
@@ -143,6 +148,19 @@ class LocalAws:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def prepare_lake(lake: Path) -> None:
+    """Start from an empty lake: the simulated trail is the same every run (same keys, same etags), so an old
+    lake would already hold every object and alert and the demo would show nothing new."""
+    if lake.exists() and any(lake.iterdir()):
+        if not (lake / _MARKER).exists():
+            raise FileExistsError(
+                f"{lake} exists and is not a demo lake: pass --lake with a new or empty folder (the demo replaces it)"
+            )
+        shutil.rmtree(lake)
+    lake.mkdir(parents=True, exist_ok=True)
+    (lake / _MARKER).write_text("made by `keytrail demo`; the next demo run replaces this folder\n")
 
 
 @dataclass(frozen=True)
@@ -252,44 +270,46 @@ def reconcile(entries: Sequence[OutboxEntry], messages: Sequence[ReceivedMessage
     return Reconciliation(expected_message_ids(entries), frozenset(counts), duplicates, pending)
 
 
+def _explains(alert: Alert, incident: InjectedIncident) -> bool:
+    """Whether `alert` is the finding `incident` should produce: its detection, its principal (session or
+    role; either side may have none, e.g. service events), overlapping its time."""
+    same_principal = incident.principal_arn is None or alert.principal_arn is None
+    return (
+        alert.detection_id == incident.detection_id
+        and (same_principal or incident.is_principal(alert.principal_arn))
+        and alert.first_seen <= incident.end + _SLACK
+        and alert.last_seen >= incident.start - _SLACK
+    )
+
+
 def incident_alerts(incidents: Sequence[InjectedIncident], alerts: Sequence[Alert]) -> dict[str, str | None]:
-    """For each injected incident, the id of an alert from its detection overlapping its time (None: missed)."""
-    found: dict[str, str | None] = {}
-    for incident in incidents:
-        found[incident.name] = next(
-            (
-                a.alert_id
-                for a in sorted(alerts, key=lambda a: a.first_seen)
-                if a.detection_id == incident.detection_id
-                and a.first_seen <= incident.end + _SLACK
-                and a.last_seen >= incident.start - _SLACK
-            ),
-            None,
-        )
-    return found
+    """For each injected incident, the earliest alert explaining it; None when it was missed."""
+    ordered = sorted(alerts, key=lambda a: a.first_seen)
+    return {i.name: next((a.alert_id for a in ordered if _explains(a, i)), None) for i in incidents}
 
 
-def alerts_by_severity(alerts: Sequence[Alert]) -> list[Alert]:
-    return sorted(alerts, key=lambda a: (-SEVERITY_RANK[a.severity], a.first_seen, a.alert_id))
+def alert_order(alert: Alert) -> tuple[int, dt.datetime, str]:
+    """Most severe first, then earliest."""
+    return -SEVERITY_RANK[alert.severity], alert.first_seen, alert.alert_id
 
 
 def alerts_table(entries: Sequence[OutboxEntry]) -> Table:
     table = Table(title=f"Alerts in the outbox ({len(entries)})", title_justify="left")
-    for column in ("severity", "detection", "principal", "resource", "first seen (UTC)", "events", "state", "alert_id"):
-        table.add_column(column, overflow="fold")
-    ordered = sorted(entries, key=lambda e: (-SEVERITY_RANK[e.alert.severity], e.alert.first_seen, e.alert.alert_id))
-    for entry in ordered:
+    # Fixed-width facts never wrap; names shorten with an ellipsis (the full ARNs are in `keytrail alerts show`).
+    for column in ("severity", "first seen (UTC)", "state", "alert_id"):
+        table.add_column(column, no_wrap=True)
+    for column in ("detection", "principal", "resource"):
+        table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=40)
+    for entry in sorted(entries, key=lambda e: alert_order(e.alert)):
         alert = entry.alert
-        state = entry.state if entry.delivery != "summary" else "sent (in summary)"
         table.add_row(
             alert.severity.upper(),
-            alert.detection_id,
-            _short_arn(alert.principal_arn),
-            _short_arn(alert.resource_arn),
-            alert.first_seen.strftime("%Y-%m-%d %H:%M"),
-            str(alert.event_count),
-            state,
+            alert.first_seen.strftime("%m-%d %H:%M"),
+            "sent (summary)" if entry.delivery == "summary" else entry.state,
             alert.alert_id[:12],
+            alert.detection_id,
+            short_name(alert.principal_arn) or "-",
+            short_name(alert.resource_arn) or "-",
         )
     return table
 
@@ -313,13 +333,6 @@ def incidents_table(found: Mapping[str, str | None], incidents: Sequence[Injecte
         alert_id = found.get(incident.name)
         table.add_row(incident.name, incident.detection_id, alert_id[:12] if alert_id else "[red]missed")
     return table
-
-
-def _short_arn(arn: str | None) -> str:
-    # The last path segment is what a human recognises (role or key name); the full ARN is in the alert JSON.
-    if not arn:
-        return "-"
-    return arn.rsplit("/", 1)[-1] if "/" in arn else arn.rsplit(":", 1)[-1]
 
 
 def next_commands(lake: str, top: Alert | None = None) -> list[str]:
@@ -368,7 +381,7 @@ def render_summary(
         facts_table.add_row(f"[bold]{name}", str(value))
     console.print(facts_table)
     console.print(f"\nThe lake is in [bold]{lake}[/]. Try next:")
-    top = alerts_by_severity([e.alert for e in entries])
-    for command in next_commands(lake, top[0] if top else None):
+    top = min((e.alert for e in entries), key=alert_order, default=None)
+    for command in next_commands(lake, top):
         console.print(f"  {command}", soft_wrap=True, highlight=False, markup=False)
     return result
