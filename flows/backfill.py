@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 
 from flows.detect import evaluate_window, resolve_now
 from flows.ingest import ingest_cloudtrail
+from flows.logs import route_library_logs
 from flows.runners import build_task_runner
 from pipeline.settings import Settings
 
@@ -40,6 +41,7 @@ def backfill(
     The day after `until` is listed too: CloudTrail files land in the prefix of their delivery time, so the
     last minutes of a day sit in the next day's prefix.
     """
+    route_library_logs()
     settings = Settings.from_env()
     lake_path = str(lake or settings.lake)
     windows = day_windows(since, until)  # validates the range before any work

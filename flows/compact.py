@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.detect import resolve_now
+from flows.logs import route_library_logs
 from pipeline import lake as lake_store
 from pipeline.settings import Settings
 
@@ -32,6 +33,7 @@ def compact(lake: str | None = None, date: dt.date | None = None) -> dict[str, A
 
     Late CloudTrail files can still add a small batch to a compacted day; the next compaction merges it.
     """
+    route_library_logs()
     settings = Settings.from_env()
     day = date or (resolve_now(None) - dt.timedelta(days=1)).date()
     return compact_partition(str(lake or settings.lake), day)

@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from flows import clients
+from flows.logs import route_library_logs
 from pipeline import detect, outbox, sns
 from pipeline.alerts import Alert
 from pipeline.catalog import parse_duration, parse_timestamp
@@ -111,6 +112,7 @@ def detect_and_alert(
     lake: str | None = None, horizon: str = DEFAULT_HORIZON, publish: bool = True, now: dt.datetime | None = None
 ) -> dict[str, Any]:
     """Detections over [now - horizon, now); new alerts into the outbox; pending alerts to SNS when `publish`."""
+    route_library_logs()
     settings = Settings.from_env()
     until = resolve_now(now)
     return evaluate_window(

@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from flows.clients import s3_client_for
+from flows.logs import route_library_logs
 from pipeline import ingest, s3
 from pipeline.ingest import IngestReport
 from pipeline.s3 import LogObject, TrailDay
@@ -97,6 +98,7 @@ def ingest_cloudtrail(
     Run it with `.with_options(task_runner=flows.runners.build_task_runner("dask", address))` to spread the
     chunks over a Dask cluster.
     """
+    route_library_logs()
     started = time.perf_counter()
     settings = Settings.from_env()
     lake_path = str(lake or settings.lake)

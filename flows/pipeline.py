@@ -9,6 +9,7 @@ from prefect import flow
 
 from flows.detect import DEFAULT_HORIZON, evaluate_window, resolve_now
 from flows.ingest import ingest_cloudtrail
+from flows.logs import route_library_logs
 from flows.runners import build_task_runner
 from pipeline.catalog import parse_duration
 from pipeline.settings import Settings
@@ -30,6 +31,7 @@ def keytrail_pipeline(
     delivery day, so it is still listed while its events are inside the horizon. `task_runner="dask"` (with
     `dask_address`) runs the mapped ingest chunks on a Dask cluster.
     """
+    route_library_logs()
     settings = Settings.from_env()
     lake_path = str(lake or settings.lake)
     until = resolve_now(now)

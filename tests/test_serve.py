@@ -123,6 +123,7 @@ def test_served_pipeline_deployment_runs_to_completion(
 
     # The runner polls for due runs every 10 s by default; the run should not wait for that here.
     serve_env = {**env, "KEYTRAIL_ENDPOINT_URL": aws, "KEYTRAIL_LAKE": str(lake), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    serve_env["PREFECT_LOGGING_LEVEL"] = "INFO"  # what an operator sees (the test session runs at WARNING)
     serve_env.pop("KEYTRAIL_TOPIC_ARN", None)
     log = (tmp_path / "serve.log").open("wb")
     served = subprocess.Popen(
@@ -150,10 +151,36 @@ def test_served_pipeline_deployment_runs_to_completion(
             )
         assert run.state is not None and run.state.is_completed(), (run.state, log_tail(tmp_path / "serve.log"))
         assert lake_table(lake).num_rows == 4
+        # The run logs hold the library's own lines (PREFECT_LOGGING_EXTRA_LOGGERS) and the per-task counts.
+        logs = run_logs(api_url)
+        assert any(entry.name == "pipeline.ingest" and "4 kept" in entry.message for entry in logs), logs
+        assert any(entry.name == "prefect.task_runs" and "4 events kept" in entry.message for entry in logs)
     finally:
         stop(served)
         log.close()
     assert served.returncode is not None
+
+
+def run_logs(api_url: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return list(await client.read_logs(limit=200))
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        return asyncio.run(read())
+
+
+def test_serve_without_a_prefect_server_says_how_to_start_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path)  # no profile with an API URL either
+    result = subprocess.run(
+        [str(BIN / "keytrail"), "serve", "s3://some-trail"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "prefect server start --host 127.0.0.1" in " ".join(result.stdout.split())
 
 
 def log_tail(path: Path) -> str:
