@@ -69,6 +69,7 @@ class Measured:
     cpu: float  # CPU-seconds of the measured work (all processes of the child's tree)
     peak_rss: int  # bytes: the child's process tree at its largest (polled every 50 ms)
     max_rss: int  # bytes: the largest single process's own peak (VmHWM)
+    peaks: list[int] = field(default_factory=list)  # bytes: each process's own peak, largest first
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -157,6 +158,7 @@ def run_child(script: Path, stage: str, args: list[str], name: str | None = None
         cpu=data.pop("cpu"),
         peak_rss=max(peak, *peaks.values(), 0),
         max_rss=max(peaks.values(), default=0),
+        peaks=sorted(peaks.values(), reverse=True),
         data=data,
     )
 

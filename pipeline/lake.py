@@ -47,8 +47,9 @@ from pipeline.events import EVENTS_SCHEMA, RejectedRecord
 log = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 65_536
-# Rows buffered in memory across all partitions of a batch before the largest buffer is written out early.
-MAX_BUFFERED_ROWS = 131_072
+# Rows buffered in memory across all partitions of a batch before the largest buffer is written out early
+# (one row group: ~80 MB of Arrow for CloudTrail rows; this is most of the memory a run needs).
+MAX_BUFFERED_ROWS = 65_536
 # A partition file of one batch rolls over to a new file past this many rows.
 MAX_FILE_ROWS = 4_194_304
 # Committed ids are probed in chunks of at least this many (bounded memory whatever the lake size).
