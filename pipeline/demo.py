@@ -100,6 +100,17 @@ server.stop()
 _START_TIMEOUT_S = 60.0
 
 
+def terminate(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
 class LocalAws:
     """moto's server (S3, SNS, SQS) on 127.0.0.1 at a free port, in a child process; a context manager that
     always stops it."""
@@ -129,12 +140,7 @@ class LocalAws:
         process, self._process = self._process, None
         if process is None:
             return ""
-        process.terminate()  # nothing to save: the demo's AWS state lives only in that process
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        terminate(process)  # nothing to save: the demo's AWS state lives only in that process
         if process.stdin:
             process.stdin.close()
         return (process.stderr.read() if process.stderr else "").strip()[-2000:]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import pytest
 from trails import ACCOUNT, lake_table, log_bytes, log_key, record
 
 from flows.clients import client as cached_client
+from pipeline.demo import terminate
 
 pytestmark = [pytest.mark.xdist_group("prefect"), pytest.mark.slow]
 
@@ -47,16 +47,6 @@ def wait_until(check: Any, timeout: float, what: str, process: subprocess.Popen[
             return result
         time.sleep(0.5)
     raise AssertionError(f"{what}: not ready after {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def healthy(api_url: str) -> bool:
@@ -85,7 +75,7 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         wait_until(lambda: healthy(api_url), START_TIMEOUT_S, "prefect server", server)
         yield api_url, env
     finally:
-        stop(server)
+        terminate(server, timeout=20)
         log.close()
 
 
@@ -110,7 +100,7 @@ def test_served_pipeline_deployment_runs_to_completion(
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.serve import COMPACT_DEPLOYMENT, PIPELINE_DEPLOYMENT
+    from flows.serve import BACKFILL_DEPLOYMENT, COMPACT_DEPLOYMENT, PIPELINE_DEPLOYMENT
 
     api_url, env = prefect_server
     day = dt.date(2024, 5, 8)
@@ -136,6 +126,8 @@ def test_served_pipeline_deployment_runs_to_completion(
     try:
         pipeline = wait_until(lambda: deployment(api_url, PIPELINE_DEPLOYMENT), START_TIMEOUT_S, "serve", served)
         daily = wait_until(lambda: deployment(api_url, COMPACT_DEPLOYMENT), 30, "serve (compact)", served)
+        history = wait_until(lambda: deployment(api_url, BACKFILL_DEPLOYMENT), 30, "serve (backfill)", served)
+        assert not history.schedules and history.parameters["source"] == "s3://keytrail-served-trail"
         assert pipeline.schedules[0].schedule.interval == dt.timedelta(minutes=5)
         assert daily.schedules[0].schedule.cron == "30 0 * * *"
         assert pipeline.parameters["lake"] == str(lake.resolve())
@@ -156,7 +148,7 @@ def test_served_pipeline_deployment_runs_to_completion(
         assert any(entry.name == "pipeline.ingest" and "4 kept" in entry.message for entry in logs), logs
         assert any(entry.name == "prefect.task_runs" and "4 events kept" in entry.message for entry in logs)
     finally:
-        stop(served)
+        terminate(served, timeout=20)
         log.close()
     assert served.returncode is not None
 
