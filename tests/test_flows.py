@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +110,22 @@ def outbox_ids(lake: Path, state: str | None = None) -> list[str]:
         return sorted(entry.alert.alert_id for entry in box.entries(state))
 
 
-def task_run_names(flow_run_id: Any) -> list[str]:
-    """Names of the task runs of a flow run, read back from the Prefect API."""
+def task_run_names(flow_run_id: Any, expected: int, timeout: float = 30.0) -> list[str]:
+    """Names of the task runs of a flow run, read back from the Prefect API. The server records task runs
+    from events, asynchronously: poll until `expected` are there (or the timeout)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     async def read() -> list[str]:
         async with get_client() as client:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            return sorted(run.name for run in runs)
+            deadline = time.monotonic() + timeout
+            while True:
+                runs = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+                )
+                if len(runs) >= expected or time.monotonic() > deadline:
+                    return sorted(run.name for run in runs)
+                await asyncio.sleep(0.2)
 
     return asyncio.run(read())
 
@@ -140,7 +148,7 @@ def test_ingest_cloudtrail_maps_one_task_per_account_region_day(trail: Trail, la
     assert report["partitions"] == 8
     assert (report["objects_read"], report["events_kept"], report["objects_quarantined"]) == (8, expected, 0)
     assert lake_table(lake).num_rows == expected
-    names = task_run_names(state.state_details.flow_run_id)
+    names = task_run_names(state.state_details.flow_run_id, expected=1 + 8 + 8)  # discover, list, ingest
     assert sum(name.startswith("ingest ") for name in names) == 8
     assert f"ingest {OTHER_ACCOUNT}/eu-west-1/{DAY}" in names
 
