@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # A batch is committed once it holds this many events (bounds the in-memory eventID set, ~130 B per event, and
 # the work a crash can cost); a run writes one file per partition per batch.
 MAX_BATCH_EVENTS = 500_000
-_ARROW_CHUNK = 4096  # rows per Arrow build: column-wise in chunks, never row by row
+_ARROW_CHUNK = 1024  # rows per Arrow build: column-wise, never row by row; small enough to convert while cached
 _IN_FLIGHT_PER_WORKER = 2  # one group being read, one waiting: enough to keep workers busy, half the memory
 # Objects are read in groups of about this much stored data (or this many objects): ~8-10 MB of JSON.
 _GROUP_BYTES = 1 << 20
