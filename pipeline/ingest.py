@@ -14,7 +14,6 @@ under `quarantine/records/`; both are counted in the report and in the ledger, s
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import gc
 import logging
@@ -29,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import aws, events, lake
+from pipeline import events, lake
 from pipeline.events import DEFAULT_SOURCES, LogFormatError, RejectedRecord
 from pipeline.s3 import LogObject, fetch, list_source
 
@@ -49,7 +48,6 @@ _IN_FLIGHT_PER_WORKER = 2  # one group being read, one waiting: enough to keep w
 _GROUP_BYTES = 1 << 20
 _GROUP_OBJECTS = 512
 _INGEST_GC_THRESHOLDS = (100_000, 50, 100)
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 # Starting a worker process costs ~0.5 s: below this much input per worker, fewer workers (or none) are faster.
 MIN_BYTES_PER_WORKER = 4 << 20
 
@@ -186,11 +184,12 @@ _worker_client: Any = None
 def _init_worker(endpoint_url: str | None, region: str | None, needs_s3: bool) -> None:
     global _worker_client
     gc.set_threshold(*_INGEST_GC_THRESHOLDS)  # this process only ingests: see _few_collections
-    _map_big_buffers()
-    # Its Arrow data is built, pickled to the parent and dropped: mimalloc's per-thread caching would keep
-    # ~35 MB more resident per worker than the system allocator for no measurable speed.
+    # Its Arrow data is built, pickled to the parent and dropped: mimalloc's caching would keep ~35 MB more
+    # resident per worker than the system allocator, for no measurable speed.
     pa.set_memory_pool(pa.system_memory_pool())
     if needs_s3:  # a process cannot share its parent's client: make one the same way
+        from pipeline import aws  # here: boto3 costs a worker reading a folder ~0.3 s of start-up
+
         _worker_client = aws.client("s3", endpoint_url=endpoint_url, region=region)
 
 
@@ -227,18 +226,6 @@ def _results(
                 pending.append(pool.submit(_read_in_worker, group, tuple(event_sources)))
                 break
             yield result
-
-
-def _map_big_buffers() -> None:
-    """In a worker process: let glibc malloc give every buffer over 256 KiB its own mapping, returned on free.
-
-    A worker allocates and frees a multi-MB buffer per object (gunzipped JSON); with glibc's default sliding
-    threshold those come from the heap and fragment it, ~60 MB more resident per worker. No-op off glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
 
 
 @contextlib.contextmanager
