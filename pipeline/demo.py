@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -300,19 +301,25 @@ def alert_order(alert: Alert) -> tuple[int, dt.datetime, str]:
 
 
 def alerts_table(entries: Sequence[OutboxEntry]) -> Table:
-    table = Table(title=f"Alerts in the outbox ({len(entries)})", title_justify="left")
-    # Fixed-width facts never wrap; names shorten with an ellipsis (the full ARNs are in `keytrail alerts show`).
-    for column in ("severity", "first seen (UTC)", "state", "alert_id"):
-        table.add_column(column, no_wrap=True)
+    title = f"Alerts in the outbox ({len(entries)})"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    # Short facts keep their width; names give way with an ellipsis (full ARNs: `keytrail alerts show ID`).
+    table.add_column("severity", no_wrap=True, min_width=8)
+    table.add_column("first seen", no_wrap=True, min_width=11)
+    table.add_column("alert_id", no_wrap=True, min_width=12)
+    show_state = any(e.state != "sent" or e.delivery == "summary" for e in entries)
+    if show_state:
+        table.add_column("state", no_wrap=True, min_width=9)
     for column in ("detection", "principal", "resource"):
         table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=40)
     for entry in sorted(entries, key=lambda e: alert_order(e.alert)):
         alert = entry.alert
+        state = ["sent (summary)" if entry.delivery == "summary" else entry.state] if show_state else []
         table.add_row(
             alert.severity.upper(),
             alert.first_seen.strftime("%m-%d %H:%M"),
-            "sent (summary)" if entry.delivery == "summary" else entry.state,
             alert.alert_id[:12],
+            *state,
             alert.detection_id,
             short_name(alert.principal_arn) or "-",
             short_name(alert.resource_arn) or "-",
@@ -321,18 +328,18 @@ def alerts_table(entries: Sequence[OutboxEntry]) -> Table:
 
 
 def messages_table(messages: Sequence[ReceivedMessage]) -> Table:
-    table = Table(title=f"SNS messages received on the subscriber queue ({len(messages)})", title_justify="left")
-    for column in ("Subject", "severity", "alert_id"):
-        table.add_column(column, overflow="fold")
+    title = f"SNS messages received on the subscriber queue ({len(messages)})"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("alert_id", no_wrap=True, min_width=12)
+    table.add_column("Subject", overflow="ellipsis", no_wrap=True)
     for message in sorted(messages, key=lambda m: (m.subject, m.alert_id or "")):
-        table.add_row(message.subject, message.severity or "-", (message.alert_id or "-")[:12])
+        table.add_row((message.alert_id or "-")[:12], message.subject)
     return table
 
 
 def incidents_table(found: Mapping[str, str | None], incidents: Sequence[InjectedIncident]) -> Table:
-    table = Table(
-        title=f"Injected incidents found ({sum(bool(v) for v in found.values())}/{len(found)})", title_justify="left"
-    )
+    title = f"Injected incidents found ({sum(bool(v) for v in found.values())}/{len(found)})"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("incident", "expected detection", "alert_id"):
         table.add_column(column)
     for incident in incidents:
