@@ -1,0 +1,50 @@
+"""The benchmarks still run end to end (tiny sizes; the figures themselves come from `bench/`, on demand)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _run(script: str, *args: str, data: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args, "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a row of a printed table ([] for any other line)."""
+    return [cell.strip() for cell in line.split("│")[1:-1]] if line.startswith("│") else []
+
+
+@pytest.mark.slow
+def test_ingest_benchmark_measures_every_stage_on_the_same_corpus(tmp_path: Path) -> None:
+    out = _run("ingest.py", "--events", "3000", "--events-per-day", "3000", data=tmp_path)
+    for stage in ("(a) floor", "(b) ingest w=1", "(b) ingest w=2", "(c) duckdb"):
+        assert stage in out
+    # every stage read the same events and the two writers kept the same rows
+    writers = (["(b) ingest w=1"], ["(b) ingest w=2"], ["(c) duckdb"])
+    kept = [_cells(line)[-1] for line in out.splitlines() if _cells(line)[:1] in writers]
+    assert len(kept) == 3 and len(set(kept)) == 1 and kept[0] not in ("", "0"), kept
+    assert "(b)/(a) per core" in out and "peak RSS of (b)" in out and "2-worker speed-up" in out
+    assert list(tmp_path.glob("ingest-trail-3000-3000/.bench-complete.json"))  # the corpus is cached for reuse
+
+
+@pytest.mark.slow
+def test_detect_benchmark_times_both_lakes_and_the_json_peer(tmp_path: Path) -> None:
+    out = _run("detect.py", "--events", "2000", "--days", "8", "--older-days", "4", "--repeat", "1", data=tmp_path)
+    assert "8-day lake, median" in out and "12-day lake, median" in out
+    assert "12-day lake / 8-day lake" in out and "DuckDB on raw JSON / keytrail" in out
+    runs = ["8-day lake", "12-day lake", "DuckDB on raw JSON"]
+    findings = [_cells(line)[-1] for line in out.splitlines() if _cells(line)[:1] in [[run] for run in runs]]
+    assert len(findings) == 3 and len(set(findings)) == 1, findings  # same findings from both lakes and the peer
