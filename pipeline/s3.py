@@ -160,15 +160,18 @@ class _LocalStore:
         top = self.root / prefix
         if not top.is_dir():
             return
+        # Plain os/str calls, not a Path per file: a trail has tens of thousands of small files.
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames.sort()
+            below = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            key_prefix = "" if below == "." else below + "/"
             for name in sorted(filenames):
-                path = Path(dirpath) / name
-                stat = path.stat()
+                path = os.path.join(dirpath, name)
+                stat = os.stat(path)
                 yield LogObject(
-                    source=str(path),
+                    source=path,
                     bucket=self.bucket,
-                    key=path.relative_to(self.root).as_posix(),
+                    key=key_prefix + name,
                     etag=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
                     size=stat.st_size,
                 )
