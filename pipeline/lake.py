@@ -386,6 +386,7 @@ class BatchWriter:
         self.batch_id = new_batch_id(now)
         self.staging = _staging_dir(self.lake) / self.batch_id
         self._seen: set[str] = set()
+        self._ids: list[pa.RecordBatch] = []  # (event_id, event_date) of every row added: the batch's id index
         self._partitions: dict[dt.date, _PartitionFile] = {}
         self._buffered = 0
         self._lock_handle: IO[bytes] | None = None
@@ -446,6 +447,7 @@ class BatchWriter:
         return counts
 
     def _add_to_partitions(self, batch: pa.RecordBatch) -> None:
+        self._ids.append(batch.select(["event_id", "event_date"]))
         dates = batch.column("event_date")
         low, high = pc.min_max(dates).values()
         if low == high:
@@ -482,13 +484,15 @@ class BatchWriter:
         committed already (by another batch) have those rows moved from kept to duplicate.
         """
         staged = self._staged()
-        self._seen = set()  # free the memory before reading the id index
+        self._seen = set()  # free the memory before reading the committed id index
         id_index = self.staging / "ids.parquet"
-        if staged:
-            _write_id_index(id_index, [path for _, path, _ in staged])
+        ids = pa.Table.from_batches(self._ids).cast(_ID_SCHEMA) if self._ids else _ID_SCHEMA.empty_table()
+        self._ids = []
+        if staged:  # from memory: reading the staged files back cost ~5% of an ingest run
+            pq.write_table(ids, id_index, compression="zstd")
         with lake_lock(self.lake):
             _recover_locked(self.lake)
-            dropped = self._drop_committed(staged, id_index) if staged else {}
+            dropped = self._drop_committed(staged, id_index, ids.column(0).combine_chunks()) if staged else {}
             for source, count in dropped.items():
                 objects[source].events_kept -= count
                 objects[source].events_duplicate += count
@@ -516,9 +520,8 @@ class BatchWriter:
         _unlink(self.staging.with_suffix(".lock"))
         return record
 
-    def _drop_committed(self, staged: list[tuple[dt.date, Path, int]], id_index: Path) -> dict[str, int]:
+    def _drop_committed(self, staged: list[tuple[dt.date, Path, int]], id_index: Path, ids: pa.Array) -> dict[str, int]:
         """Remove rows whose event_id another batch committed meanwhile (rare: a re-delivered event)."""
-        ids = pq.read_table(id_index, columns=["event_id"]).column(0).combine_chunks()
         clash = committed_duplicates(self.lake, ids)
         if not clash:
             return {}
