@@ -563,9 +563,7 @@ def _case(index: int, item: Any, declared: Iterable[str], fail: Any) -> Case:
     if ("since" in item) != ("until" in item):
         raise fail(f"{where}: `since` and `until` go together")
     try:
-        times = {
-            key: parse_timestamp(item[key]) for key in ("now", "since", "until", "history_start") if key in item
-        }
+        times = {key: parse_timestamp(item[key]) for key in ("now", "since", "until", "history_start") if key in item}
     except ValueError as exc:
         raise fail(f"{where}: {exc}") from None
     params = _mapping(item.get("params"), f"{where}.params", fail)
