@@ -302,9 +302,15 @@ def _resources(raw: msgspec.Raw) -> list[_Resource]:
         ]
 
 
+_BOOL_TEXT = {"true": True, "false": False, "True": True, "False": False}
+
+
 def _as_bool(value: bool | str | None) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
+    known = _BOOL_TEXT.get(value)  # the spellings CloudTrail writes, without strip/lower
+    if known is not None:
+        return known
     lowered = value.strip().lower()
     return True if lowered == "true" else False if lowered == "false" else None
 
@@ -333,6 +339,10 @@ def _is_bare_key_id(value: str) -> bool:
 def _key_ref(record: Record, params: _Params | None) -> tuple[str | None, str | None]:
     """(key_arn, key_id) of a KMS event. responseElements is decoded only when nothing else names the key."""
     key_arn = _kms_key_arn_from_resources(_resources(record.resources))
+    if key_arn is not None:
+        _, found, tail = key_arn.partition(":key/")
+        if found:  # the usual case (resources[] names the key): the key id as written does not matter
+            return key_arn, tail
     written: str | None = None
     if params is not None:
         for value in (params.keyId, params.sourceKeyId, params.destinationKeyId, params.targetKeyId):
@@ -395,8 +405,9 @@ def _principal_name(identity: _UserIdentity) -> str | None:
     if identity.userName:
         return identity.userName
     arn = identity.arn or ""
-    if ":assumed-role/" in arn:
-        return arn.split(":assumed-role/", 1)[1]
+    _, assumed, session = arn.partition(":assumed-role/")
+    if assumed:
+        return session
     if arn.endswith(":root"):
         return "root"
     if "/" in arn:
