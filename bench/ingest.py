@@ -130,13 +130,14 @@ TO '{{out}}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (event_date), ROW_G
 """
 
 
-def child_duckdb(corpus: Path, out: Path) -> dict[str, Any]:
+def child_duckdb(corpus: Path, out: Path, threads: int) -> dict[str, Any]:
     import duckdb
 
     shutil.rmtree(out, ignore_errors=True)
     files = [str(path) for path in log_files(corpus)]
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     con.execute("SET preserve_insertion_order = false")  # its best form: ~2x less CPU, ~3x less memory here
+    con.execute(f"SET threads = {int(threads)}")
     result: dict[str, Any] = {"threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}
     try:
         with h.timed_work(result):
@@ -159,7 +160,7 @@ def run_child_stage(argv: list[str]) -> None:
     elif stage == "ingest":
         result = child_ingest(Path(corpus), Path(rest[0]), int(rest[1]))
     elif stage == "duckdb":
-        result = child_duckdb(Path(corpus), Path(rest[0]))
+        result = child_duckdb(Path(corpus), Path(rest[0]), int(rest[1]))
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     h.report_to_parent(result)
@@ -198,7 +199,8 @@ def main() -> None:
     stages = [("floor", [str(corpus)], "(a) floor")]
     stages += [("ingest", [str(corpus), str(scratch / f"lake-{n}"), str(n)], f"(b) ingest w={n}") for n in (1, 2)]
     if not args.skip_duckdb:
-        stages.append(("duckdb", [str(corpus), str(scratch / "duckdb-out")], "(c) duckdb"))
+        # 1 thread is DuckDB's best per core (~25% less CPU than 2 here); 2 threads its best wall time
+        stages += [("duckdb", [str(corpus), str(scratch / "duckdb-out"), str(n)], f"(c) duckdb t={n}") for n in (1, 2)]
     measured: dict[str, h.Measured] = {}
     for stage, stage_args, label in stages:
         with h.console.status(f"running {label} ..."):
@@ -210,7 +212,7 @@ def main() -> None:
 STAGES_HELP = """\
 (a) floor      read + isal gunzip + msgspec split of the Records array, 1 process
 (b) ingest w=N pipeline.ingest.ingest into a fresh lake, N worker processes
-(c) duckdb     read_json_objects + json_transform + unnest + filter + COPY TO partitioned Parquet"""
+(c) duckdb t=N read_json_objects + json_transform + unnest + filter + COPY TO partitioned Parquet, N threads"""
 
 
 def report(facts: dict[str, Any], measured: dict[str, h.Measured]) -> None:
@@ -240,7 +242,8 @@ def report(facts: dict[str, Any], measured: dict[str, h.Measured]) -> None:
     )
     one = next(m for m in measured.values() if m.name.endswith("w=1"))
     two = next(m for m in measured.values() if m.name.endswith("w=2"))
-    duck = next((m for m in measured.values() if m.name.startswith("(c)")), None)
+    ducks = [m for m in measured.values() if m.name.startswith("(c)")]
+    duck = min(ducks, key=lambda m: m.cpu) if ducks else None  # its best per core
     per_core = events / one.cpu
     share = per_core / (events / floor.cpu)
     speedup = one.wall / two.wall
@@ -250,7 +253,14 @@ def report(facts: dict[str, Any], measured: dict[str, h.Measured]) -> None:
     ]
     if duck is not None:
         ratio = per_core / (events / duck.cpu)
-        lines.append(["(b)/(c) per core", f"{ratio:.2f}x", f">= {TARGET_VS_DUCKDB:.0f}x", h.verdict(ratio >= 2)])
+        lines.append(
+            [
+                f"(b)/(c) per core, vs {duck.name}",
+                f"{ratio:.2f}x",
+                f">= {TARGET_VS_DUCKDB:.0f}x",
+                h.verdict(ratio >= TARGET_VS_DUCKDB),
+            ]
+        )
     lines += [
         ["peak RSS of (b)", h.mib(peak), "< 512 MiB", h.verdict(peak < TARGET_RSS)],
         ["2-worker speed-up (wall)", f"{speedup:.2f}x", f">= {TARGET_SPEEDUP}x", h.verdict(speedup >= TARGET_SPEEDUP)],

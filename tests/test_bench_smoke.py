@@ -30,12 +30,12 @@ def _cells(line: str) -> list[str]:
 @pytest.mark.slow
 def test_ingest_benchmark_measures_every_stage_on_the_same_corpus(tmp_path: Path) -> None:
     out = _run("ingest.py", "--events", "3000", "--events-per-day", "3000", data=tmp_path)
-    for stage in ("(a) floor", "(b) ingest w=1", "(b) ingest w=2", "(c) duckdb"):
+    for stage in ("(a) floor", "(b) ingest w=1", "(b) ingest w=2", "(c) duckdb t=1", "(c) duckdb t=2"):
         assert stage in out
     # every stage read the same events and the two writers kept the same rows
-    writers = (["(b) ingest w=1"], ["(b) ingest w=2"], ["(c) duckdb"])
+    writers = (["(b) ingest w=1"], ["(b) ingest w=2"], ["(c) duckdb t=1"], ["(c) duckdb t=2"])
     kept = [_cells(line)[-1] for line in out.splitlines() if _cells(line)[:1] in writers]
-    assert len(kept) == 3 and len(set(kept)) == 1 and kept[0] not in ("", "0"), kept
+    assert len(kept) == 4 and len(set(kept)) == 1 and kept[0] not in ("", "0"), kept
     assert "(b)/(a) per core" in out and "peak RSS of (b)" in out and "2-worker speed-up" in out
     assert list(tmp_path.glob("ingest-trail-3000-3000/.bench-complete.json"))  # the corpus is cached for reuse
 
