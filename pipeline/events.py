@@ -195,6 +195,10 @@ class _HeadEnvelope(msgspec.Struct):
     Records: list[_Head]
 
 
+class _RecordEnvelope(msgspec.Struct):
+    Records: list[Record]
+
+
 class LogFormatError(ValueError):
     """The object is not a CloudTrail log file (not JSON, or no `Records` array)."""
 
@@ -211,6 +215,7 @@ class RejectedRecord:
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _head_decoder = msgspec.json.Decoder(_Head)
 _heads_decoder = msgspec.json.Decoder(_HeadEnvelope)
+_records_decoder = msgspec.json.Decoder(_RecordEnvelope)
 _record_decoder = msgspec.json.Decoder(Record)
 _any_decoder = msgspec.json.Decoder()
 
@@ -610,8 +615,46 @@ def rows_from_log(data: bytes, source_object: str, event_sources: Iterable[str])
     Raises LogFormatError when the object as a whole is unreadable; a bad record is rejected on its own.
     """
     wanted = frozenset(event_sources)
-    raws = split_records(data)
+    try:
+        # The usual case, in one pass: every record decodes as a Record. ~15% cheaper than splitting the
+        # array, reading each record's eventSource and decoding the kept ones, even though the other
+        # services' records get decoded too.
+        records = _records_decoder.decode(data).Records
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        # Some record has another shape (maybe one we do not even keep), or the object is not a log file:
+        # record by record, so exactly the bad records are rejected (and the error says why).
+        return _rows_record_by_record(data, source_object, wanted)
     # msgspec does not check UTF-8 inside the nested parts it keeps raw; an ASCII object needs no check.
+    check_utf8 = not data.isascii()
+    rows: list[tuple[Any, ...]] = []
+    rejected: list[RejectedRecord] = []
+    raws: list[msgspec.Raw] | None = None  # split only to quarantine a rejected record verbatim (rare)
+    for index, record in enumerate(records):
+        if record.eventSource not in wanted:
+            continue
+        problem = _problem(record, check_utf8)
+        if problem is None:
+            try:
+                rows.append(row_of(record, source_object))
+                continue
+            except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
+                problem = f"cannot normalize: {exc}"
+        raws = raws if raws is not None else split_records(data)
+        rejected.append(RejectedRecord(index, problem, bytes(raws[index])))
+    return LogRows(rows=rows, seen=len(records), rejected=rejected)
+
+
+def _problem(record: Record, check_utf8: bool) -> str | None:
+    """Why a decoded, kept record cannot become a row (None when it can)."""
+    if not valid_event_time(record.eventTime):
+        return f"unparseable eventTime {record.eventTime!r}"
+    utf8 = _utf8_problem(record) if check_utf8 else None
+    return f"cannot normalize: {utf8}" if utf8 is not None else None
+
+
+def _rows_record_by_record(data: bytes, source_object: str, wanted: frozenset[str]) -> LogRows:
+    """`rows_from_log` one record at a time: only records of a wanted source are decoded as a Record."""
+    raws = split_records(data)
     check_utf8 = not data.isascii()
     rows: list[tuple[Any, ...]] = []
     rejected: list[RejectedRecord] = []
@@ -628,17 +671,14 @@ def rows_from_log(data: bytes, source_object: str, event_sources: Iterable[str])
             continue
         if record.eventSource not in wanted:
             continue
-        if not valid_event_time(record.eventTime):
-            rejected.append(RejectedRecord(index, f"unparseable eventTime {record.eventTime!r}", bytes(raw)))
-            continue
-        problem = _utf8_problem(record) if check_utf8 else None
-        if problem is not None:
-            rejected.append(RejectedRecord(index, f"cannot normalize: {problem}", bytes(raw)))
-            continue
-        try:
-            rows.append(row_of(record, source_object))
-        except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
-            rejected.append(RejectedRecord(index, f"cannot normalize: {exc}", bytes(raw)))
+        problem = _problem(record, check_utf8)
+        if problem is None:
+            try:
+                rows.append(row_of(record, source_object))
+                continue
+            except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
+                problem = f"cannot normalize: {exc}"
+        rejected.append(RejectedRecord(index, problem, bytes(raw)))
     return LogRows(rows=rows, seen=len(raws), rejected=rejected)
 
 
