@@ -7,7 +7,6 @@ settings when it is imported and when its temporary server starts.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +135,9 @@ def _wait_for_interrupt(console: Console, url: str, resources: parts.DemoResourc
         highlight=False,
     )
     try:
-        threading.Event().wait()
+        while True:
+            # Short sleeps, not one endless wait: Ctrl-C may land on another thread (Prefect's), and the main
+            # thread only runs the KeyboardInterrupt handler when it wakes up.
+            time.sleep(0.5)
     except KeyboardInterrupt:
         console.print("stopping the local AWS endpoint")
