@@ -9,6 +9,7 @@ each process's own high-water mark.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,32 @@ def timed_work(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def report_to_parent(result: dict[str, Any]) -> None:
     """The child's last word: one marked JSON line on stdout."""
     print(_RESULT_MARK + json.dumps(result), flush=True)
+
+
+def entry(main: Callable[[], None], stages: Mapping[str, Callable[..., dict[str, Any]]]) -> None:
+    """The script's entry point: `main()`, or as a measured child (`--child STAGE ARG...`) one stage."""
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        stage, *args = sys.argv[2:]
+        if stage not in stages:
+            raise SystemExit(f"unknown stage {stage!r}; stages: {', '.join(stages)}")
+        report_to_parent(stages[stage](*args))
+    else:
+        main()
+
+
+def arguments(doc: str, example: str, events: str, quick: str) -> argparse.ArgumentParser:
+    """The options both benchmarks take; each adds its own."""
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        epilog=f"example: {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--events", type=int, help=events)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where corpora and lakes are cached")
+    parser.add_argument("--skip-duckdb", action="store_true", help="leave out the DuckDB peer")
+    parser.add_argument("--prepare", action="store_true", help="only build (or find) the data, measure nothing")
+    return parser
 
 
 # --- in the parent -------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ Targets (issue 3): whole catalog < 3 s on 2 cores; 90-day time within 15% of the
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import math
 import os
@@ -168,33 +167,27 @@ def child_duckdb(trail: Path, since: dt.datetime, until: dt.datetime) -> dict[st
     return result
 
 
-def run_child_stage(argv: list[str]) -> None:
-    stage, path, since, until, *rest = argv
-    span = dt.datetime.fromisoformat(since), dt.datetime.fromisoformat(until)
-    if stage == "keytrail":
-        result = child_keytrail(Path(path), *span, int(rest[0]))
-    elif stage == "duckdb":
-        result = child_duckdb(Path(path), *span)
-    else:
-        raise SystemExit(f"unknown stage {stage!r}")
-    h.report_to_parent(result)
+def _span(since: str, until: str) -> tuple[dt.datetime, dt.datetime]:
+    return dt.datetime.fromisoformat(since), dt.datetime.fromisoformat(until)
+
+
+STAGES = {
+    "keytrail": lambda lake, since, until, repeat: child_keytrail(Path(lake), *_span(since, until), int(repeat)),
+    "duckdb": lambda trail, since, until: child_duckdb(Path(trail), *_span(since, until)),
+}
 
 
 # --- the run ------------------------------------------------------------------------------------------------
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: uv run python bench/detect.py --quick",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = h.arguments(
+        __doc__,
+        "uv run python bench/detect.py --quick",
+        events="events in the 30-day lake (default 10,000,000; --quick: 300,000)",
+        quick="a 300,000-event lake: a quick look, not the figure",
     )
-    parser.add_argument("--events", type=int, help="events in the 30-day lake (default 10,000,000; --quick: 300,000)")
-    parser.add_argument("--quick", action="store_true", help="a 300,000-event lake: a quick look, not the figure")
     parser.add_argument("--repeat", type=int, default=5, help="runs of the catalog per lake (median reported)")
-    parser.add_argument("--data", type=Path, default=h.DEFAULT_DATA, help="where trails and lakes are cached")
-    parser.add_argument("--skip-duckdb", action="store_true", help="leave out the DuckDB-on-JSON peer")
-    parser.add_argument("--prepare", action="store_true", help="only build (or find) the lakes, measure nothing")
     parser.add_argument("--days", type=int, default=DAYS, help="days in the small lake (the figure: 30)")
     parser.add_argument("--older-days", type=int, default=OLDER_DAYS, help="days the big lake adds (the figure: 60)")
     args = parser.parse_args()
@@ -275,7 +268,4 @@ def report(measured: dict[str, h.Measured]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        run_child_stage(sys.argv[2:])
-    else:
-        main()
+    h.entry(main, STAGES)

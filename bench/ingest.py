@@ -16,7 +16,6 @@ speed-up.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import math
 import os
@@ -153,34 +152,24 @@ def child_duckdb(corpus: Path, out: Path, threads: int) -> dict[str, Any]:
     return result
 
 
-def run_child_stage(argv: list[str]) -> None:
-    stage, corpus, *rest = argv
-    if stage == "floor":
-        result = child_floor(Path(corpus))
-    elif stage == "ingest":
-        result = child_ingest(Path(corpus), Path(rest[0]), int(rest[1]))
-    elif stage == "duckdb":
-        result = child_duckdb(Path(corpus), Path(rest[0]), int(rest[1]))
-    else:
-        raise SystemExit(f"unknown stage {stage!r}")
-    h.report_to_parent(result)
+STAGES = {
+    "floor": lambda corpus: child_floor(Path(corpus)),
+    "ingest": lambda corpus, lake, workers: child_ingest(Path(corpus), Path(lake), int(workers)),
+    "duckdb": lambda corpus, out, threads: child_duckdb(Path(corpus), Path(out), int(threads)),
+}
 
 
 # --- the run ----------------------------------------------------------------------------------------------
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: uv run python bench/ingest.py --quick",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = h.arguments(
+        __doc__,
+        "uv run python bench/ingest.py --quick",
+        events="corpus size in events (default 1,000,000; --quick: 50,000)",
+        quick="a 50,000-event corpus: a quick look, not the figure",
     )
-    parser.add_argument("--events", type=int, help="corpus size in events (default 1,000,000; --quick: 50,000)")
-    parser.add_argument("--quick", action="store_true", help="a 50,000-event corpus: a quick look, not the figure")
     parser.add_argument("--events-per-day", type=int, default=EVENTS_PER_DAY, help="simulated trail density")
-    parser.add_argument("--data", type=Path, default=h.DEFAULT_DATA, help="where corpora are cached")
-    parser.add_argument("--skip-duckdb", action="store_true", help="leave out the DuckDB peer")
-    parser.add_argument("--prepare", action="store_true", help="only simulate (or find) the corpus, measure nothing")
     args = parser.parse_args()
     events = args.events or (50_000 if args.quick else 1_000_000)
     script = Path(__file__).resolve()
@@ -270,7 +259,4 @@ def report(facts: dict[str, Any], measured: dict[str, h.Measured]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        run_child_stage(sys.argv[2:])
-    else:
-        main()
+    h.entry(main, STAGES)

@@ -632,24 +632,25 @@ def rows_from_log(data: bytes, source_object: str, event_sources: Iterable[str])
     for index, record in enumerate(records):
         if record.eventSource not in wanted:
             continue
-        problem = _problem(record, check_utf8)
-        if problem is None:
-            try:
-                rows.append(row_of(record, source_object))
-                continue
-            except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
-                problem = f"cannot normalize: {exc}"
-        raws = raws if raws is not None else split_records(data)
-        rejected.append(RejectedRecord(index, problem, bytes(raws[index])))
+        problem = _add_row(rows, record, source_object, check_utf8)
+        if problem is not None:
+            raws = raws if raws is not None else split_records(data)
+            rejected.append(RejectedRecord(index, problem, bytes(raws[index])))
     return LogRows(rows=rows, seen=len(records), rejected=rejected)
 
 
-def _problem(record: Record, check_utf8: bool) -> str | None:
-    """Why a decoded, kept record cannot become a row (None when it can)."""
+def _add_row(rows: list[tuple[Any, ...]], record: Record, source_object: str, check_utf8: bool) -> str | None:
+    """Append a kept record's row; or say why it cannot become one."""
     if not valid_event_time(record.eventTime):
         return f"unparseable eventTime {record.eventTime!r}"
     utf8 = _utf8_problem(record) if check_utf8 else None
-    return f"cannot normalize: {utf8}" if utf8 is not None else None
+    if utf8 is not None:
+        return f"cannot normalize: {utf8}"
+    try:
+        rows.append(row_of(record, source_object))
+    except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
+        return f"cannot normalize: {exc}"
+    return None
 
 
 def _rows_record_by_record(data: bytes, source_object: str, wanted: frozenset[str]) -> LogRows:
@@ -671,14 +672,9 @@ def _rows_record_by_record(data: bytes, source_object: str, wanted: frozenset[st
             continue
         if record.eventSource not in wanted:
             continue
-        problem = _problem(record, check_utf8)
-        if problem is None:
-            try:
-                rows.append(row_of(record, source_object))
-                continue
-            except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
-                problem = f"cannot normalize: {exc}"
-        rejected.append(RejectedRecord(index, problem, bytes(raw)))
+        problem = _add_row(rows, record, source_object, check_utf8)
+        if problem is not None:
+            rejected.append(RejectedRecord(index, problem, bytes(raw)))
     return LogRows(rows=rows, seen=len(raws), rejected=rejected)
 
 
