@@ -213,6 +213,21 @@ def cached(folder: Path, params: dict[str, Any], build: Callable[[Path], dict[st
     return facts
 
 
+def simulate(out: Path, **options: Any) -> Any:
+    """`pipeline.simulate.simulate` into `out` on every CPU, with a progress bar; its SimulationResult."""
+    from rich.progress import Progress
+
+    from pipeline.simulate import simulate as run
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"simulating {options['days']} day(s) into {out}", total=None)
+
+        def progress(done: int, total: int, so_far: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"simulating {out.name}: {so_far:,} events")
+
+        return run(str(out), workers=os.cpu_count() or 1, progress=progress, **options)
+
+
 # --- the DuckDB peer: raw CloudTrail JSON -> the lake's columns, in SQL ----------------------------------------
 
 # Only the fields the lake keeps; nested parts stay JSON text, as keytrail keeps them.

@@ -49,28 +49,12 @@ def window(days: int = DAYS) -> tuple[dt.datetime, dt.datetime]:
 # --- building the lakes (in the parent, with progress) --------------------------------------------------------
 
 
-def _simulate(out: Path, *, days: int, start: dt.date, per_day: int, incidents: bool) -> dict[str, Any]:
-    from rich.progress import Progress
+def _simulate(out: Path, *, days: int, start: dt.date, per_day: int) -> dict[str, Any]:
+    from pipeline.simulate import ALL_INCIDENTS
 
-    from pipeline.simulate import ALL_INCIDENTS, simulate
-
-    with Progress(console=h.console, transient=True) as bar:
-        task = bar.add_task(f"simulating {days} days from {start}", total=None)
-
-        def progress(done: int, total: int, so_far: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"simulating {out.name}: {so_far:,} events")
-
-        result = simulate(
-            str(out),
-            days=days,
-            seed=SEED,
-            start=start,
-            events_per_day=per_day,
-            kms_only=True,
-            incidents=ALL_INCIDENTS if incidents else (),
-            workers=os.cpu_count() or 1,
-            progress=progress,
-        )
+    result = h.simulate(
+        out, days=days, seed=SEED, start=start, events_per_day=per_day, kms_only=True, incidents=ALL_INCIDENTS
+    )
     return {"events": result.events, "files": result.files}
 
 
@@ -101,7 +85,7 @@ def build_lakes(data: Path, events: int, days: int, older: int) -> tuple[Path, P
     trail = h.cached(
         root / "trail",
         params,
-        lambda folder: _simulate(folder, days=older + days, start=first, per_day=per_day, incidents=True),
+        lambda folder: _simulate(folder, days=older + days, start=first, per_day=per_day),
     )
     params["trail"] = trail
     lake30 = h.cached(root / "lake-30d", params, lambda folder: _ingest(root / "trail", folder / "lake", since=START))

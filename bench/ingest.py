@@ -54,27 +54,9 @@ def log_files(corpus: Path) -> list[Path]:
 
 
 def build_corpus(folder: Path, events: int, events_per_day: int) -> dict[str, Any]:
-    from rich.progress import Progress
-
-    from pipeline.simulate import simulate
-
     per_day = min(events_per_day, events)
     days = max(1, math.ceil(events / per_day))
-    with Progress(console=h.console, transient=True) as bar:
-        task = bar.add_task(f"simulating {days} day(s) x {per_day:,} events", total=None)
-
-        def progress(done: int, total: int, so_far: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"simulating: {so_far:,} events")
-
-        result = simulate(
-            str(folder),
-            days=days,
-            seed=SEED,
-            start=START,
-            events_per_day=per_day,
-            workers=os.cpu_count() or 1,
-            progress=progress,
-        )
+    result = h.simulate(folder, days=days, seed=SEED, start=START, events_per_day=per_day)
     files = log_files(folder)
     return {
         "events": result.events,
