@@ -62,7 +62,11 @@ def short_name(arn: str | None) -> str | None:
     if service == "kms" and kind == "key":
         return f"key/{rest[:8]}"
     if service == "sts" and kind == "assumed-role":
-        return rest.split("/")[0]  # the role; the session name varies per call
+        role, _, session = rest.partition("/")
+        # IAM Identity Center: the permission-set role is shared, the session name is the person
+        if role.startswith("AWSReservedSSO_") and session:
+            return session
+        return role  # a workload role: its session name varies per call
     return rest.rsplit("/", 1)[-1]
 
 

@@ -230,3 +230,11 @@ def test_storm_summary_stands_for_the_held_alerts() -> None:
     other_account = dataclasses.replace(held[0], alert_id="f" * 32, account_id="444455556666")
     assert storm_summary([*held, other_account], storm_cap=50).account_id is None
     assert subject(summary) == "[CRITICAL] 3 more alerts held back by the storm cap (50 per run)"
+
+
+def test_short_name_of_an_identity_center_session_is_the_person() -> None:
+    sso = (
+        "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_AdministratorAccess_0123456789abcdef/mallory@example.com"
+    )
+    assert short_name(sso) == "mallory@example.com"
+    assert short_name(ROLE_SESSION) == "etl-worker"  # a workload role: the role, not the per-call session

@@ -79,20 +79,25 @@ def list_alerts(
             typer.echo(json.dumps({**entry.alert.to_dict(), "outbox": _outbox_fields(entry)}))
         return
     table = Table(title=f"alerts in {lake}" + (f" ({state})" if state else ""))
-    for column in ("alert", "state", "severity", "detection", "principal", "first seen", "MessageId"):
-        table.add_column(column, no_wrap=column in ("alert", "first seen"))
+    # Narrow terminals: the SNS MessageId gives way, and long ids fold onto more lines instead of "kms_…".
+    with_message = console.width >= 140
+    columns = ("alert", "state", "severity", "detection", "principal", "first seen")
+    for column in (*columns, "MessageId") if with_message else columns:
+        table.add_column(column, no_wrap=column in ("alert", "state", "severity", "first seen"), overflow="fold")
     for entry in entries:
         alert = entry.alert
         message = (entry.message_id or "") + (" (summary)" if entry.delivery == "summary" else "")
-        table.add_row(
-            alert.alert_id[:12],
+        cells = [
+            alert.alert_id[: 12 if with_message else 8],
             f"[{_STATE_STYLE[entry.state]}]{entry.state}[/]",
             f"[{_SEVERITY_STYLE[alert.severity]}]{alert.severity}[/]",
             alert.detection_id,
             short_name(alert.principal_arn) or "",
             _time(alert.first_seen),
-            message or (f"[red]{entry.last_error}[/red]" if entry.last_error else ""),
-        )
+        ]
+        if with_message:
+            cells.append(message or (f"[red]{entry.last_error}[/red]" if entry.last_error else ""))
+        table.add_row(*cells)
     console.print(table)
     if not entries:
         console.print("no alerts" + (f" in state {state}" if state else "") + " yet")
