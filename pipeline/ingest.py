@@ -20,6 +20,7 @@ import itertools
 import logging
 import multiprocessing
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -263,17 +264,36 @@ def _main_script_not_rerun() -> Iterator[None]:
         main.__file__ = path
 
 
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_before: tuple[int, ...] = gc.get_threshold()
+
+
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_before: tuple[int, ...] = gc.get_threshold()
+
+
 @contextlib.contextmanager
 def _few_collections() -> Iterator[None]:
     """Run the cyclic GC less often while ingesting. Ingest makes millions of short-lived objects without cycles
     (rows, decoded records); at CPython's default thresholds the collector rescans the live ones and costs ~10%
     of the run."""
-    before = gc.get_threshold()
-    gc.set_threshold(*_INGEST_GC_THRESHOLDS)
+    global _gc_users, _gc_before
+    # Flow tasks ingest day chunks on several threads at once: the first in saves the thresholds and the last
+    # out restores them, so no interleaving leaves the process with ingest's thresholds.
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_before = gc.get_threshold()
+            gc.set_threshold(*_INGEST_GC_THRESHOLDS)
+        _gc_users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_gc_before)
 
 
 # --- the run ------------------------------------------------------------------------------------------------

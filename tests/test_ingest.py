@@ -245,3 +245,33 @@ def test_cli_compact_merges_every_partition(trail, lake: Path) -> None:
     assert lake_table(lake).equals(before)
     times = pq.read_table(lakelib.committed_files(lake)[0]).column("event_time").to_pylist()
     assert times == sorted(times)
+
+
+def test_concurrent_ingests_leave_the_gc_thresholds_as_they_were() -> None:
+    """Flow tasks ingest day chunks on several threads. With the first thread in also the first out, a
+    save/restore per thread would leave ingest's thresholds set for good; the process's own must come back."""
+    import gc
+    import threading
+
+    from pipeline import ingest as ingest_module
+
+    before = gc.get_threshold()
+    first_in, second_in, first_may_leave, second_may_leave = (threading.Event() for _ in range(4))
+
+    def ingest_like(entered: threading.Event, may_leave: threading.Event) -> None:
+        with ingest_module._few_collections():
+            entered.set()
+            may_leave.wait(5)
+
+    first = threading.Thread(target=ingest_like, args=(first_in, first_may_leave))
+    second = threading.Thread(target=ingest_like, args=(second_in, second_may_leave))
+    first.start()
+    first_in.wait(5)
+    second.start()
+    second_in.wait(5)
+    first_may_leave.set()
+    first.join()
+    assert gc.get_threshold() != before  # the second chunk is still ingesting
+    second_may_leave.set()
+    second.join()
+    assert gc.get_threshold() == before
