@@ -29,7 +29,7 @@ def _cells(line: str) -> list[str]:
 
 @pytest.mark.slow
 def test_ingest_benchmark_measures_every_stage_on_the_same_corpus(tmp_path: Path) -> None:
-    out = _run("ingest.py", "--events", "3000", "--events-per-day", "3000", data=tmp_path)
+    out = _run("ingest.py", "--events", "3000", "--events-per-day", "3000", "--repeat", "1", data=tmp_path)
     for stage in ("(a) floor", "(b) ingest w=1", "(b) ingest w=2", "(c) duckdb t=1", "(c) duckdb t=2"):
         assert stage in out
     # every stage read the same events and the two writers kept the same rows
