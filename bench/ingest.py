@@ -206,13 +206,14 @@ def report(facts: dict[str, Any], measured: dict[str, h.Measured], repeat: int) 
                 f"{m.wall:.2f}",
                 f"{m.cpu:.2f}",
                 h.mib(m.peak_rss),
+                " + ".join(f"{peak / 2**20:,.0f}" for peak in m.peaks if peak > 32 * 2**20),
                 f"{m.data['kept']:,}" if "kept" in m.data else "",
             ]
         )
     h.console.print(STAGES_HELP + f"\neach stage: the median of {repeat} run(s) by CPU time")
     h.table(
         f"ingest: {events:,} events, {h.mb(raw_bytes)} uncompressed ({raw_bytes / events:,.0f} B/event)",
-        ["stage", "events/s", "events/CPU-s", "MB/CPU-s", "wall s", "CPU s", "peak RSS", "rows kept"],
+        ["stage", "events/s", "events/CPU-s", "MB/CPU-s", "wall s", "CPU s", "peak RSS", "each process MiB", "kept"],
         rows,
     )
     one = next(m for m in measured.values() if m.name.endswith("w=1"))
