@@ -1,8 +1,9 @@
 """CloudTrail objects -> records -> KMS/Secrets Manager events -> the lake; quarantine; IngestReport.
 
 Each object is read once: fetched, gunzipped (isal), split and normalized by `events.rows_from_log`, turned
-into Arrow batches column-wise. With `workers > 1` that work runs in one process per core over a shared,
-bounded queue of objects; the parent alone writes the lake, taking results in listing order so the first
+into Arrow batches column-wise, a group of consecutive objects at a time. With `workers > 1` that work runs in
+`workers - 1` processes over a bounded queue of groups, and in the parent whenever the next result is not
+ready; the parent alone writes the lake, taking results in listing order so the first
 copy of a duplicated eventID (in listing order) is the one kept, whatever the timing: a crashed run that is
 rerun ends with exactly the rows of a clean run.
 
