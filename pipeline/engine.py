@@ -13,15 +13,17 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
 import pyarrow as pa
 
 from pipeline.catalog import BUILTINS, Query, coerce
 from pipeline.events import COLUMNS, EVENTS_SCHEMA
 from pipeline.lake import committed_files, events_dir, partitions
+
+if TYPE_CHECKING:  # polars costs ~0.3 s to import; only notebooks ask for DataFrames
+    import polars as pl
 
 log = logging.getLogger(__name__)
 

@@ -270,11 +270,6 @@ _gc_users = 0
 _gc_before: tuple[int, ...] = gc.get_threshold()
 
 
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_before: tuple[int, ...] = gc.get_threshold()
-
-
 @contextlib.contextmanager
 def _few_collections() -> Iterator[None]:
     """Run the cyclic GC less often while ingesting. Ingest makes millions of short-lived objects without cycles

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline import catalog, report
+from pipeline import catalog
 from pipeline.investigate import InvestigationError, check_lake, iso, parse_time
 from pipeline.settings import Settings
 
@@ -50,6 +50,8 @@ def report_command(
         raise typer.Exit(2) from None
     try:
         with err.status(f"building the report for {iso(start)} .. {iso(end)}", spinner="dots"):
+            from pipeline import report  # matplotlib: ~0.9 s to import, only this command needs it
+
             built = report.build(lake_path, start, end, now=now, run_detections=detections)
             report.write(built, out)
     except (catalog.CatalogError, duckdb.Error, OSError) as exc:
