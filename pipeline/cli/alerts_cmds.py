@@ -16,6 +16,7 @@ from rich.table import Table
 
 from pipeline import detect, outbox
 from pipeline.alerts import Alert
+from pipeline.cli.common import fail
 from pipeline.messages import FORMATS, short_name
 from pipeline.outbox import STATES, Outbox, OutboxEntry, OutboxError
 from pipeline.settings import Settings
@@ -31,11 +32,6 @@ LakeOption = typer.Option(None, "--lake", help="The lake directory (default: KEY
 
 def _lake(lake: Path | None, settings: Settings) -> Path:
     return lake if lake is not None else settings.lake
-
-
-def _fail(console: Console, message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(1)
 
 
 def _time(moment: dt.datetime | None) -> str:
@@ -67,13 +63,13 @@ def list_alerts(
     """
     console = Console()
     if output not in ("table", "json"):
-        raise _fail(console, f"unknown --format {output!r}: use table or json")
+        raise fail(console, f"unknown --format {output!r}: use table or json")
     lake = _lake(lake, Settings.from_env())
     try:
         with Outbox.open(lake, create=False) as box:
             entries = box.entries(state)
     except OutboxError as err:
-        raise _fail(console, str(err)) from None
+        raise fail(console, str(err)) from None
     if output == "json":
         for entry in entries:
             typer.echo(json.dumps({**entry.alert.to_dict(), "outbox": _outbox_fields(entry)}))
@@ -120,7 +116,7 @@ def publish(
     """
     console = Console(stderr=True)
     if fmt not in FORMATS:
-        raise _fail(console, f"unknown --format {fmt!r}: use {' or '.join(FORMATS)}")
+        raise fail(console, f"unknown --format {fmt!r}: use {' or '.join(FORMATS)}")
     settings = Settings.from_env()
     _publish_and_report(console, _lake(lake, settings), settings, topic_arn, endpoint_url, fmt, storm_cap)
 
@@ -183,7 +179,7 @@ def publish_with_progress(
     from pipeline.sns import PublishError, publish_pending
 
     if not topic_arn:
-        raise _fail(
+        raise fail(
             console,
             "no SNS topic: pass --topic-arn ARN or set KEYTRAIL_TOPIC_ARN, then run `keytrail alerts publish` "
             "(pending alerts wait in the outbox)",
@@ -203,7 +199,7 @@ def publish_with_progress(
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
         except PublishError as err:
-            raise _fail(console, str(err)) from None
+            raise fail(console, str(err)) from None
 
 
 def show(
@@ -221,7 +217,7 @@ def show(
             entry = box.find(alert_id)
             history = box.history(entry.alert.alert_id)
     except OutboxError as err:
-        raise _fail(console, str(err)) from None
+        raise fail(console, str(err)) from None
     console.print(JSON(json.dumps(entry.alert.to_dict())))
     console.print(JSON(json.dumps(_outbox_fields(entry))))
     table = Table(title="history")

@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from pipeline import aws, lake
+from pipeline.cli.common import fail, parse_date
 from pipeline.ingest import IngestReport, ingest
 from pipeline.s3 import SourceError
 from pipeline.settings import Settings
@@ -47,18 +48,7 @@ _INGEST_HELP = (
 
 
 def _date(value: str | None, flag: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD", param_hint=flag) from None
-
-
-def _fail(console: Console, message: str) -> typer.Exit:
-    """Print an error (escaped: messages hold paths and s3://bucket[/prefix] hints) and exit with code 1."""
-    console.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(1)
+    return None if value is None else parse_date(value, flag)
 
 
 def _summary(report: IngestReport, lake_path: Path) -> Table:
@@ -160,11 +150,11 @@ def ingest_command(
                 now=dt.datetime.now(dt.UTC),
             )
         except SourceError as exc:
-            raise _fail(console, str(exc)) from None
+            raise fail(console, str(exc)) from None
         except (BotoCoreError, ClientError) as exc:
-            raise _fail(console, _aws_error(exc, source)) from None
+            raise fail(console, _aws_error(exc, source)) from None
         except OSError as exc:
-            raise _fail(console, f"{exc}: check that --lake {lake_path} is writable, then rerun") from None
+            raise fail(console, f"{exc}: check that --lake {lake_path} is writable, then rerun") from None
     out = Console()
     out.print(_summary(report, lake_path))
     if report.objects_listed == 0:
@@ -193,7 +183,7 @@ def compact_command(
     console = Console()
     lake_path = lake_path if lake_path is not None else settings.lake
     if not lake.events_dir(lake_path).is_dir():
-        raise _fail(console, f"{lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}` first")
+        raise fail(console, f"{lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}` first")
     days = [day for value in date or () if (day := _date(value, "--date"))] or lake.partitions(lake_path)
     now = dt.datetime.now(dt.UTC)
     table = Table(title=f"compact {lake_path}")
@@ -206,7 +196,7 @@ def compact_command(
             try:
                 result = lake.compact(lake_path, day, now=now)
             except RuntimeError as exc:
-                raise _fail(console, str(exc)) from None
+                raise fail(console, str(exc)) from None
             table.add_row(day.isoformat(), str(result.files_before), str(result.files_after), f"{result.rows:,}")
     console.print(table)
 

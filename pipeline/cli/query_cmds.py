@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline import catalog, investigate, lake, query_examples
+from pipeline.cli.common import fail
 from pipeline.cli.output import FORMATS, write_result
 from pipeline.engine import Engine, QueryRefused
 from pipeline.investigate import InvestigationError
@@ -45,8 +46,7 @@ query_app = typer.Typer(
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
+    return fail(Console(stderr=True), message, code)
 
 
 def _lake(option: Path | None) -> Path:

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from pipeline.cli.common import fail
 from pipeline.settings import Settings
 
 _DEMO_HELP = (
@@ -37,11 +37,6 @@ _SERVE_HELP = (
 )
 
 
-def _exit(console: Console, message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
-
-
 def demo_command(
     lake: Annotated[Path, typer.Option("--lake", help="Where to leave the lake (replaced if a demo made it).")] = Path(
         "./demo-lake"
@@ -61,7 +56,7 @@ def demo_command(
         try:
             outcome = run_demo(lake, days=days, seed=seed, keep_running=keep_running, console=console)
         except FileExistsError as exc:
-            raise _exit(console, str(exc), 2) from None
+            raise fail(console, str(exc), 2) from None
     if not outcome.ok:
         raise typer.Exit(1)
 
@@ -91,17 +86,17 @@ def serve_command(
         interval = parse_duration(every)
         parse_duration(horizon)
     except ValueError as exc:
-        raise _exit(console, str(exc), 2) from None
+        raise fail(console, str(exc), 2) from None
     if task_runner not in ("threads", "dask"):
-        raise _exit(console, f"--task-runner {task_runner!r}: use threads or dask", 2)
+        raise fail(console, f"--task-runner {task_runner!r}: use threads or dask", 2)
     if dask_address and task_runner != "dask":
-        raise _exit(console, "--dask-address needs --task-runner dask", 2)
+        raise fail(console, "--dask-address needs --task-runner dask", 2)
     # The library's own log lines (pipeline.*) in the Prefect run logs; read when prefect is imported.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
-        raise _exit(
+        raise fail(
             console,
             "schedules need a Prefect server (the temporary one never runs schedules): in another terminal run "
             "`prefect server start --host 127.0.0.1`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api` "

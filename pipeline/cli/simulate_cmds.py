@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline import aws
+from pipeline.cli.common import parse_date
 from pipeline.settings import Settings
 from pipeline.simulate import ALL_INCIDENTS, DEFAULT_EVENTS_PER_DAY, MANIFEST, SimulationResult, simulate
 
@@ -48,10 +49,7 @@ def _incident_names(value: str) -> tuple[str, ...]:
 def _start(value: str | None, days: int) -> dt.date:
     if value is None:  # the CLI is the entry point: the only place that reads the clock
         return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD", param_hint="--start") from None
+    return parse_date(value, "--start")
 
 
 def _summary(result: SimulationResult) -> Table:
