@@ -24,6 +24,7 @@ from pipeline.lake import committed_files
 from pipeline.outbox import Outbox, OutboxEntry
 from pipeline.simulate.results import SimulationResult
 from pipeline.simulate.run import simulate
+from pipeline.times import midnight
 
 # Two member accounts of an organization trail in two regions: every incident type has a home, and the
 # demo's ~9k log objects go through the local endpoint in well under a minute.
@@ -100,7 +101,7 @@ def run_demo(
             with console.status(f"Prefect: backfill {start} .. {final_day - dt.timedelta(days=1)} (history)"):
                 history = backfill(source, since=start, until=final_day - dt.timedelta(days=1), lake=str(lake))
             with console.status(f"Prefect: keytrail_pipeline for {final_day}"):
-                final = keytrail_pipeline(source, str(lake), horizon="24h", now=_midnight(today))
+                final = keytrail_pipeline(source, str(lake), horizon="24h", now=midnight(today))
         messages = parts.receive_all(sqs, resources.queue_url)
         with Outbox.open(lake) as box:
             entries = box.entries()
@@ -118,10 +119,6 @@ def run_demo(
         if keep_running:
             _wait_for_interrupt(console, local.url, resources)
     return DemoOutcome(simulation, entries, messages, reconciliation, found, history, final, time.monotonic() - started)
-
-
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 def _wait_for_interrupt(console: Console, url: str, resources: parts.DemoResources) -> None:

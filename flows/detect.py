@@ -21,8 +21,8 @@ from flows import clients
 from flows.logs import route_library_logs
 from pipeline import detect, outbox, sns
 from pipeline.alerts import Alert
-from pipeline.catalog import parse_duration, parse_timestamp
 from pipeline.settings import Settings
+from pipeline.times import parse_duration, parse_timestamp
 
 DEFAULT_HORIZON = "2h"
 

@@ -11,8 +11,8 @@ from flows.detect import DEFAULT_HORIZON, evaluate_window, resolve_now
 from flows.ingest import ingest_cloudtrail
 from flows.logs import route_library_logs
 from flows.runners import build_task_runner
-from pipeline.catalog import parse_duration
 from pipeline.settings import Settings
+from pipeline.times import parse_duration
 
 
 @flow(name="keytrail-pipeline")

@@ -14,17 +14,10 @@ from typing import Any
 
 import msgspec
 
+from pipeline.times import iso, parse_timestamp
+
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
-
-
-def bucket_start(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
-    """The start of the fixed `width` bucket (aligned to the Unix epoch, UTC) holding `moment`."""
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    seconds = int(width.total_seconds())
-    offset = int((moment - epoch).total_seconds()) // seconds * seconds
-    return epoch + dt.timedelta(seconds=offset)
 
 
 def make_alert_id(detection_id: str, dedup_values: Sequence[Any], bucket: dt.datetime) -> str:
@@ -44,7 +37,7 @@ def make_dedup_key(detection_id: str, dedup_values: Sequence[Any]) -> str:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        return iso(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, Mapping):
@@ -97,7 +90,7 @@ class Alert:
         values = dict(data)
         for name in ("first_seen", "last_seen"):
             if isinstance(values[name], str):
-                values[name] = dt.datetime.fromisoformat(values[name].replace("Z", "+00:00"))
+                values[name] = parse_timestamp(values[name])
         values["attack"] = tuple(values.get("attack") or ())
         values["context"] = dict(values.get("context") or {})
         return cls(**values)

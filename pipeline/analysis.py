@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline import investigate
+from pipeline import investigate, times
 from pipeline.alerts import Alert
 from pipeline.engine import Engine
 from pipeline.outbox import Outbox, OutboxEntry, OutboxError, outbox_path
@@ -212,7 +212,7 @@ def subject(
     """Who and when to look at: an alert (its principal, its first/last seen +/- `pad`), else a principal over
     [start, end), else the most severe alert of [start, end) in the outbox."""
     if not alert_id and not principal_arn:
-        since, until = investigate.parse_time(start, now), investigate.parse_time(end, now)
+        since, until = times.parse_time(start, now), times.parse_time(end, now)
         entries = outbox_entries(lake, since, until)
         if not entries:
             raise investigate.InvestigationError(
@@ -227,7 +227,7 @@ def subject(
             raise investigate.InvestigationError(str(exc)) from None
         principal = principal_arn or alert.principal_arn or ""
         return Subject(principal, alert.first_seen - pad, alert.last_seen + pad, alert)
-    return Subject(principal_arn, investigate.parse_time(start, now), investigate.parse_time(end, now))
+    return Subject(principal_arn, times.parse_time(start, now), times.parse_time(end, now))
 
 
 # --- alerts ----------------------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from typing import Any
 import duckdb
 
 from pipeline import events
-from pipeline.catalog import Case, EventSpec, Query, Replace, parse_timestamp
+from pipeline.catalog import Case, EventSpec, Query, Replace
 from pipeline.engine import Engine
+from pipeline.times import cloudtrail, iso, parse_timestamp
 
 # Fixed namespace: the same case always yields the same eventIDs (stable across runs and machines).
 _EVENT_ID_NAMESPACE = uuid.UUID("6b6a7e1c-2f5d-4c0e-9a57-6b657974726c")
@@ -79,10 +80,6 @@ def load_fixture(name: str, fixtures_dir: Path | None = None) -> dict[str, Any]:
     return json.loads(_fixture(path))
 
 
-def _cloudtrail_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def expand_events(
     specs: Sequence[EventSpec], *, key: str, default_start: dt.datetime, fixtures_dir: Path | None = None
 ) -> list[dict[str, Any]]:
@@ -109,7 +106,7 @@ def expand_events(
                 # untemplated copies share nested parts read-only; only top-level keys change below
                 fill = _fill(spec.overrides, copy_index, day) if templated else None
                 copy_record = deep_merge(base, fill) if fill is not None else dict(record)
-                copy_record["eventTime"] = _cloudtrail_time(moment)
+                copy_record["eventTime"] = cloudtrail(moment)
                 copy_record["eventID"] = str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{key}/{index}/{day}/{copy_index}"))
                 records.append(copy_record)
     return records
@@ -225,7 +222,7 @@ def _project(row: Mapping[str, Any], expected: Sequence[Mapping[str, Any]]) -> d
 def _show(row: Mapping[str, Any]) -> str:
     def text(value: Any) -> str:
         if isinstance(value, dt.datetime):
-            return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+            return iso(value)
         return repr(value)
 
     return "{" + ", ".join(f"{k}: {text(v)}" for k, v in row.items()) + "}"

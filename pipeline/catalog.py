@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from pipeline.alerts import SEVERITIES
+from pipeline.times import parse_duration, parse_timestamp
 
 KINDS: tuple[str, ...] = ("detections", "investigations")
 
@@ -53,8 +54,6 @@ _EVENT_KEYS = frozenset({"base", "with", "at", "repeat", "every", "days"})
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _ATTACK = re.compile(r"^(T\d{4}(\.\d{3})?|TA\d{4})$")
-_DURATION_PART = re.compile(r"(\d+)(w|d|h|m|s)")
-_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 class CatalogError(ValueError):
@@ -156,37 +155,6 @@ class Query:
 
 
 # --- value coercion (shared by YAML defaults, case params, CLI --param and the engine) ----------------------
-
-
-def parse_duration(value: Any) -> dt.timedelta:
-    """'90s', '10m', '1h', '7d', '2w', '1h30m' (or a timedelta / whole seconds) -> timedelta."""
-    if isinstance(value, dt.timedelta):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return dt.timedelta(seconds=value)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 10m, 1h, 7d)")
-    text = value.strip().lower()
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 10m, 1h, 7d)")
-    return dt.timedelta(seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
-
-
-def parse_timestamp(value: Any) -> dt.datetime:
-    """ISO-8601 text (Z or offset; naive means UTC), a date, or a datetime -> aware UTC datetime."""
-    if isinstance(value, dt.datetime):
-        moment = value
-    elif isinstance(value, dt.date):
-        moment = dt.datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        try:
-            moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"not an ISO-8601 time: {value!r} (use e.g. 2024-05-01T10:00:00Z)") from None
-    else:
-        raise ValueError(f"not a timestamp: {value!r}")
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 _TRUE = {"true", "yes", "1", "on"}

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import catalog
-from pipeline.alerts import SEVERITY_RANK, Alert, bucket_start, make_alert_id, make_dedup_key
+from pipeline.alerts import SEVERITY_RANK, Alert, make_alert_id, make_dedup_key
 from pipeline.catalog import Query
 from pipeline.engine import Engine
+from pipeline.times import bucket_start, utc
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,8 @@ def alerts_from_rows(query: Query, rows: Iterable[Mapping[str, Any]]) -> list[Al
                 region=row.get("region"),
                 principal_arn=row.get("principal_arn"),
                 resource_arn=row.get("resource_arn"),
-                first_seen=first_seen.astimezone(dt.UTC),
-                last_seen=row["last_seen"].astimezone(dt.UTC),
+                first_seen=utc(first_seen),
+                last_seen=utc(row["last_seen"]),
                 event_count=int(row["event_count"]),
                 attack=query.attack,
                 context={k: v for k, v in row.items() if k not in _NOT_CONTEXT},

@@ -21,6 +21,7 @@ import pyarrow as pa
 from pipeline.catalog import BUILTINS, Query, coerce
 from pipeline.events import COLUMNS, EVENTS_SCHEMA
 from pipeline.lake import committed_files, events_dir, partitions
+from pipeline.times import utc
 
 if TYPE_CHECKING:  # polars costs ~0.3 s to import; only notebooks ask for DataFrames
     import polars as pl
@@ -69,7 +70,7 @@ class Engine:
         lookback: dt.timedelta = dt.timedelta(0),
     ) -> Engine:
         """`events` = the committed files of the partitions covering [since - lookback, until)."""
-        since, until = _utc(since), _utc(until)
+        since, until = utc(since), utc(until)
         if since >= until:
             raise ValueError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
         lake = Path(lake).resolve()
@@ -110,9 +111,9 @@ class Engine:
             ((history_start,),) = con.execute("SELECT min(event_time) FROM events").fetchall()
         return cls(
             con,
-            since=_utc(since) if since else None,
-            until=_utc(until) if until else None,
-            history_start=_utc(history_start) if history_start else None,
+            since=utc(since) if since else None,
+            until=utc(until) if until else None,
+            history_start=utc(history_start) if history_start else None,
         )
 
     # --- running --------------------------------------------------------------------------------------------
@@ -193,10 +194,6 @@ class Engine:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 # SQL helpers any query may call (queries/README.md): a query is one SELECT, so logic shared by several lives here.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,9 +20,10 @@ import pyarrow as pa
 
 from pipeline import catalog, lake
 from pipeline.alerts import Alert
-from pipeline.catalog import Query, parse_duration, parse_timestamp
+from pipeline.catalog import Query
 from pipeline.engine import Engine
 from pipeline.outbox import Outbox, OutboxError
+from pipeline.times import TIME_HELP, iso, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,8 @@ KIND = "investigations"
 DEFAULT_SINCE = "-24h"
 DEFAULT_UNTIL = "now"
 WINDOW_PARAMS: tuple[str, ...] = ("since", "until")
-TIME_HELP = "ISO time (2024-05-01, 2024-05-01T10:00Z) or relative to now (now, -24h, -7d, -30m)"
 # An alert's first/last seen are event times; pad them so the calls just around the alert show too.
 EVIDENCE_PAD = dt.timedelta(minutes=5)
-
-_RELATIVE = re.compile(r"^([+-])\s*(\S+)$")
 
 
 class InvestigationError(ValueError):
@@ -43,28 +40,6 @@ class InvestigationError(ValueError):
 
 
 # --- times -----------------------------------------------------------------------------------------------------
-
-
-def parse_time(value: str | dt.datetime, now: dt.datetime) -> dt.datetime:
-    """`now`, `-24h`, `+1h`, `-1d12h` (relative to `now`) or ISO-8601 (naive = UTC) -> aware UTC datetime."""
-    if isinstance(value, dt.datetime):
-        return parse_timestamp(value)
-    text = value.strip()
-    if text.lower() == "now":
-        return parse_timestamp(now)
-    relative = _RELATIVE.match(text)
-    try:
-        if relative:
-            offset = parse_duration(relative.group(2))
-            return parse_timestamp(now) + (offset if relative.group(1) == "+" else -offset)
-        return parse_timestamp(text)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a time: use an {TIME_HELP}") from None
-
-
-def iso(moment: dt.datetime) -> str:
-    """Compact ISO-8601 UTC with Z, as printed in examples and reports."""
-    return parse_timestamp(moment).isoformat().replace("+00:00", "Z")
 
 
 # --- parameters ------------------------------------------------------------------------------------------------

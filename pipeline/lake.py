@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.events import EVENTS_SCHEMA, RejectedRecord
+from pipeline.times import iso, stamp
 
 log = logging.getLogger(__name__)
 
@@ -329,11 +330,7 @@ def _scan_id_index(files: list[Path], ids: pa.Array) -> set[str]:
 def new_batch_id(now: dt.datetime | None) -> str:
     """Unique across concurrent writers; sorts by time when the caller passed `now`."""
     suffix = uuid.uuid4().hex[:12]
-    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%S}-{suffix}" if now is not None else suffix
-
-
-def _iso(now: dt.datetime | None) -> str | None:
-    return now.astimezone(dt.UTC).isoformat() if now is not None else None
+    return f"{stamp(now)}-{suffix}" if now is not None else suffix
 
 
 class _PartitionFile:
@@ -509,7 +506,7 @@ class BatchWriter:
             record = BatchRecord(
                 batch_id=self.batch_id,
                 kind="ingest",
-                committed_at=_iso(self.now),
+                committed_at=iso(self.now) if self.now is not None else None,
                 objects=list(objects.values()),
                 events_kept=self.events_kept,
                 events_duplicate=self.events_duplicate,
@@ -672,7 +669,7 @@ def compact(
             record = BatchRecord(
                 batch_id=batch_id,
                 kind="compact",
-                committed_at=_iso(now),
+                committed_at=iso(now) if now is not None else None,
                 files=[FileEntry(target.relative_to(lake).as_posix(), table.num_rows)],
                 superseded=[path.relative_to(lake).as_posix() for path in before],
             )

@@ -17,6 +17,7 @@ import msgspec
 
 from pipeline import __version__
 from pipeline.alerts import SEVERITY_RANK, Alert, make_alert_id
+from pipeline.times import epoch_ms
 
 MAX_MESSAGE_BYTES = 262_144
 MAX_SUBJECT_CHARS = 100
@@ -108,11 +109,6 @@ def attributes_size(attributes: Mapping[str, Mapping[str, str]]) -> int:
 # -- bodies --------------------------------------------------------------------------------------------
 
 
-def _epoch_ms(moment: dt.datetime) -> int:
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
-
-
 def _attack(technique_or_tactic: str) -> dict[str, Any]:
     kind = "tactic" if technique_or_tactic.upper().startswith("TA") else "technique"
     return {kind: {"uid": technique_or_tactic}}
@@ -140,18 +136,18 @@ def ocsf_finding(alert: Alert, *, created: dt.datetime) -> dict[str, Any]:
         "severity": severity_name,
         "status_id": 1,
         "status": "New",
-        "time": _epoch_ms(created),
-        "start_time": _epoch_ms(alert.first_seen),
-        "end_time": _epoch_ms(alert.last_seen),
+        "time": epoch_ms(created),
+        "start_time": epoch_ms(alert.first_seen),
+        "end_time": epoch_ms(alert.last_seen),
         "count": alert.event_count,
         "message": alert.title,
         "finding_info": {
             "uid": alert.alert_id,
             "title": alert.title,
             "desc": desc,
-            "created_time": _epoch_ms(created),
-            "first_seen_time": _epoch_ms(alert.first_seen),
-            "last_seen_time": _epoch_ms(alert.last_seen),
+            "created_time": epoch_ms(created),
+            "first_seen_time": epoch_ms(alert.first_seen),
+            "last_seen_time": epoch_ms(alert.last_seen),
             "types": [alert.detection_id],
             "analytic": {"uid": alert.detection_id, "name": alert.detection_id, "type_id": 1, "type": "Rule"},
             "attacks": [_attack(item) for item in alert.attack],

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from pipeline.alerts import SEVERITY_RANK, Alert
+from pipeline.times import epoch_seconds, iso, parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +118,6 @@ class EnqueueReport:
         return f"{len(self.queued)} queued, {len(self.suppressed)} suppressed, {len(self.known)} already known"
 
 
-def _iso(moment: dt.datetime) -> str:
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _epoch(moment: dt.datetime) -> float:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
-
-
 def realert_interval(realert_after: RealertAfter, detection_id: str) -> dt.timedelta:
     """The re-alert interval for one detection: a single interval, or a per-detection mapping (`*` = others)."""
     if isinstance(realert_after, dt.timedelta):
@@ -214,9 +202,9 @@ class Outbox:
         queued: list[str] = []
         suppressed: list[str] = []
         known: list[str] = []
-        at = _iso(now)
+        at = iso(now)
         # Earliest first, so within one batch the first of a series pages and the rest are measured from it.
-        ordered = sorted(alerts, key=lambda a: (_epoch(a.first_seen), -SEVERITY_RANK[a.severity], a.alert_id))
+        ordered = sorted(alerts, key=lambda a: (epoch_seconds(a.first_seen), -SEVERITY_RANK[a.severity], a.alert_id))
         with self._transaction() as db:
             for alert in ordered:
                 if db.execute("SELECT 1 FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone():
@@ -234,7 +222,7 @@ class Outbox:
                         dedup_key,
                         alert.severity,
                         SEVERITY_RANK[alert.severity],
-                        _epoch(alert.first_seen),
+                        epoch_seconds(alert.first_seen),
                         state,
                         alert.to_json(),
                         at,
@@ -256,7 +244,7 @@ class Outbox:
         row = db.execute(
             "SELECT alert_id FROM alerts WHERE dedup_key = ? AND state != 'suppressed'"
             " AND abs(first_seen_s - ?) < ? AND severity_rank >= ? ORDER BY first_seen_s LIMIT 1",
-            (dedup_key, _epoch(alert.first_seen), interval.total_seconds(), SEVERITY_RANK[alert.severity]),
+            (dedup_key, epoch_seconds(alert.first_seen), interval.total_seconds(), SEVERITY_RANK[alert.severity]),
         ).fetchone()
         return row["alert_id"] if row else None
 
@@ -264,7 +252,7 @@ class Outbox:
         """Record alerts SNS accepted (alert id -> how it went out), all in one transaction."""
         if not deliveries:
             return
-        at = _iso(now)
+        at = iso(now)
         with self._transaction() as db:
             for alert_id, sent in deliveries.items():
                 db.execute(
@@ -283,7 +271,7 @@ class Outbox:
         """Alerts SNS did not take (alert id -> error): they stay pending, with the error and attempt counted."""
         if not errors:
             return
-        at = _iso(now)
+        at = iso(now)
         with self._transaction() as db:
             db.executemany(
                 "UPDATE alerts SET attempts = attempts + 1, last_error = ? WHERE alert_id = ? AND state = 'pending'",
@@ -335,7 +323,7 @@ class Outbox:
         rows = self._db.execute(
             "SELECT at, event, detail FROM history WHERE alert_id = ? ORDER BY seq", (alert_id,)
         ).fetchall()
-        return [HistoryEvent(_parse(row["at"]), row["event"], row["detail"]) for row in rows]
+        return [HistoryEvent(parse_timestamp(row["at"]), row["event"], row["detail"]) for row in rows]
 
 
 def _entry(row: sqlite3.Row) -> OutboxEntry:
@@ -343,8 +331,8 @@ def _entry(row: sqlite3.Row) -> OutboxEntry:
     return OutboxEntry(
         alert=dataclasses.replace(Alert.from_dict(data), dedup_key=row["dedup_key"]),
         state=row["state"],
-        enqueued_at=_parse(row["enqueued_at"]),
-        sent_at=_parse(row["sent_at"]) if row["sent_at"] else None,
+        enqueued_at=parse_timestamp(row["enqueued_at"]),
+        sent_at=parse_timestamp(row["sent_at"]) if row["sent_at"] else None,
         message_id=row["message_id"],
         delivery=row["delivery"],
         summary_id=row["summary_id"],

@@ -11,8 +11,8 @@ from typing import Any
 from pipeline import lake
 from pipeline.catalog import Query
 from pipeline.engine import Engine
-from pipeline.investigate import iso
 from pipeline.outbox import Outbox, OutboxError
+from pipeline.times import iso, midnight
 
 # Typical values for common param names, picked from the lake so `query show --lake` prints an example that
 # returns rows there. Each runs over the lake's last day of events and returns one value (or none).
@@ -48,7 +48,7 @@ def lake_example(query: Query, lake_path: Path) -> dict[str, Any] | None:
     if not days:
         return None
     last = max(days)
-    with Engine.for_lake(lake_path, _midnight(last), _midnight(last + dt.timedelta(days=1))) as engine:
+    with Engine.for_lake(lake_path, midnight(last), midnight(last + dt.timedelta(days=1))) as engine:
         latest = engine.sql("SELECT max(event_time) AS t FROM events").column("t")[0].as_py()
         if latest is None:
             return None
@@ -78,7 +78,3 @@ def _alert_example(lake_path: Path) -> dict[str, Any] | None:
     except OutboxError:
         return None
     return {"alert_id": entries[0].alert.alert_id[:12]} if entries else None
-
-
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)

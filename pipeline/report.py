@@ -19,8 +19,8 @@ import polars as pl
 
 from pipeline import analysis, detect, plots
 from pipeline.alerts import SEVERITIES, SEVERITY_RANK, Alert
-from pipeline.investigate import iso
 from pipeline.outbox import OutboxEntry
+from pipeline.times import iso
 
 log = logging.getLogger(__name__)
 

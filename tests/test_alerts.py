@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.alerts import ALERT_FIELDS, SEVERITIES, Alert, bucket_start, make_alert_id, make_dedup_key
+from pipeline.alerts import ALERT_FIELDS, SEVERITIES, Alert, make_alert_id, make_dedup_key
 from pipeline.messages import (
     MAX_SUBJECT_CHARS,
     SUMMARY_DETECTION_ID,
@@ -22,6 +22,7 @@ from pipeline.messages import (
     storm_summary,
     subject,
 )
+from pipeline.times import bucket_start
 
 T0 = dt.datetime(2024, 5, 1, 10, 0, tzinfo=dt.UTC)
 ROLE_SESSION = "arn:aws:sts::111122223333:assumed-role/etl-worker/i-0abc123"

@@ -10,7 +10,8 @@ import pytest
 
 from pipeline import investigate, outbox
 from pipeline.alerts import Alert
-from pipeline.investigate import InvestigationError, parse_time
+from pipeline.investigate import InvestigationError
+from pipeline.times import parse_time
 from tests.analyst_lake import make_alert
 
 NOW = dt.datetime(2024, 5, 8, 12, 30, tzinfo=dt.UTC)

@@ -20,6 +20,7 @@ from pipeline.cli.common import fail
 from pipeline.messages import FORMATS, short_name
 from pipeline.outbox import STATES, Outbox, OutboxEntry, OutboxError
 from pipeline.settings import Settings
+from pipeline.times import display
 
 if TYPE_CHECKING:
     from pipeline.sns import PublishReport
@@ -34,15 +35,11 @@ def _lake(lake: Path | None, settings: Settings) -> Path:
     return lake if lake is not None else settings.lake
 
 
-def _time(moment: dt.datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else ""
-
-
 def _outbox_fields(entry: OutboxEntry) -> dict[str, object]:
     return {
         "state": entry.state,
-        "enqueued_at": _time(entry.enqueued_at),
-        "sent_at": _time(entry.sent_at) or None,
+        "enqueued_at": display(entry.enqueued_at),
+        "sent_at": display(entry.sent_at) or None,
         "message_id": entry.message_id,
         "delivery": entry.delivery,
         "summary_id": entry.summary_id,
@@ -89,7 +86,7 @@ def list_alerts(
             f"[{_SEVERITY_STYLE[alert.severity]}]{alert.severity}[/]",
             alert.detection_id,
             short_name(alert.principal_arn) or "",
-            _time(alert.first_seen),
+            display(alert.first_seen),
         ]
         if with_message:
             cells.append(message or (f"[red]{entry.last_error}[/red]" if entry.last_error else ""))
@@ -224,7 +221,7 @@ def show(
     for column in ("at", "event", "detail"):
         table.add_column(column)
     for event in history:
-        table.add_row(_time(event.at), event.event, event.detail or "")
+        table.add_row(display(event.at), event.event, event.detail or "")
     console.print(table)
 
 

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from pipeline import cases, catalog, detect
+from pipeline import cases, catalog, detect, times
 from pipeline.alerts import Alert
 from pipeline.cli import alerts_cmds
 from pipeline.settings import Settings
@@ -48,7 +48,7 @@ def _time(value: str | None, flag: str) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        return catalog.parse_timestamp(value)
+        return times.parse_timestamp(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=flag) from None
 

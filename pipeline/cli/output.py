@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.investigate import iso
+from pipeline.times import iso
 
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
 TABLE_MAX_ROWS = 500  # a terminal is not the place for more: the note points to --format csv --output

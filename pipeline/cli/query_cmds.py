@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline import catalog, investigate, lake, query_examples
+from pipeline import catalog, investigate, lake, query_examples, times
 from pipeline.cli.common import fail
 from pipeline.cli.output import FORMATS, write_result
 from pipeline.engine import Engine, QueryRefused
@@ -167,7 +167,7 @@ def run_command(
             table = investigate.run(lake_path, resolved)
         except (ValueError, duckdb.Error) as exc:
             raise _fail(f"{query.id} failed: {exc}", code=1) from None
-    title = f"{query.id} {investigate.iso(resolved.since)} .. {investigate.iso(resolved.until)}"
+    title = f"{query.id} {times.iso(resolved.since)} .. {times.iso(resolved.until)}"
     write_result(table, fmt, output, title=title)
 
 
@@ -218,8 +218,8 @@ def _sql_window(
     """The partitions to read: the given bounds, else the whole lake (its first day .. the day after its last)."""
     days = lake.partitions(lake_path) or [now.date()]
     first, last = min(days), max(days) + dt.timedelta(days=1)
-    start = investigate.parse_time(since, now) if since else investigate.parse_time(first.isoformat(), now)
-    end = investigate.parse_time(until, now) if until else investigate.parse_time(last.isoformat(), now)
+    start = times.parse_time(since, now) if since else times.parse_time(first.isoformat(), now)
+    end = times.parse_time(until, now) if until else times.parse_time(last.isoformat(), now)
     return start, end
 
 

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline import catalog
-from pipeline.investigate import InvestigationError, check_lake, iso, parse_time
+from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
+from pipeline.times import iso, parse_time
 
 
 def report_command(

@@ -80,7 +80,7 @@ def serve_command(
     ] = None,
 ) -> None:
     console = Console()
-    from pipeline.catalog import parse_duration
+    from pipeline.times import parse_duration
 
     try:
         interval = parse_duration(every)
