@@ -80,7 +80,7 @@ class TrailDay:
 
 @dataclass
 class ListingStats:
-    """What a listing cost: how many list calls, over which prefixes (tests assert range pruning with it)."""
+    """What a listing cost: how many list calls (logged) and over which prefixes."""
 
     calls: int = 0
     prefixes: list[str] = field(default_factory=list)
