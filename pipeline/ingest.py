@@ -1,11 +1,10 @@
 """CloudTrail objects -> records -> KMS/Secrets Manager events -> the lake; quarantine; IngestReport.
 
-Each object is read once: fetched, gunzipped (isal), split and normalized by `events.rows_from_log`, turned
-into Arrow batches column-wise, a group of consecutive objects at a time. With `workers > 1` that work runs in
-`workers - 1` processes over a bounded queue of groups, and in the parent whenever the next result is not
-ready; the parent alone writes the lake, taking results in listing order so the first
-copy of a duplicated eventID (in listing order) is the one kept, whatever the timing: a crashed run that is
-rerun ends with exactly the rows of a clean run.
+Each object is read once (`ingest_workers`: fetched, gunzipped, normalized, turned into Arrow batches, in
+worker processes when `workers > 1`). The run takes the results in listing order, so the first copy of a
+duplicated eventID (in listing order) is the one kept whatever the timing: a crashed run that is rerun ends
+with exactly the rows of a clean run. The lake's `BatchWriter` records each object's result in its ledger
+entry; the report sums the entries of the batches the run committed.
 
 Bad input never stops a run and never vanishes: an unreadable object (corrupt gzip, not JSON, no `Records`,
 empty) is kept verbatim under `quarantine/objects/` with its reason; records with wrong field types are kept
@@ -14,47 +13,26 @@ under `quarantine/records/`; both are counted in the report and in the ledger, s
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
-import itertools
 import logging
-import multiprocessing
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from pipeline import events, lake
-from pipeline.events import DEFAULT_SOURCES, LogFormatError, RejectedRecord
-from pipeline.s3 import LogObject, fetch, list_source
-
-try:  # isal is ~2x faster than zlib at gunzip; fall back when it is absent
-    from isal import igzip as _gzip
-except ImportError:  # pragma: no cover - isal is a declared dependency
-    import gzip as _gzip  # type: ignore[no-redef]
+from pipeline import lake
+from pipeline.events import DEFAULT_SOURCES
+from pipeline.ingest_workers import GroupResult, ObjectResult, few_collections, read_groups
+from pipeline.s3 import LogObject, list_source
 
 log = logging.getLogger(__name__)
 
 # A batch is committed once it holds this many events (bounds the in-memory eventID set, ~130 B per event, and
 # the work a crash can cost); a run writes one file per partition per batch.
 MAX_BATCH_EVENTS = 500_000
-_ARROW_CHUNK = 1024  # rows per Arrow build: column-wise, never row by row; small enough to convert while cached
-_IN_FLIGHT_PER_WORKER = 2  # one group being read, one waiting: enough to keep workers busy, half the memory
-# Objects are read in groups of about this much stored data (or this many objects): ~5 MB of JSON, ~7 MB of
-# Arrow sent back from a worker (smaller groups cost the same CPU and ~40 MB less memory in flight).
-_GROUP_BYTES = 1 << 19
-_GROUP_OBJECTS = 512
-_INGEST_GC_THRESHOLDS = (100_000, 50, 100)
-# Starting a worker process costs ~0.5 s: below this much input per worker, fewer workers (or none) are faster.
-MIN_BYTES_PER_WORKER = 4 << 20
 
 # (objects done, objects to read, bytes done, bytes to read)
 Progress = Callable[[int, int, int, int], None]
@@ -94,6 +72,20 @@ class IngestReport:
     def quarantined_anything(self) -> bool:
         return bool(self.objects_quarantined or self.events_rejected)
 
+    def add_batch(self, record: lake.BatchRecord) -> None:
+        """Count a batch the run committed: its objects' ledger entries hold the per-object counts."""
+        for entry in record.objects:
+            if entry.quarantined:
+                self.objects_quarantined += 1
+            else:
+                self.objects_read += 1
+            self.events_seen += entry.events_seen
+            self.events_kept += entry.events_kept
+            self.events_duplicate += entry.events_duplicate
+            self.events_rejected += entry.events_rejected
+        self.batches.append(record.batch_id)
+        self.files_written += len(record.files)
+
     def merge(self, other: IngestReport) -> IngestReport:
         """The sum of two reports (e.g. the per-day-chunk reports of a mapped flow)."""
         merged = IngestReport()
@@ -103,217 +95,27 @@ class IngestReport:
         return merged
 
 
-# --- reading one object (runs in a worker process when workers > 1) ----------------------------------------
-
-
-@dataclass
-class ObjectResult:
-    obj: LogObject
-    seen: int
-    rejected: list[RejectedRecord]
-    rows: int = 0  # normalized rows this object contributed to its group's batches (consecutive, in order)
-    error: str | None = None  # why the object as a whole is unreadable
-    payload: bytes | None = None  # the stored bytes, kept only for the quarantine
-
-
-@dataclass
-class GroupResult:
-    """Consecutive objects read together: real trails are mostly small files (tens of records), and one
-    Arrow build, one pickle and one lake add per object would cost more than reading them."""
-
-    objects: list[ObjectResult]
-    batches: list[pa.RecordBatch]  # every batch holds whole objects' rows, in object order
-
-
-def decompress(data: bytes, key: str) -> bytes:
-    """Gunzip when the bytes are gzip; plain JSON passes through. Raises LogFormatError on corrupt gzip."""
-    if not data:
-        raise LogFormatError("empty object")
-    if data[:2] == b"\x1f\x8b":
-        try:
-            return _gzip.decompress(data)
-        except Exception as exc:  # isal raises IsalError/EOFError/BadGzipFile; all mean "corrupt"
-            raise LogFormatError(f"corrupt gzip: {type(exc).__name__}: {exc}") from None
-    if key.endswith(".gz"):
-        raise LogFormatError("corrupt gzip: the name ends in .gz but the bytes are not gzip")
-    return data
-
-
-def read_object(
-    obj: LogObject, client: Any | None, event_sources: Sequence[str]
-) -> tuple[ObjectResult, list[tuple[Any, ...]]]:
-    """Fetch and normalize one object: its result and its rows. Unreadable content -> a result with `error`;
-    I/O errors raise."""
-    stored = fetch(obj, client).data
-    try:
-        parsed = events.rows_from_log(decompress(stored, obj.key), obj.source, event_sources)
-    except LogFormatError as exc:
-        return ObjectResult(obj, 0, [], error=str(exc), payload=stored), []
-    return ObjectResult(obj, parsed.seen, parsed.rejected, rows=len(parsed.rows)), parsed.rows
-
-
-def read_group(objects: Sequence[LogObject], client: Any | None, event_sources: Sequence[str]) -> GroupResult:
-    """Read consecutive objects; their rows become Arrow batches of about _ARROW_CHUNK rows, cut only between
-    objects so each batch maps to whole objects (and a lake batch can commit between any two)."""
-    results: list[ObjectResult] = []
-    batches: list[pa.RecordBatch] = []
-    pending: list[tuple[Any, ...]] = []
-    chunk = min(_ARROW_CHUNK, MAX_BATCH_EVENTS)  # a batch never holds more than a commit's worth
-    for obj in objects:
-        result, rows = read_object(obj, client, event_sources)
-        results.append(result)
-        pending.extend(rows)
-        if len(pending) >= chunk:
-            batches.append(events.rows_to_batch(pending))
-            pending = []
-    if pending:
-        batches.append(events.rows_to_batch(pending))
-    return GroupResult(results, batches)
-
-
-def _groups(objects: Sequence[LogObject]) -> Iterator[Sequence[LogObject]]:
-    """Consecutive runs of objects of about _GROUP_BYTES (stored size) each."""
-    start, size = 0, 0
-    for index, obj in enumerate(objects):
-        size += obj.size
-        if size >= _GROUP_BYTES or index + 1 - start >= _GROUP_OBJECTS:
-            yield objects[start : index + 1]
-            start, size = index + 1, 0
-    if start < len(objects):
-        yield objects[start:]
-
-
-_worker_client: Any = None
-
-
-def _init_worker(endpoint_url: str | None, region: str | None, needs_s3: bool) -> None:
-    global _worker_client
-    gc.set_threshold(*_INGEST_GC_THRESHOLDS)  # this process only ingests: see _few_collections
-    # Its Arrow data is built, pickled to the parent and dropped: mimalloc's caching would keep ~35 MB more
-    # resident per worker than the system allocator, for no measurable speed.
-    pa.set_memory_pool(pa.system_memory_pool())
-    if needs_s3:  # a process cannot share its parent's client: make one the same way
-        from pipeline import aws  # here: boto3 costs a worker reading a folder ~0.3 s of start-up
-
-        _worker_client = aws.client("s3", endpoint_url=endpoint_url, region=region)
-
-
-def _read_in_worker(objects: Sequence[LogObject], event_sources: Sequence[str]) -> GroupResult:
-    return read_group(objects, _worker_client, event_sources)
-
-
-def _results(
-    objects: Sequence[LogObject], client: Any | None, event_sources: Sequence[str], workers: int
-) -> Iterator[GroupResult]:
-    """Group results in the order of `objects`. With workers > 1, `workers - 1` processes read groups and this
-    process reads one itself whenever the next result is not ready yet, so `workers` cores read and none
-    waits: a third process on two cores, and every group's Arrow batches pickled across, cost ~30% more CPU
-    than they saved. A bounded number of groups are in flight."""
-    workers = min(workers, len(objects), sum(obj.size for obj in objects) // max(MIN_BYTES_PER_WORKER, 1))
-    groups = _groups(objects)
-    if workers <= 1:
-        for group in groups:
-            yield read_group(group, client, event_sources)
-        return
-    needs_s3 = any(obj.is_s3 for obj in objects)
-    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None) if needs_s3 else None
-    region = getattr(getattr(client, "meta", None), "region_name", None) if needs_s3 else None
-    sources = tuple(event_sources)
-    queued = (workers - 1) * _IN_FLIGHT_PER_WORKER  # groups waiting or being read in the pool
-    most = 2 * queued + workers  # results held at once (memory bound): done ones wait for their turn
-    # spawn: the parent may run threads (a moto server, Prefect); forking those is unsafe.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=workers - 1, mp_context=context, initializer=_init_worker, initargs=(endpoint, region, needs_s3)
-    ) as pool:
-        slots: deque[Future[GroupResult] | GroupResult] = deque()  # in group order
-        with _main_script_not_rerun():  # the pool starts its processes on these first submits
-            slots.extend(pool.submit(_read_in_worker, group, sources) for group in itertools.islice(groups, queued))
-        while True:
-            busy = sum(isinstance(slot, Future) and not slot.done() for slot in slots)
-            for group in itertools.islice(groups, max(0, min(queued - busy, most - len(slots)))):
-                slots.append(pool.submit(_read_in_worker, group, sources))  # keep the pool busy
-            if not slots:
-                return
-            head = slots[0]
-            if isinstance(head, Future) and not head.done() and len(slots) < most:
-                group = next(groups, None)
-                if group is not None:  # rather than wait, read the next group here
-                    slots.append(read_group(group, client, event_sources))
-                    continue
-            slots.popleft()
-            yield head.result() if isinstance(head, Future) else head
-
-
-@contextlib.contextmanager
-def _main_script_not_rerun() -> Iterator[None]:
-    """Start spawned worker processes without running the caller's main script again in each of them.
-
-    multiprocessing's spawn re-runs the parent's `__main__` file in every child unless it has none. For
-    `keytrail ingest` that is the whole CLI (every command module, DuckDB, polars, matplotlib): ~2.3 s of CPU
-    and ~85 MB per worker, which made 2 workers slower than 1. A worker needs only this module, which it
-    imports to unpickle its task."""
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if main is None or path is None or getattr(main, "__spec__", None) is not None:
-        yield
-        return
-    del main.__file__
-    try:
-        yield
-    finally:
-        main.__file__ = path
-
-
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_before: tuple[int, ...] = gc.get_threshold()
-
-
-@contextlib.contextmanager
-def _few_collections() -> Iterator[None]:
-    """Run the cyclic GC less often while ingesting. Ingest makes millions of short-lived objects without cycles
-    (rows, decoded records); at CPython's default thresholds the collector rescans the live ones and costs ~10%
-    of the run."""
-    global _gc_users, _gc_before
-    # Flow tasks ingest day chunks on several threads at once: the first in saves the thresholds and the last
-    # out restores them, so no interleaving leaves the process with ingest's thresholds.
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_before = gc.get_threshold()
-            gc.set_threshold(*_INGEST_GC_THRESHOLDS)
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0:
-                gc.set_threshold(*_gc_before)
-
-
 # --- the run ------------------------------------------------------------------------------------------------
 
 
-def _members(group: GroupResult) -> list[tuple[pa.RecordBatch, list[int]]]:
-    """Each batch of a group with the indexes of the objects whose rows it holds."""
+def _spans(group: GroupResult) -> dict[int, tuple[pa.RecordBatch, int]]:
+    """Each batch of a group, by the index of the first object whose rows it holds, with the index of the last
+    (batches hold whole objects, in order). Objects in between without rows belong to the span too, so the
+    writer meets every object in listing order and the ledger lists them so."""
     with_rows = iter([index for index, result in enumerate(group.objects) if result.rows])
-    plan = []
+    spans = {}
     for batch in group.batches:
-        members, total = [], 0
-        while total < batch.num_rows:  # batches hold whole objects, in order
-            members.append(next(with_rows))
-            total += group.objects[members[-1]].rows
-        plan.append((batch, members))
-    return plan
-
-
-def _entry(obj: LogObject) -> lake.ObjectEntry:
-    return lake.ObjectEntry(bucket=obj.bucket, key=obj.key, etag=obj.etag, size=obj.size)
+        first = last = next(with_rows)
+        total = group.objects[first].rows
+        while total < batch.num_rows:
+            last = next(with_rows)
+            total += group.objects[last].rows
+        spans[first] = (batch, last)
+    return spans
 
 
 class _Run:
-    """One ingest run's state: the open batch, the ledger entries it will commit, the report."""
+    """One ingest run's state: the open batch (its writer keeps the ledger entries of the objects) and the report."""
 
     def __init__(self, lake_path: Path, now: dt.datetime | None, checkpoint: lake.Checkpoint | None) -> None:
         self.lake = lake_path
@@ -321,7 +123,6 @@ class _Run:
         self.checkpoint = checkpoint
         self.report = IngestReport()
         self.writer: lake.BatchWriter | None = None
-        self.entries: dict[str, lake.ObjectEntry] = {}  # source_object -> ledger entry
 
     def _open(self) -> lake.BatchWriter:
         if self.writer is None:
@@ -331,65 +132,47 @@ class _Run:
     def consume_group(self, group: GroupResult) -> Iterator[ObjectResult]:
         """Account for a group's objects in order, yielding after each one. Each Arrow batch is added when its
         first object comes up, and a full lake batch commits only once every object whose rows it holds is
-        in its ledger."""
-        starts = {members[0]: (batch, members) for batch, members in _members(group)}
-        counts: dict[int, tuple[int, int]] = {}
-        unaccounted = 0  # objects whose rows were added but not yet consumed
+        recorded."""
+        spans = _spans(group)
+        added_through = -1  # the last object whose rows are in the open batch
         for index, result in enumerate(group.objects):
-            if index in starts:
-                batch, members = starts[index]
-                sizes = [group.objects[member].rows for member in members]
-                counts.update(zip(members, self._open().add_runs(batch, sizes), strict=True))
-                unaccounted += len(members)
-            kept, duplicates = counts.pop(index, (0, 0))
-            self.consume(result, kept, duplicates)
-            unaccounted -= 1 if result.rows else 0
+            if index in spans:
+                batch, last = spans[index]
+                self._open().add(batch, [(other.obj, other.rows) for other in group.objects[index : last + 1]])
+                added_through = last
+            self.consume(result)
             yield result
-            if not unaccounted and self.writer is not None and self.writer.rows >= MAX_BATCH_EVENTS:
+            if index >= added_through and self.writer is not None and self.writer.rows >= MAX_BATCH_EVENTS:
                 self.commit()
 
-    def consume(self, result: ObjectResult, kept: int = 0, duplicates: int = 0) -> None:
-        entry = _entry(result.obj)
-        report = self.report
-        report.bytes_read += result.obj.size
+    def consume(self, result: ObjectResult) -> None:
+        writer = self._open()
+        source = result.obj.source
+        self.report.bytes_read += result.obj.size
         if result.error is not None:
-            entry.status, entry.reason = "quarantined", result.error
-            kept_at = lake.quarantine_object(self.lake, entry, result.obj.source, result.payload or b"")
-            report.objects_quarantined += 1
-            report.quarantine.append(QuarantineEntry(result.obj.source, result.error, self._rel(kept_at)))
-            log.warning("quarantined %s: %s", result.obj.source, result.error)
-        else:
-            report.objects_read += 1
-            self._open()
-            entry.events_kept, entry.events_duplicate = kept, duplicates
-            entry.events_seen = result.seen
-            if result.rejected:
-                entry.events_rejected = len(result.rejected)
-                kept_at = lake.quarantine_records(self.lake, entry, result.obj.source, result.rejected)
-                reason = f"{len(result.rejected)} record(s) rejected; first: {result.rejected[0].reason}"
-                report.quarantine.append(QuarantineEntry(result.obj.source, reason, self._rel(kept_at)))
-                log.warning("%s: %s", result.obj.source, reason)
-            report.events_seen += result.seen
-            report.events_rejected += len(result.rejected)
-        self.entries[result.obj.source] = entry
+            kept_at = writer.record_unreadable(result.obj, result.error, result.payload or b"")
+            self.report.quarantine.append(QuarantineEntry(source, result.error, self._rel(kept_at)))
+            log.warning("quarantined %s: %s", source, result.error)
+            return
+        kept_at = writer.record_read(result.obj, result.seen, result.rejected)
+        if kept_at is not None:
+            reason = f"{len(result.rejected)} record(s) rejected; first: {result.rejected[0].reason}"
+            self.report.quarantine.append(QuarantineEntry(source, reason, self._rel(kept_at)))
+            log.warning("%s: %s", source, reason)
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.lake).as_posix()
 
     def commit(self) -> None:
-        if not self.entries:
+        writer = self.writer
+        if writer is None or writer.empty:
             return
-        writer = self._open()
         try:
-            record = writer.commit(self.entries, self.checkpoint)
+            record = writer.commit(self.checkpoint)
         finally:
             writer.__exit__(None, None, None)
             self.writer = None
-        self.report.events_kept += writer.events_kept
-        self.report.events_duplicate += writer.events_duplicate
-        self.report.batches.append(record.batch_id)
-        self.report.files_written += len(record.files)
-        self.entries = {}
+        self.report.add_batch(record)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -434,10 +217,10 @@ def ingest_objects(
     total_bytes = sum(obj.size for obj in to_read)
     if progress is not None:
         progress(0, len(to_read), 0, total_bytes)
-    with _few_collections():
+    with few_collections():
         try:
             count = 0
-            for group in _results(to_read, s3_client, event_sources, workers):
+            for group in read_groups(to_read, s3_client, event_sources, workers, MAX_BATCH_EVENTS):
                 for _ in run.consume_group(group):
                     count += 1
                     if progress is not None:

@@ -80,7 +80,7 @@ class TrailDay:
 
 @dataclass
 class ListingStats:
-    """What a listing cost: how many list calls, over which prefixes (tests assert range pruning with it)."""
+    """What a listing cost: how many list calls (logged) and over which prefixes."""
 
     calls: int = 0
     prefixes: list[str] = field(default_factory=list)
@@ -384,20 +384,11 @@ def list_source(
 # --- reading -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Fetched:
-    """The bytes of one object as stored (still compressed) and the etag they were read under."""
-
-    data: bytes
-    etag: str
-
-
-def fetch(obj: LogObject, client: Any | None = None) -> Fetched:
-    """Read one object's stored bytes. S3 needs `client`; the etag is the one S3 returned with the body."""
+def fetch(obj: LogObject, client: Any | None = None) -> bytes:
+    """Read one object's stored bytes (still compressed). S3 needs `client`."""
     if obj.is_s3:
         if client is None:
             raise SourceError(f"{obj.source}: reading S3 needs an S3 client")
-        response = client.get_object(Bucket=obj.bucket, Key=obj.key)
-        return Fetched(response["Body"].read(), response.get("ETag", obj.etag).strip('"') or obj.etag)
+        return client.get_object(Bucket=obj.bucket, Key=obj.key)["Body"].read()
     with open(obj.source, "rb") as handle:  # not Path(...).read_bytes(): its path parsing costs ~10 us a file
-        return Fetched(handle.read(), obj.etag)
+        return handle.read()

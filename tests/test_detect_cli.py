@@ -15,6 +15,7 @@ from pipeline import cases, catalog, events, lake
 from pipeline.alerts import ALERT_FIELDS, SEVERITIES, SEVERITY_RANK
 from pipeline.catalog import EventSpec
 from pipeline.cli import app
+from pipeline.s3 import LogObject
 from tests.test_conformance import EXPECTED_DETECTIONS as KMS_DETECTIONS
 
 UTC = dt.UTC
@@ -44,11 +45,12 @@ def small_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     records = cases.expand_events(specs, key="cli-lake", default_start=dt.datetime(2024, 5, 1, tzinfo=UTC))
     path = tmp_path_factory.mktemp("detect") / "lake"
     table = events.normalize_many(records, source_object="test")
+    source = LogObject(source="test", bucket="", key="test", etag="t", size=0)
     with lake.BatchWriter(path) as writer:
         for batch in table.to_batches(max_chunksize=1000):
-            writer.add(batch)
-        n = table.num_rows
-        writer.commit({"test": lake.ObjectEntry(bucket="", key="test", etag="t", size=0, events_seen=n, events_kept=n)})
+            writer.add(batch, [(source, batch.num_rows)])
+        writer.record_read(source, seen=table.num_rows)
+        writer.commit()
     return path
 
 

@@ -26,7 +26,7 @@ from trails import (
 )
 from typer.testing import CliRunner
 
-from pipeline import ingest
+from pipeline import ingest, ingest_workers
 from pipeline import lake as lakelib
 from pipeline.cli import app
 
@@ -194,7 +194,7 @@ def test_workers_give_the_same_lake_as_one_process(tmp_path: Path, monkeypatch) 
     make_trail(root, days=2, objects_per_day=6)
     # a duplicate across objects: the copy listed first must win whatever the worker timing
     write_local(root, log_key(day_of(0), "zz"), log_bytes([record("e-0-0-0", "2024-05-01T23:59:00Z", "Encrypt")]))
-    monkeypatch.setattr(ingest, "MIN_BYTES_PER_WORKER", 1)
+    monkeypatch.setattr(ingest_workers, "MIN_BYTES_PER_WORKER", 1)
     one, two = tmp_path / "one", tmp_path / "two"
     ingest.ingest(str(root), one, now=NOW, workers=1)
     report = ingest.ingest(str(root), two, now=NOW, workers=2)
@@ -253,13 +253,11 @@ def test_concurrent_ingests_leave_the_gc_thresholds_as_they_were() -> None:
     import gc
     import threading
 
-    from pipeline import ingest as ingest_module
-
     before = gc.get_threshold()
     first_in, second_in, first_may_leave, second_may_leave = (threading.Event() for _ in range(4))
 
     def ingest_like(entered: threading.Event, may_leave: threading.Event) -> None:
-        with ingest_module._few_collections():
+        with ingest_workers.few_collections():
             entered.set()
             may_leave.wait(5)
 

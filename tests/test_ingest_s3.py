@@ -23,7 +23,7 @@ from trails import (
 )
 from typer.testing import CliRunner
 
-from pipeline import ingest
+from pipeline import ingest, ingest_workers
 from pipeline.cli import app
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -134,7 +134,7 @@ def test_s3_bad_objects_are_quarantined_and_reported(aws: str, lake: Path) -> No
 def test_s3_workers_read_with_their_own_clients(aws: str, tmp_path: Path, monkeypatch) -> None:
     client = s3_client(aws)
     upload_trail(client, days=1, per_day=8)
-    monkeypatch.setattr(ingest, "MIN_BYTES_PER_WORKER", 1)
+    monkeypatch.setattr(ingest_workers, "MIN_BYTES_PER_WORKER", 1)
     one, two = tmp_path / "one", tmp_path / "two"
     ingest.ingest(SOURCE, one, s3_client=client, now=NOW)
     report = ingest.ingest(SOURCE, two, s3_client=client, now=NOW, workers=2)

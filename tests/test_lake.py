@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from trails import Crash, crash_at, glob_table, lake_table, record
 
 from pipeline import events
 from pipeline import lake as lakelib
+from pipeline.lake import ids as lake_ids
+from pipeline.lake import layout
+from pipeline.s3 import LogObject
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -26,10 +30,15 @@ def entry(key: str) -> lakelib.ObjectEntry:
     return lakelib.ObjectEntry(bucket="bucket", key=key, etag="e", size=1)
 
 
+def source(key: str) -> LogObject:
+    """A source object whose rows are `batch(...)`'s (their source_object is s3://bucket/key)."""
+    return LogObject(source="s3://bucket/key", bucket="bucket", key=key, etag="e", size=1)
+
+
 def write_batch(lake: Path, ids: list[str], day: str = "2024-05-01", checkpoint=None) -> lakelib.BatchRecord:
     with lakelib.BatchWriter(lake, NOW) as writer:
-        writer.add(batch(ids, day))
-        return writer.commit({"s3://bucket/key": entry(f"k-{ids[0]}")}, checkpoint)
+        writer.add(batch(ids, day), [(source(f"k-{ids[0]}"), len(ids))])
+        return writer.commit(checkpoint)
 
 
 def test_a_committed_batch_is_visible_with_its_ledger_record(lake: Path) -> None:
@@ -40,7 +49,8 @@ def test_a_committed_batch_is_visible_with_its_ledger_record(lake: Path) -> None
     assert metadata.row_group(0).column(0).compression == "ZSTD"
     assert pq.read_schema(path).remove_metadata().equals(events.EVENTS_SCHEMA.remove_metadata())
     (ledger,) = lakelib.read_ledger(lake)
-    assert ledger.files[0].rows == 3 and ledger.objects[0].key == "k-a" and ledger.committed_at == NOW.isoformat()
+    assert ledger.files[0].rows == 3 and ledger.objects[0].key == "k-a"
+    assert ledger.committed_at == "2024-06-01T12:00:00Z"  # times.iso: UTC with Z
     assert lakelib.ingested_objects(lake) == {("bucket", "k-a", "e")}
     assert not list((lake / "_ledger" / "intents").iterdir())
 
@@ -62,7 +72,7 @@ def test_a_crash_inside_commit_is_invisible_to_the_engine_and_repaired(lake: Pat
 def test_recover_leaves_a_live_writer_alone_and_concurrent_writers_both_commit(lake: Path) -> None:
     errors: list[BaseException] = []
     with lakelib.BatchWriter(lake, NOW) as slow:
-        slow.add(batch(["s1", "s2"], "2024-05-03"))
+        slow.add(batch(["s1", "s2"], "2024-05-03"), [(source("slow"), 2)])
         slow._staged()  # its files are on disk in staging now
         assert lakelib.recover(lake) == 0 and any(slow.staging.rglob("*.parquet"))
 
@@ -77,7 +87,7 @@ def test_recover_leaves_a_live_writer_alone_and_concurrent_writers_both_commit(l
             thread.start()
         for thread in threads:
             thread.join()
-        slow.commit({"s3://bucket/key": entry("slow")})
+        slow.commit()
     assert errors == []
     ids = lake_table(lake).column("event_id").to_pylist()
     assert len(ids) == len(set(ids)) == 102
@@ -85,18 +95,56 @@ def test_recover_leaves_a_live_writer_alone_and_concurrent_writers_both_commit(l
 
 
 def test_event_ids_are_unique_across_batches_and_partitions(lake: Path, monkeypatch) -> None:
-    monkeypatch.setattr(lakelib, "_ID_CHUNK", 2)  # several probe chunks over the id index
+    monkeypatch.setattr(lake_ids, "_ID_CHUNK", 2)  # several probe chunks over the id index
     write_batch(lake, ["a", "b"])
     write_batch(lake, ["c", "d"], day="2024-05-02")
     with lakelib.BatchWriter(lake, NOW) as writer:
-        assert writer.add(batch(["a", "x", "x"], "2024-05-09")) == (2, 1)  # in-batch duplicate
-        assert writer.add(batch(["d", "y"], "2024-05-09")) == (2, 0)
-        late = lakelib.ObjectEntry(bucket="bucket", key="late", etag="e", size=1, events_kept=4, events_duplicate=1)
-        record_ = writer.commit({"s3://bucket/key": late})
+        late = source("late")
+        assert writer.add(batch(["a", "x", "x"], "2024-05-09"), [(late, 3)]) == (2, 1)  # in-batch duplicate
+        assert writer.add(batch(["d", "y"], "2024-05-09"), [(late, 2)]) == (2, 0)
+        record_ = writer.commit()
     assert (record_.events_kept, record_.events_duplicate) == (2, 3)  # a and d were committed already
     assert (record_.objects[0].events_kept, record_.objects[0].events_duplicate) == (2, 3)
     assert sorted(lake_table(lake).column("event_id").to_pylist()) == ["a", "b", "c", "d", "x", "y"]
     assert lakelib.committed_duplicates(lake, pa.array(["a", "zz", "y"])) == {"a", "y"}
+
+
+def test_the_writer_keeps_every_objects_ledger_entry(lake: Path) -> None:
+    """The writer alone accounts for source objects: kept/duplicate rows per run, records seen and rejected,
+    unreadable objects; the record's totals are the sums of the entries."""
+    first, empty, second, bad = (LogObject(f"s3://bucket/{k}", "bucket", k, "e", 9) for k in ("1", "2", "3", "4"))
+    rows = [
+        events.normalize_many([record(i, f"2024-05-01T10:00:0{n}Z") for n, i in enumerate(ids)], obj.source)
+        for obj, ids in ((first, ["a", "b", "a"]), (second, ["b", "c"]))
+    ]
+    both = pa.concat_tables(rows).combine_chunks().to_batches()[0]
+    rejected = [events.RejectedRecord(0, "eventTime: not a time", b'{"eventID": "r"}')]
+    with lakelib.BatchWriter(lake, NOW) as writer:
+        assert writer.empty
+        assert writer.add(both, [(first, 3), (empty, 0), (second, 2)]) == (3, 2)
+        with pytest.raises(ValueError, match="the runs name 3 rows but the batch has 5"):
+            writer.add(both, [(first, 3)])
+        assert writer.record_read(first, seen=5) is None
+        writer.record_read(empty, seen=4)  # only other services' events
+        kept_at = writer.record_read(second, seen=3, rejected=rejected)
+        unreadable_at = writer.record_unreadable(bad, "corrupt gzip", b"xx")
+        assert writer.rows == 3 and not writer.empty
+        record_ = writer.commit()
+    counts = [
+        (e.key, e.status, e.events_seen, e.events_kept, e.events_duplicate, e.events_rejected, e.reason)
+        for e in record_.objects
+    ]
+    assert counts == [
+        ("1", "ingested", 5, 2, 1, 0, None),
+        ("2", "ingested", 4, 0, 0, 0, None),
+        ("3", "ingested", 3, 1, 1, 1, None),
+        ("4", "quarantined", 0, 0, 0, 0, "corrupt gzip"),
+    ]
+    assert (record_.events_kept, record_.events_duplicate) == (3, 2)
+    assert unreadable_at.read_bytes() == b"xx" and record_.objects[3].quarantined
+    assert kept_at is not None and json.loads(kept_at.read_text())["reason"] == "eventTime: not a time"
+    assert sorted(lake_table(lake).column("event_id").to_pylist()) == ["a", "b", "c"]
+    assert list(lakelib.read_ledger(lake)) == [record_]
 
 
 def test_committed_files_lists_only_the_range(lake: Path, monkeypatch) -> None:
@@ -108,8 +156,8 @@ def test_committed_files_lists_only_the_range(lake: Path, monkeypatch) -> None:
     assert len(lakelib.committed_files(lake, None, dt.date(2024, 4, 30))) == 1
     assert lakelib.committed_files(lake, dt.date(2024, 5, 3), dt.date(2024, 5, 1)) == []
     scanned: list[str] = []
-    real_scandir = lakelib.os.scandir
-    monkeypatch.setattr(lakelib.os, "scandir", lambda path: scanned.append(str(path)) or real_scandir(path))
+    real_scandir = layout.os.scandir
+    monkeypatch.setattr(layout.os, "scandir", lambda path: scanned.append(str(path)) or real_scandir(path))
     lakelib.committed_files(lake, dt.date(2024, 5, 1), dt.date(2024, 5, 1))
     # a closed range probes its own partition folders, never lists the whole lake's partitions
     assert str(lakelib.events_dir(lake)) not in scanned
@@ -119,8 +167,8 @@ def test_committed_files_lists_only_the_range(lake: Path, monkeypatch) -> None:
 def test_compact_keeps_rows_and_leaves_one_sorted_file(lake: Path) -> None:
     for hour in (15, 9, 12):  # three batches, out of time order
         with lakelib.BatchWriter(lake, NOW) as writer:
-            writer.add(batch([f"h{hour}-{i}" for i in range(30)], hour=hour))
-            writer.commit({"s3://bucket/key": entry(f"k{hour}")})
+            writer.add(batch([f"h{hour}-{i}" for i in range(30)], hour=hour), [(source(f"k{hour}"), 30)])
+            writer.commit()
     before = lake_table(lake)
     report = lakelib.compact(lake, dt.date(2024, 5, 1), now=NOW)
     assert (report.files_before, report.files_after, report.rows) == (3, 1, 90)

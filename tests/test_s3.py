@@ -97,7 +97,7 @@ def _period(prefix: str) -> tuple[dt.date, dt.date] | None:
     return day, day
 
 
-@pytest.mark.parametrize(
+RANGES = pytest.mark.parametrize(
     ("since", "until"),
     [
         (dt.date(2024, 5, 1), dt.date(2024, 5, 2)),
@@ -106,9 +106,13 @@ def _period(prefix: str) -> tuple[dt.date, dt.date] | None:
     ],
     ids=["short-range", "open-end", "long-range"],
 )
+RANGE_DAYS = [dt.date(2023, 12, 31), dt.date(2024, 4, 29), dt.date(2024, 4, 30), *(day_of(i) for i in range(5))]
+
+
+@RANGES
 def test_a_date_range_lists_only_its_day_prefixes(aws: str, since: dt.date, until: dt.date | None) -> None:
     client = s3_client(aws)
-    days = [dt.date(2023, 12, 31), dt.date(2024, 4, 29), dt.date(2024, 4, 30), *(day_of(i) for i in range(5))]
+    days = RANGE_DAYS
     put_all(client, [log_key(day, f"{day:%Y%m%d}") for day in days])
     calls = list_calls(client)
     found = s3.list_source(f"s3://{BUCKET}", client, since=since, until=until)
@@ -123,6 +127,24 @@ def test_a_date_range_lists_only_its_day_prefixes(aws: str, since: dt.date, unti
             assert period[1] >= since and period[0] <= end, call
     if until is not None and (until - since).days < 31:  # a short range names its days: no year/month listing
         assert all(_period(c["Prefix"]) is None for c in calls if "Delimiter" in c)
+
+
+@RANGES
+def test_a_date_range_opens_only_its_folders_in_a_local_trail(
+    tmp_path: Path, since: dt.date, until: dt.date | None
+) -> None:
+    for day in RANGE_DAYS:
+        write_local(tmp_path, log_key(day, f"{day:%Y%m%d}"), b"{}")
+    stats = s3.ListingStats()
+    found = s3.list_source(str(tmp_path), since=since, until=until, stats=stats)
+    listed_days = sorted({dt.datetime.strptime(o.key[-16:-8], "%Y%m%d").date() for o in found})
+    assert listed_days == [day for day in RANGE_DAYS if day >= since and (until is None or day <= until)]
+    assert stats.calls == len(stats.prefixes)
+    end = until or dt.date.max
+    periods = [period for period in map(_period, stats.prefixes) if period is not None]
+    assert periods and all(low <= end and high >= since for low, high in periods), stats.prefixes
+    if until is not None and (until - since).days < 31:  # a short range names its days: no year/month folder
+        assert all(low == high for low, high in periods), stats.prefixes
 
 
 def test_local_folder_lists_like_s3(aws: str, tmp_path: Path) -> None:

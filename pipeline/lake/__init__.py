@@ -1,0 +1,67 @@
+"""The Parquet lake: partition paths, atomic idempotent batches, the ledger, quarantine, compaction.
+
+Layout under `<lake>/`:
+
+    events/event_date=YYYY-MM-DD/<batch>-NNN.parquet   committed events (EVENTS_SCHEMA, zstd, 64k-row groups)
+    quarantine/objects/<name> + <name>.reason.json     unreadable source objects, verbatim, with the reason
+    quarantine/records/<name>.jsonl                     rejected records of readable objects, one per line
+    _ledger/batches/<batch>.json                        one record per committed batch: the commit point
+    _ledger/ids/<batch>.parquet                         the event_ids a batch added (global uniqueness check)
+    _ledger/intents/<batch>.json                        a commit in progress (only while one is running)
+    _ledger/lock                                        flock: commits, compactions and recovery run one at a time
+    _staging/<batch>/...  + <batch>.lock                a writer's files before commit (held flock = alive)
+
+Commit protocol (under the lake lock): recover, drop event_ids already committed, write the intent, rename the
+staged files into `events/`, write the ledger record (the commit point), delete the intent. A crash before the
+ledger record leaves an intent that the next writer's `recover` rolls back (renamed files deleted); after it,
+`recover` only finishes the cleanup. `committed_files` hides the files of unfinished intents, so the engine
+never sees half a batch; plain globs over `events/**/*.parquet` see only committed data once `recover` ran.
+
+`event_id` is unique across the whole lake, not just per partition (see `ids`).
+
+Modules: `layout` (paths, partitions), `ledger` (records, lock, commit protocol, recovery, what readers see),
+`ids` (the lake-wide event_id index), `writer` (one batch: partition files and per-object accounting),
+`quarantine`, `compaction`.
+"""
+
+from pipeline.lake.compaction import CompactReport, compact
+from pipeline.lake.ids import committed_duplicates
+from pipeline.lake.layout import events_dir, partition_dir, partitions, quarantine_dir
+from pipeline.lake.ledger import (
+    BatchRecord,
+    Checkpoint,
+    FileEntry,
+    ObjectEntry,
+    committed_files,
+    ingested_objects,
+    lake_lock,
+    new_batch_id,
+    read_ledger,
+    recover,
+)
+from pipeline.lake.quarantine import quarantine_object, quarantine_records
+from pipeline.lake.writer import BatchWriter, SourceObject
+
+__all__ = [
+    "BatchRecord",
+    "BatchWriter",
+    "Checkpoint",
+    "CompactReport",
+    "FileEntry",
+    "ObjectEntry",
+    "SourceObject",
+    "committed_duplicates",
+    "committed_files",
+    "compact",
+    "events_dir",
+    "ingested_objects",
+    "lake_lock",
+    "new_batch_id",
+    "partition_dir",
+    "partitions",
+    "quarantine_dir",
+    "quarantine_object",
+    "quarantine_records",
+    "read_ledger",
+    "recover",
+]

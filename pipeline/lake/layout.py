@@ -1,0 +1,79 @@
+"""Where things live in a lake: the folders of events, quarantine, ledger and staging, and the partitions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+_PARTITION_PREFIX = "event_date="
+
+
+def events_dir(lake: Path) -> Path:
+    return Path(lake) / "events"
+
+
+def quarantine_dir(lake: Path) -> Path:
+    return Path(lake) / "quarantine"
+
+
+def ledger_dir(lake: Path) -> Path:
+    return Path(lake) / "_ledger"
+
+
+def batches_dir(lake: Path) -> Path:
+    return ledger_dir(lake) / "batches"
+
+
+def ids_dir(lake: Path) -> Path:
+    return ledger_dir(lake) / "ids"
+
+
+def intents_dir(lake: Path) -> Path:
+    return ledger_dir(lake) / "intents"
+
+
+def staging_dir(lake: Path) -> Path:
+    return Path(lake) / "_staging"
+
+
+def partition_name(day: dt.date) -> str:
+    return f"{_PARTITION_PREFIX}{day.isoformat()}"
+
+
+def partition_dir(lake: Path, day: dt.date) -> Path:
+    return events_dir(lake) / partition_name(day)
+
+
+def partition_day(name: str) -> dt.date | None:
+    """The day of a partition folder's name; None for any other name."""
+    if not name.startswith(_PARTITION_PREFIX):
+        return None
+    try:
+        return dt.date.fromisoformat(name[len(_PARTITION_PREFIX) :])
+    except ValueError:
+        return None
+
+
+def partition_dirs(lake: Path, start: dt.date | None, end: dt.date | None) -> list[Path]:
+    """The partition folders of the days in [start, end] (inclusive; None = unbounded), sorted."""
+    if start is not None and end is not None:
+        if end < start:
+            return []
+        if (end - start).days <= 366:  # probe the range's days: cost follows the range, not the lake
+            days = (start + dt.timedelta(days=offset) for offset in range((end - start).days + 1))
+            return [path for path in (partition_dir(lake, day) for day in days) if path.is_dir()]
+    root = events_dir(lake)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in os.scandir(root):
+        day = partition_day(entry.name)
+        if day is not None and entry.is_dir() and (start is None or day >= start) and (end is None or day <= end):
+            found.append(Path(entry.path))
+    return sorted(found)
+
+
+def partitions(lake: Path) -> list[dt.date]:
+    """Every partition day present in the lake."""
+    return [day for folder in partition_dirs(lake, None, None) if (day := partition_day(folder.name))]
