@@ -19,8 +19,9 @@ from prefect.states import State
 
 from flows import clients
 from flows.logs import route_library_logs
-from pipeline import detect, outbox, sns
-from pipeline.alerts import Alert
+from pipeline import detect
+from pipeline.alerting import outbox, sns
+from pipeline.alerting.alert import Alert
 from pipeline.settings import Settings
 from pipeline.times import parse_duration, parse_timestamp
 

@@ -24,9 +24,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.alerts import SEVERITY_RANK, Alert
-from pipeline.messages import short_name
-from pipeline.outbox import OutboxEntry
+from pipeline.alerting.alert import SEVERITY_RANK, Alert
+from pipeline.alerting.messages import short_name
+from pipeline.alerting.outbox import OutboxEntry
 from pipeline.simulate.results import InjectedIncident
 
 log = logging.getLogger(__name__)

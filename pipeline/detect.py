@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import catalog
-from pipeline.alerts import SEVERITY_RANK, Alert, make_alert_id, make_dedup_key
+from pipeline.alerting.alert import SEVERITY_RANK, Alert, make_alert_id, make_dedup_key
 from pipeline.catalog import Query
 from pipeline.engine import Engine
 from pipeline.times import bucket_start, utc

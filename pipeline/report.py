@@ -18,8 +18,8 @@ from typing import Any
 import polars as pl
 
 from pipeline import analysis, detect, plots
-from pipeline.alerts import SEVERITIES, SEVERITY_RANK, Alert
-from pipeline.outbox import OutboxEntry
+from pipeline.alerting.alert import SEVERITIES, SEVERITY_RANK, Alert
+from pipeline.alerting.outbox import OutboxEntry
 from pipeline.times import iso
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from trails import ACCOUNT, KEY_ARN, REGION, lake_table, log_bytes, log_key, rec
 
 from flows.clients import client as cached_client
 from pipeline import lake as lakelib
-from pipeline.outbox import Outbox
+from pipeline.alerting.outbox import Outbox
 
 pytest_plugins = ["prefect_fixtures"]
 pytestmark = [pytest.mark.xdist_group("prefect"), pytest.mark.usefixtures("prefect_harness")]

@@ -18,11 +18,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from typer.testing import CliRunner
 
 from pipeline import aws
-from pipeline.alerts import Alert
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.messages import MAX_MESSAGE_BYTES, SUMMARY_DETECTION_ID, TRIM_NOTE_KEY, subject
+from pipeline.alerting.outbox import Outbox, enqueue
+from pipeline.alerting.sns import PublishError, backoff, publish_pending
 from pipeline.cli import app
-from pipeline.messages import MAX_MESSAGE_BYTES, SUMMARY_DETECTION_ID, TRIM_NOTE_KEY, subject
-from pipeline.outbox import Outbox, enqueue
-from pipeline.sns import PublishError, backoff, publish_pending
 from tests.test_alerts import T0, make_alert
 
 NOW = T0 + dt.timedelta(hours=2)

@@ -14,16 +14,17 @@ from rich.json import JSON
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from pipeline import detect, outbox
-from pipeline.alerts import Alert
+from pipeline import detect
+from pipeline.alerting import outbox
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.messages import FORMATS, short_name
+from pipeline.alerting.outbox import STATES, Outbox, OutboxEntry, OutboxError
 from pipeline.cli.common import fail
-from pipeline.messages import FORMATS, short_name
-from pipeline.outbox import STATES, Outbox, OutboxEntry, OutboxError
 from pipeline.settings import Settings
 from pipeline.times import display
 
 if TYPE_CHECKING:
-    from pipeline.sns import PublishReport
+    from pipeline.alerting.sns import PublishReport
 
 _SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 _STATE_STYLE = {"pending": "yellow", "sent": "green", "suppressed": "dim"}
@@ -173,7 +174,7 @@ def publish_with_progress(
 ) -> PublishReport:
     """Publish with a rich progress bar; exit with the error's advice when SNS refuses (also for `detect`)."""
     from pipeline import aws
-    from pipeline.sns import PublishError, publish_pending
+    from pipeline.alerting.sns import PublishError, publish_pending
 
     if not topic_arn:
         raise fail(

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from pipeline import cases, catalog, detect, times
-from pipeline.alerts import Alert
+from pipeline.alerting.alert import Alert
 from pipeline.cli import alerts_cmds
 from pipeline.settings import Settings
 

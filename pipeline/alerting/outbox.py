@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from pipeline.alerts import SEVERITY_RANK, Alert
+from pipeline.alerting.alert import SEVERITY_RANK, Alert
 from pipeline.times import epoch_seconds, iso, parse_timestamp
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from typing import Any
 from botocore import exceptions as botocore_errors
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline.alerts import Alert
-from pipeline.messages import (
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.messages import (
     MAX_MESSAGE_BYTES,
     attributes_size,
     message_attributes,
@@ -28,7 +28,7 @@ from pipeline.messages import (
     storm_summary,
     subject,
 )
-from pipeline.outbox import Delivery, Outbox, OutboxError
+from pipeline.alerting.outbox import Delivery, Outbox, OutboxError
 
 log = logging.getLogger(__name__)
 
