@@ -29,12 +29,12 @@ from pipeline.alerting.messages import (
     subject,
 )
 from pipeline.alerting.outbox import Delivery, Outbox, OutboxError
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = 262_144
-DEFAULT_STORM_CAP = 50
 DEFAULT_MAX_ATTEMPTS = 6
 _BACKOFF_BASE_S = 0.25
 _BACKOFF_CAP_S = 8.0
@@ -277,7 +277,7 @@ def publish_pending(
     topic_arn: str,
     *,
     now: dt.datetime,
-    storm_cap: int = DEFAULT_STORM_CAP,
+    storm_cap: int = Settings.storm_cap,  # KEYTRAIL_STORM_CAP's default
     fmt: str = "json",
     sleep: Callable[[float], None] = time.sleep,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
