@@ -545,3 +545,12 @@ def test_publish_without_a_topic_queues_then_exits_1_saying_what_to_do(
     sent = CliRunner().invoke(app, ["alerts", "publish", "--lake", str(lake), "--endpoint-url", aws])
     assert sent.exit_code == 0, sent.output
     assert len(topic.drain(queue)) == 1
+
+
+def test_publish_pending_needs_a_topic(lake: Path, topic: Topic) -> None:
+    """Without a topic the caller (queue_and_publish) decides; reaching SNS code without one is a bug."""
+    enqueue(lake, spread(1), now=NOW)
+    with pytest.raises(ValueError, match="topic_arn is required"):
+        publish_pending(lake, topic.sns, "", now=NOW)
+    with Outbox.open(lake) as box:
+        assert box.counts()["pending"] == 1

@@ -293,8 +293,8 @@ def publish_pending(
     """
     if storm_cap < 1:
         raise ValueError("storm_cap must be at least 1")
-    if not topic_arn:
-        raise PublishError("no SNS topic: pass --topic-arn ARN or set KEYTRAIL_TOPIC_ARN")
+    if not topic_arn:  # a caller's bug: `publish.queue_and_publish` decides what happens without a topic
+        raise ValueError("topic_arn is required")
     fifo = topic_arn.endswith(".fifo")
     try:
         with Outbox.open(lake) as box, box.publishing():
