@@ -20,8 +20,8 @@ from flows.backfill import backfill
 from flows.pipeline import keytrail_pipeline
 from pipeline import aws
 from pipeline import demo as parts
+from pipeline.alerting.outbox import Outbox, OutboxEntry
 from pipeline.lake import committed_files
-from pipeline.outbox import Outbox, OutboxEntry
 from pipeline.simulate.results import SimulationResult
 from pipeline.simulate.run import simulate
 from pipeline.times import midnight

@@ -19,8 +19,10 @@ from prefect.states import State
 
 from flows import clients
 from flows.logs import route_library_logs
-from pipeline import detect, outbox, sns
-from pipeline.alerts import Alert
+from pipeline import catalog, detect
+from pipeline.alerting import sns
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.publish import AlertingReport, OnProgress, SnsTarget, queue_and_publish
 from pipeline.settings import Settings
 from pipeline.times import parse_duration, parse_timestamp
 
@@ -39,18 +41,16 @@ def resolve_now(now: dt.datetime | None) -> dt.datetime:
 
 
 @task(name="run-detections", cache_policy=NO_CACHE)
-def find_alerts(lake: str, since: dt.datetime, until: dt.datetime, trusted_accounts: tuple[str, ...]) -> list[Alert]:
-    alerts = detect.run_detections(Path(lake), since, until, trusted_accounts=trusted_accounts)
+def find_alerts(
+    lake: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    detections: tuple[catalog.Query, ...],
+    trusted_accounts: tuple[str, ...],
+) -> list[Alert]:
+    alerts = detect.run_detections(Path(lake), since, until, queries=detections, trusted_accounts=trusted_accounts)
     get_run_logger().info("%d findings in [%s, %s)", len(alerts), since.isoformat(), until.isoformat())
     return alerts
-
-
-@task(name="enqueue-alerts", cache_policy=NO_CACHE)
-def enqueue_alerts(lake: str, alerts: list[Alert], now: dt.datetime, realert_hours: float) -> outbox.EnqueueReport:
-    realert_after = detect.realert_policy(dt.timedelta(hours=realert_hours))
-    report = outbox.enqueue(Path(lake), alerts, now=now, realert_after=realert_after)
-    get_run_logger().info("outbox: %s", report)
-    return report
 
 
 def _retry_unless_refused(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -66,45 +66,66 @@ def _retry_unless_refused(task: Task[..., Any], task_run: TaskRun, state: State[
     retry_condition_fn=_retry_unless_refused,
 )
 def publish_alerts(
-    lake: str, topic_arn: str, endpoint_url: str | None, region: str | None, now: dt.datetime, storm_cap: int
+    lake: Path, target: SnsTarget, now: dt.datetime, on_progress: OnProgress | None
 ) -> sns.PublishReport:
-    client = clients.client("sns", endpoint_url, region)
-    report = sns.publish_pending(Path(lake), client, topic_arn, now=now, storm_cap=storm_cap)
+    """`queue_and_publish`'s SNS step as a task of its own: only this I/O is retried, never the queueing."""
+    client = clients.client("sns", target.endpoint_url, target.region)
+    report = sns.publish_pending(
+        lake, client, target.topic_arn, now=now, storm_cap=target.storm_cap, fmt=target.fmt, on_progress=on_progress
+    )
     get_run_logger().info("SNS: %s", report)
+    return report
+
+
+@task(name="queue-and-publish", cache_policy=NO_CACHE)
+def queue_and_publish_alerts(
+    lake: str,
+    alerts: list[Alert],
+    detections: tuple[catalog.Query, ...],
+    now: dt.datetime,
+    publish: bool,
+    settings: Settings,
+) -> AlertingReport:
+    logger = get_run_logger()
+    report = queue_and_publish(
+        Path(lake),
+        alerts,
+        detections,
+        now=now,
+        settings=settings,
+        publish=publish,
+        send=publish_alerts,
+        on_queued=lambda queued: logger.info("outbox: %s", queued),
+        on_progress=lambda done, total: logger.info("published %d of %d messages", done, total),
+    )
+    if report.not_published:
+        logger.warning("%s", report.not_published)
     return report
 
 
 def evaluate_window(
     lake: str, since: dt.datetime, until: dt.datetime, *, now: dt.datetime, publish: bool, settings: Settings
 ) -> dict[str, Any]:
-    """detect -> enqueue -> publish as tasks of the calling flow; returns counts and the new alert ids."""
-    alerts = find_alerts(lake, since, until, tuple(settings.trusted_accounts))
-    queued = enqueue_alerts(lake, alerts, now, settings.realert_hours)
-    result: dict[str, Any] = {
+    """detect -> queue -> publish as tasks of the calling flow; returns counts and the new alert ids.
+
+    The catalog is loaded once here: it picks the detections and gives the outbox its re-alert intervals."""
+    detections = catalog.load("detections")
+    alerts = find_alerts(lake, since, until, detections, tuple(settings.trusted_accounts))
+    report = queue_and_publish_alerts(lake, alerts, detections, now, publish, settings)
+    sent = report.published
+    return {
         "since": since.isoformat(),
         "until": until.isoformat(),
         "findings": len(alerts),
-        "queued": list(queued.queued),
-        "suppressed": list(queued.suppressed),
-        "known": len(queued.known),
-        "messages": 0,
-        "sent": 0,
-        "summarized": 0,
-        "failed": 0,
+        "queued": list(report.queued.queued),
+        "suppressed": list(report.queued.suppressed),
+        "known": len(report.queued.known),
+        "messages": sent.messages if sent else 0,
+        "sent": len(sent.sent) if sent else 0,
+        "summarized": len(sent.summarized) if sent else 0,
+        "failed": len(sent.failed) if sent else 0,
+        "not_published": report.not_published,  # why nothing went to SNS (no topic), with what to do
     }
-    if publish and not settings.topic_arn:
-        get_run_logger().warning("no SNS topic (KEYTRAIL_TOPIC_ARN): alerts stay pending in the outbox")
-    elif publish:
-        report = publish_alerts(
-            lake, settings.topic_arn, settings.endpoint_url, settings.region, now, settings.storm_cap
-        )
-        result.update(
-            messages=report.messages,
-            sent=len(report.sent),
-            summarized=len(report.summarized),
-            failed=len(report.failed),
-        )
-    return result
 
 
 @flow(name="detect-and-alert")

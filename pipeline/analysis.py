@@ -16,9 +16,9 @@ from typing import Any
 import polars as pl
 
 from pipeline import investigate, times
-from pipeline.alerts import Alert
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.outbox import Outbox, OutboxEntry, OutboxError, outbox_path
 from pipeline.engine import Engine
-from pipeline.outbox import Outbox, OutboxEntry, OutboxError, outbox_path
 
 # Plain SQL text (no string building): values bind as $name. `$denied` is the list of errorCodes that mean
 # "not authorized" (the denied_activity investigation's default); a principal is its ARN, else the AWS service

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.alerts import SEVERITIES
+from pipeline.alerting.alert import SEVERITIES
 from pipeline.times import parse_duration, parse_timestamp
 
 KINDS: tuple[str, ...] = ("detections", "investigations")

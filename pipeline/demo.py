@@ -24,9 +24,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.alerts import SEVERITY_RANK, Alert
-from pipeline.messages import short_name
-from pipeline.outbox import OutboxEntry
+from pipeline.alerting.alert import Alert, alert_order
+from pipeline.alerting.messages import short_name
+from pipeline.alerting.outbox import OutboxEntry
 from pipeline.simulate.results import InjectedIncident
 
 log = logging.getLogger(__name__)
@@ -293,11 +293,6 @@ def incident_alerts(incidents: Sequence[InjectedIncident], alerts: Sequence[Aler
     """For each injected incident, the earliest alert explaining it; None when it was missed."""
     ordered = sorted(alerts, key=lambda a: a.first_seen)
     return {i.name: next((a.alert_id for a in ordered if _explains(a, i)), None) for i in incidents}
-
-
-def alert_order(alert: Alert) -> tuple[int, dt.datetime, str]:
-    """Most severe first, then earliest."""
-    return -SEVERITY_RANK[alert.severity], alert.first_seen, alert.alert_id
 
 
 def alerts_table(entries: Sequence[OutboxEntry]) -> Table:

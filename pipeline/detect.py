@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import catalog
-from pipeline.alerts import SEVERITY_RANK, Alert, make_alert_id, make_dedup_key
+from pipeline.alerting.alert import SEVERITY_RANK, Alert, alert_order, make_alert_id, make_dedup_key
 from pipeline.catalog import Query
 from pipeline.engine import Engine
 from pipeline.times import bucket_start, utc
@@ -52,6 +52,7 @@ def run_detections(
     since: dt.datetime,
     until: dt.datetime,
     *,
+    queries: Sequence[Query] | None = None,
     detection_ids: Iterable[str] | None = None,
     param_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     trusted_accounts: Iterable[str] = (),
@@ -60,27 +61,31 @@ def run_detections(
 ) -> list[Alert]:
     """Findings of the selected detections over [since, until), sorted by severity (desc) then first_seen.
 
+    `queries` is the detection catalog the caller already loaded (it also gives the outbox its re-alert
+    intervals, so one run loads it once); without it, the catalog of `queries_dir` is loaded here.
     `trusted_accounts` empty means: the accounts seen as recipientAccountId in the events the run reads.
     `progress(query, findings)` is called after each detection (the CLI draws a progress bar with it).
     """
     overrides = {k: dict(v) for k, v in (param_overrides or {}).items()}
-    queries = select_detections(catalog.load("detections", queries_dir), detection_ids)
-    check_overrides(queries, overrides)
-    if not queries:
+    if queries is None:
+        queries = catalog.load("detections", queries_dir)
+    selected = select_detections(queries, detection_ids)
+    check_overrides(selected, overrides)
+    if not selected:
         return []
-    lookback = max(q.lookback for q in queries)
+    lookback = max(q.lookback for q in selected)
     trusted = list(trusted_accounts)
     alerts: list[Alert] = []
     with Engine.for_lake(lake, since, until, lookback=lookback) as engine:
-        log.info("detect %s..%s over %d files, %d detections", since, until, len(engine.files), len(queries))
-        for query in queries:
+        log.info("detect %s..%s over %d files, %d detections", since, until, len(engine.files), len(selected))
+        for query in selected:
             rows = engine.run(query, {**overrides.get(query.id, {}), "trusted_accounts": trusted}).to_pylist()
             found = alerts_from_rows(query, rows)
             alerts.extend(found)
             log.info("%s: %d finding(s)", query.id, len(found))
             if progress is not None:
                 progress(query, len(found))
-    return sort_alerts(alerts)
+    return sorted(alerts, key=alert_order)
 
 
 def alerts_from_rows(query: Query, rows: Iterable[Mapping[str, Any]]) -> list[Alert]:
@@ -116,13 +121,3 @@ def alerts_from_rows(query: Query, rows: Iterable[Mapping[str, Any]]) -> list[Al
             )
         )
     return alerts
-
-
-def sort_alerts(alerts: Iterable[Alert]) -> list[Alert]:
-    """Most severe first, then oldest first; ties broken by detection and id for a stable order."""
-    return sorted(alerts, key=lambda a: (-SEVERITY_RANK[a.severity], a.first_seen, a.detection_id, a.alert_id))
-
-
-def realert_policy(default: dt.timedelta, queries_dir: Path | str | None = None) -> dict[str, dt.timedelta]:
-    """The outbox's re-alert intervals: each detection's YAML `realert`, else `default` (the setting)."""
-    return catalog.realert_intervals(catalog.load("detections", queries_dir), default)

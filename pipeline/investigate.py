@@ -19,10 +19,10 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import catalog, lake
-from pipeline.alerts import Alert
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.outbox import Outbox, OutboxError
 from pipeline.catalog import Query
 from pipeline.engine import Engine
-from pipeline.outbox import Outbox, OutboxError
 from pipeline.times import TIME_HELP, iso, parse_time
 
 log = logging.getLogger(__name__)

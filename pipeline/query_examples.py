@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import lake
+from pipeline.alerting.outbox import Outbox, OutboxError
 from pipeline.catalog import Query
 from pipeline.engine import Engine
-from pipeline.outbox import Outbox, OutboxError
 from pipeline.times import iso, midnight
 
 # Typical values for common param names, picked from the lake so `query show --lake` prints an example that

@@ -18,8 +18,8 @@ from typing import Any
 import polars as pl
 
 from pipeline import analysis, detect, plots
-from pipeline.alerts import SEVERITIES, SEVERITY_RANK, Alert
-from pipeline.outbox import OutboxEntry
+from pipeline.alerting.alert import SEVERITIES, Alert, alert_order
+from pipeline.alerting.outbox import OutboxEntry
 from pipeline.times import iso
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def merge_alerts(found: Iterable[Alert], entries: Iterable[OutboxEntry]) -> list
     merged: dict[str, ReportAlert] = {e.alert.alert_id: ReportAlert(e.alert, e.state) for e in entries}
     for alert in found:
         merged.setdefault(alert.alert_id, ReportAlert(alert, NOT_IN_OUTBOX))
-    return sorted(merged.values(), key=lambda r: (-SEVERITY_RANK[r.alert.severity], r.alert.first_seen))
+    return sorted(merged.values(), key=lambda r: alert_order(r.alert))
 
 
 def build(

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import detect, outbox
-from pipeline.alerts import Alert
+from pipeline import detect
+from pipeline.alerting import outbox
+from pipeline.alerting.alert import Alert
 from pipeline.ingest import ingest
 from pipeline.simulate import simulate
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.alerts import ALERT_FIELDS, SEVERITIES, Alert, make_alert_id, make_dedup_key
-from pipeline.messages import (
+from pipeline.alerting.alert import ALERT_FIELDS, SEVERITIES, Alert, make_alert_id, make_dedup_key
+from pipeline.alerting.messages import (
     MAX_SUBJECT_CHARS,
     SUMMARY_DETECTION_ID,
     TRIM_NOTE_KEY,

@@ -10,8 +10,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline import analysis, cases, events, outbox, plots
-from pipeline.alerts import Alert
+from pipeline import analysis, cases, events, plots
+from pipeline.alerting import outbox
+from pipeline.alerting.alert import Alert
 from pipeline.engine import Engine
 
 SINCE = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)

@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 from pipeline import demo
-from pipeline.alerts import Alert
-from pipeline.outbox import OutboxEntry
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.outbox import OutboxEntry
 from pipeline.simulate.results import InjectedIncident
 
 pytest_plugins = ["prefect_fixtures"]

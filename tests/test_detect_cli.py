@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import cases, catalog, events, lake
-from pipeline.alerts import ALERT_FIELDS, SEVERITIES, SEVERITY_RANK
+from pipeline.alerting.alert import ALERT_FIELDS, SEVERITIES, SEVERITY_RANK
 from pipeline.catalog import EventSpec
 from pipeline.cli import app
 from pipeline.s3 import LogObject

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.alerts import Alert
+from pipeline.alerting.alert import Alert
 from pipeline.detect import run_detections
 from pipeline.ingest import ingest
 from pipeline.lake import committed_files

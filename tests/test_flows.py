@@ -15,7 +15,7 @@ from trails import ACCOUNT, KEY_ARN, REGION, lake_table, log_bytes, log_key, rec
 
 from flows.clients import client as cached_client
 from pipeline import lake as lakelib
-from pipeline.outbox import Outbox
+from pipeline.alerting.outbox import Outbox
 
 pytest_plugins = ["prefect_fixtures"]
 pytestmark = [pytest.mark.xdist_group("prefect"), pytest.mark.usefixtures("prefect_harness")]
@@ -177,6 +177,48 @@ def test_detect_and_alert_queues_publishes_and_never_repeats(trail: Trail, subsc
     # Outside the horizon the event is not evaluated at all.
     later = detect_and_alert(str(lake), horizon="2h", now=at(13, 0), publish=False)
     assert later["findings"] == 0
+
+
+def flow_run_logs(flow_run_id: Any, text: str, timeout: float = 30.0) -> list[tuple[int, str]]:
+    """(level, message) of the flow run's log lines that contain `text`, read back from the Prefect API (logs
+    are shipped in the background: poll until one is there, or the timeout)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def read() -> list[tuple[int, str]]:
+        async with get_client() as client:
+            deadline = time.monotonic() + timeout
+            while True:
+                logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+                found = [(log.level, log.message) for log in logs if text in log.message]
+                if found or time.monotonic() > deadline:
+                    return found
+                await asyncio.sleep(0.2)
+
+    return asyncio.run(read())
+
+
+def test_without_a_topic_the_flow_queues_warns_and_says_so_in_its_result(trail: Trail, lake: Path) -> None:
+    import logging
+
+    from flows.detect import detect_and_alert
+    from flows.ingest import ingest_cloudtrail
+    from pipeline.alerting.publish import no_topic
+
+    trail.deliver(at(10, 10), [deletion("del-1", at(10, 3))])
+    ingest_cloudtrail(trail.source, str(lake), since=DAY, until=DAY)
+
+    state = detect_and_alert(str(lake), horizon="2h", now=at(10, 30), return_state=True)
+    result = state.result()
+    assert (result["findings"], len(result["queued"]), result["messages"]) == (1, 1, 0)
+    assert result["not_published"] == no_topic(1)  # the same line the CLI prints
+    assert outbox_ids(lake, "pending") == result["queued"]
+    logged = flow_run_logs(state.state_details.flow_run_id, "no SNS topic")
+    assert logged == [(logging.WARNING, no_topic(1))]
+
+    # Not asked to publish: nothing to say.
+    quiet = detect_and_alert(str(lake), horizon="2h", now=at(10, 35), publish=False)
+    assert quiet["not_published"] is None and quiet["known"] == 1
 
 
 def test_late_file_alerts_on_the_next_run_exactly_once(trail: Trail, subscriber: Subscriber, lake: Path) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import investigate, outbox
-from pipeline.alerts import Alert
+from pipeline import investigate
+from pipeline.alerting import outbox
+from pipeline.alerting.alert import Alert
 from pipeline.investigate import InvestigationError
 from pipeline.times import parse_time
 from tests.analyst_lake import make_alert

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.outbox import (
+from pipeline.alerting.outbox import (
     DEFAULT_KEY,
     Delivery,
     Outbox,

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import report
+from pipeline.alerting.outbox import Outbox
 from pipeline.cli import app
-from pipeline.outbox import Outbox
 from tests.analyst_lake import END, LAST_DAY, AnalystLake, analyst_lake_fixture, make_alert
 
 analyst_lake = pytest.fixture(scope="session")(analyst_lake_fixture)

@@ -18,11 +18,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from typer.testing import CliRunner
 
 from pipeline import aws
-from pipeline.alerts import Alert
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.messages import MAX_MESSAGE_BYTES, SUMMARY_DETECTION_ID, TRIM_NOTE_KEY, subject
+from pipeline.alerting.outbox import Outbox, enqueue
+from pipeline.alerting.sns import PublishError, backoff, publish_pending
 from pipeline.cli import app
-from pipeline.messages import MAX_MESSAGE_BYTES, SUMMARY_DETECTION_ID, TRIM_NOTE_KEY, subject
-from pipeline.outbox import Outbox, enqueue
-from pipeline.sns import PublishError, backoff, publish_pending
 from tests.test_alerts import T0, make_alert
 
 NOW = T0 + dt.timedelta(hours=2)
@@ -439,3 +439,118 @@ def test_detect_publish_queues_then_publishes_once(lake: Path, topic: Topic, aws
     again = CliRunner().invoke(app, command)  # the same window again: known, nothing sent
     assert again.exit_code == 0 and "1 already known" in again.output
     assert topic.drain(queue) == []
+
+
+def _two_deletions_two_hours_apart(lake: Path, tmp_path: Path) -> None:
+    """alice schedules the same key's deletion at 10:15 and again at 12:15: two alert ids (two 1-hour buckets),
+    one dedup key."""
+    from pipeline.ingest import ingest
+    from tests.conftest import FIXTURES
+    from tests.trails import log_bytes, log_key, write_local
+
+    deletion = json.loads((FIXTURES / "events" / "kms_schedule_key_deletion.json").read_text())
+    again = {**deletion, "eventTime": "2024-05-01T12:15:42Z", "eventID": "ca01996a-second-deletion"}
+    trail = tmp_path / "trail"
+    key = log_key(dt.date(2024, 5, 1), "20240501T1220Z_a", account="111122223333")
+    write_local(trail, key, log_bytes([deletion, again]))
+    ingest(str(trail), lake)
+
+
+def test_detect_publish_takes_realert_intervals_from_the_queries_dir(
+    lake: Path, topic: Topic, aws: str, tmp_path: Path
+) -> None:
+    """Bug: `detect --publish --queries DIR` took the re-alert intervals from the repository's queries/, not DIR."""
+    import shutil
+
+    from pipeline import catalog
+
+    queries = tmp_path / "queries"
+    shutil.copytree(catalog.default_queries_dir(), queries)
+    spec = queries / "detections" / "kms_key_deletion_or_disable.yml"
+    assert "realert:" not in spec.read_text()  # the repository's tree: the 6 h setting applies
+    spec.write_text(spec.read_text().replace("lookback: 0s\n", "lookback: 0s\nrealert: 1h\n"))
+    publish = [
+        "--detection",
+        "kms_key_deletion_or_disable",
+        "--publish",
+        "--topic-arn",
+        topic.arn,
+        "--endpoint-url",
+        aws,
+    ]
+
+    def states(lake_path: Path, *extra: str) -> list[str]:
+        """Two hourly runs, 10:00 and 12:00, each finding one of the deletions; the outbox states, oldest first."""
+        _two_deletions_two_hours_apart(lake_path, tmp_path / lake_path.name)
+        for since, until in (("10:00", "11:00"), ("12:00", "13:00")):
+            window = ["--since", f"2024-05-01T{since}:00Z", "--until", f"2024-05-01T{until}:00Z"]
+            result = CliRunner().invoke(app, ["detect", "--lake", str(lake_path), *window, *publish, *extra])
+            assert result.exit_code == 0, result.output
+        with Outbox.open(lake_path) as box:
+            return [entry.state for entry in sorted(box.entries(), key=lambda e: e.alert.first_seen)]
+
+    # DIR says 1 h: the second deletion, 2 h after the first, pages again.
+    assert states(lake, "--queries", str(queries)) == ["sent", "sent"]
+    # The repository's tree (no `realert:`, the 6 h setting): the second one is suppressed.
+    other = tmp_path / "other-lake"
+    other.mkdir()
+    assert states(other) == ["sent", "suppressed"]
+
+
+def test_detect_publish_loads_the_catalog_once(
+    lake: Path, topic: Topic, aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One load (and validation) of the catalog serves the run and the re-alert policy (it used to be three)."""
+    from pipeline import catalog
+
+    loads: list[object] = []
+    real_load = catalog.load
+
+    def counting_load(*args: Any, **kwargs: Any) -> Any:
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    _two_deletions_two_hours_apart(lake, tmp_path / "trail")
+    monkeypatch.setattr(catalog, "load", counting_load)
+    window = ["--since", "2024-05-01T10:00:00Z", "--until", "2024-05-01T11:00:00Z"]
+    command = ["detect", "--lake", str(lake), *window, "--publish", "--topic-arn", topic.arn, "--endpoint-url", aws]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert "1 alerts sent" in " ".join(result.output.split())
+    assert len(loads) == 1
+
+
+def test_publish_without_a_topic_queues_then_exits_1_saying_what_to_do(
+    lake: Path, topic: Topic, aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.alerting.publish import no_topic
+
+    monkeypatch.delenv("KEYTRAIL_TOPIC_ARN", raising=False)
+    queue = topic.subscribe("all")
+    _two_deletions_two_hours_apart(lake, tmp_path / "trail")
+    window = ["--since", "2024-05-01T10:00:00Z", "--until", "2024-05-01T11:00:00Z"]
+    detected = CliRunner().invoke(app, ["detect", "--lake", str(lake), *window, "--publish", "--endpoint-url", aws])
+    assert detected.exit_code == 1
+    said = " ".join(detected.output.split())
+    assert "alert outbox: 1 queued" in said and f"error: {no_topic(1)}" in said
+    with Outbox.open(lake) as box:
+        assert [entry.state for entry in box.entries()] == ["pending"]
+
+    published = CliRunner().invoke(app, ["alerts", "publish", "--lake", str(lake), "--endpoint-url", aws])
+    assert published.exit_code == 1 and f"error: {no_topic(1)}" in " ".join(published.output.split())
+    assert topic.drain(queue) == []
+
+    # The advice works: with a topic, the pending alert goes out.
+    monkeypatch.setenv("KEYTRAIL_TOPIC_ARN", topic.arn)
+    sent = CliRunner().invoke(app, ["alerts", "publish", "--lake", str(lake), "--endpoint-url", aws])
+    assert sent.exit_code == 0, sent.output
+    assert len(topic.drain(queue)) == 1
+
+
+def test_publish_pending_needs_a_topic(lake: Path, topic: Topic) -> None:
+    """Without a topic the caller (queue_and_publish) decides; reaching SNS code without one is a bug."""
+    enqueue(lake, spread(1), now=NOW)
+    with pytest.raises(ValueError, match="topic_arn is required"):
+        publish_pending(lake, topic.sns, "", now=NOW)
+    with Outbox.open(lake) as box:
+        assert box.counts()["pending"] == 1

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,18 +13,16 @@ from rich.json import JSON
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from pipeline import detect, outbox
-from pipeline.alerts import Alert
-from pipeline.cli.common import fail
-from pipeline.messages import FORMATS, short_name
-from pipeline.outbox import STATES, Outbox, OutboxEntry, OutboxError
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.messages import FORMATS, short_name
+from pipeline.alerting.outbox import STATES, Outbox, OutboxEntry, OutboxError
+from pipeline.alerting.publish import queue_and_publish
+from pipeline.alerting.sns import PublishError
+from pipeline.catalog import Query
+from pipeline.cli.common import fail, severity_markup
 from pipeline.settings import Settings
 from pipeline.times import display
 
-if TYPE_CHECKING:
-    from pipeline.sns import PublishReport
-
-_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 _STATE_STYLE = {"pending": "yellow", "sent": "green", "suppressed": "dim"}
 
 LakeOption = typer.Option(None, "--lake", help="The lake directory (default: KEYTRAIL_LAKE or ./keytrail-lake).")
@@ -83,7 +80,7 @@ def list_alerts(
         cells = [
             alert.alert_id[: 12 if with_message else 8],
             f"[{_STATE_STYLE[entry.state]}]{entry.state}[/]",
-            f"[{_SEVERITY_STYLE[alert.severity]}]{alert.severity}[/]",
+            severity_markup(alert.severity),
             alert.detection_id,
             short_name(alert.principal_arn) or "",
             display(alert.first_seen),
@@ -104,7 +101,11 @@ def publish(
     ),
     fmt: str = typer.Option("json", "--format", help="Message body: json (the alert) or ocsf (Detection Finding)."),
     storm_cap: int | None = typer.Option(
-        None, "--storm-cap", min=1, help="Most messages per run; the rest go in one summary (default: 50)."
+        None,
+        "--storm-cap",
+        min=1,
+        help="Most messages per run; the rest go in one summary "
+        f"(default: KEYTRAIL_STORM_CAP, else {Settings.storm_cap}).",
     ),
 ) -> None:
     """Publish the outbox's pending alerts to SNS and record each as sent with its MessageId.
@@ -115,88 +116,66 @@ def publish(
     if fmt not in FORMATS:
         raise fail(console, f"unknown --format {fmt!r}: use {' or '.join(FORMATS)}")
     settings = Settings.from_env()
-    _publish_and_report(console, _lake(lake, settings), settings, topic_arn, endpoint_url, fmt, storm_cap)
+    queue_and_publish_with_progress(
+        console,
+        _lake(lake, settings),
+        (),
+        (),
+        now=dt.datetime.now(dt.UTC),
+        settings=settings,
+        topic_arn=topic_arn,
+        endpoint_url=endpoint_url,
+        fmt=fmt,
+        storm_cap=storm_cap,
+        show_queued=False,
+    )
 
 
-def enqueue_and_publish(
+def queue_and_publish_with_progress(
     console: Console,
     lake: Path,
     alerts: Sequence[Alert],
+    detections: Sequence[Query],
     *,
     now: dt.datetime,
     settings: Settings,
-    topic_arn: str | None = None,
-    endpoint_url: str | None = None,
-) -> None:
-    """`keytrail detect --publish`: findings -> the lake's outbox (dedup, suppression) -> SNS."""
-    realert_after = detect.realert_policy(dt.timedelta(hours=settings.realert_hours))
-    report = outbox.enqueue(lake, alerts, now=now, realert_after=realert_after)
-    console.print(f"alert outbox: {report}")
-    _publish_and_report(console, lake, settings, topic_arn, endpoint_url, "json", None)
-
-
-def _publish_and_report(
-    console: Console,
-    lake: Path,
-    settings: Settings,
     topic_arn: str | None,
     endpoint_url: str | None,
-    fmt: str,
-    storm_cap: int | None,
-) -> None:
-    report = publish_with_progress(
-        console,
-        lake,
-        topic_arn=topic_arn or settings.topic_arn,
-        endpoint_url=endpoint_url or settings.endpoint_url,
-        region=settings.region,
-        fmt=fmt,
-        storm_cap=storm_cap or settings.storm_cap,
-    )
-    console.print(f"published from {lake}: {report}")
-    for alert_id, error in sorted(report.failed.items()):
-        console.print(f"  [red]{alert_id[:12]}[/red] {error}")
-    if report.failed:
-        console.print("the failed alerts stay pending: see `keytrail alerts show ID`, then publish again")
-        raise typer.Exit(1)
-
-
-def publish_with_progress(
-    console: Console,
-    lake: Path,
-    *,
-    topic_arn: str | None,
-    endpoint_url: str | None,
-    region: str,
     fmt: str = "json",
-    storm_cap: int = 50,
-) -> PublishReport:
-    """Publish with a rich progress bar; exit with the error's advice when SNS refuses (also for `detect`)."""
-    from pipeline import aws
-    from pipeline.sns import PublishError, publish_pending
-
-    if not topic_arn:
-        raise fail(
-            console,
-            "no SNS topic: pass --topic-arn ARN or set KEYTRAIL_TOPIC_ARN, then run `keytrail alerts publish` "
-            "(pending alerts wait in the outbox)",
-        )
-    client = aws.client("sns", endpoint_url=endpoint_url, region=region)
+    storm_cap: int | None = None,
+    show_queued: bool = True,
+) -> None:
+    """`queue_and_publish` with a rich progress bar: `detect --publish`, and `alerts publish` (no alerts to queue,
+    `show_queued=False`). Exits 1 with what to do when nothing could be published (no topic, SNS refused) or an
+    alert failed."""
     columns = (TextColumn("publishing alerts"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("publish", total=None)
         try:
-            return publish_pending(
+            report = queue_and_publish(
                 lake,
-                client,
-                topic_arn,
-                now=dt.datetime.now(dt.UTC),
+                alerts,
+                detections,
+                now=now,
+                settings=settings,
+                topic_arn=topic_arn,
+                endpoint_url=endpoint_url,
                 storm_cap=storm_cap,
                 fmt=fmt,
+                on_queued=(lambda queued: console.print(f"alert outbox: {queued}")) if show_queued else None,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
         except PublishError as err:
             raise fail(console, str(err)) from None
+    if report.not_published:
+        raise fail(console, report.not_published)
+    assert report.published is not None
+    console.print(f"published from {lake}: {report.published}")
+    for alert_id, error in sorted(report.published.failed.items()):
+        console.print(f"  [red]{alert_id[:12]}[/red] {error}")
+    if report.published.failed:
+        console.print("the failed alerts stay pending: see `keytrail alerts show ID`, then publish again")
+        raise typer.Exit(1)
 
 
 def show(

@@ -1,4 +1,5 @@
-"""What every command group needs the same way: failing with a clear message, reading date flags."""
+"""What every command group needs the same way: failing with a clear message, reading date flags, showing a
+severity."""
 
 from __future__ import annotations
 
@@ -8,11 +9,24 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+SEVERITY_STYLE: dict[str, str] = {
+    "critical": "bold red",
+    "high": "red",
+    "medium": "yellow",
+    "low": "cyan",
+    "info": "dim",
+}
+
 
 def fail(console: Console, message: str, code: int = 1) -> typer.Exit:
     """Print an error and return the Exit to raise. Escaped: messages hold paths, ARNs and `[...]` hints."""
     console.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
+
+
+def severity_markup(severity: str) -> str:
+    """A severity in its colour, as rich markup for a table cell."""
+    return f"[{SEVERITY_STYLE[severity]}]{severity}[/]"
 
 
 def parse_date(value: str, flag: str) -> dt.date:

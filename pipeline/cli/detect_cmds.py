@@ -20,11 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from pipeline import cases, catalog, detect, times
-from pipeline.alerts import Alert
+from pipeline.alerting.alert import Alert
 from pipeline.cli import alerts_cmds
+from pipeline.cli.common import fail, severity_markup
 from pipeline.settings import Settings
 
-_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 DEFAULT_WINDOW = dt.timedelta(hours=1)
 
 QueriesOption = Annotated[
@@ -101,7 +101,7 @@ def _findings_table(alerts: Sequence[Alert], since: dt.datetime, until: dt.datet
     table.add_column("events", justify="right", no_wrap=True)
     for alert in alerts:
         table.add_row(
-            f"[{_SEVERITY_STYLE[alert.severity]}]{alert.severity}[/]",
+            severity_markup(alert.severity),
             alert.detection_id,
             escape(f"{_short(alert.principal_arn)} -> {_short(alert.resource_arn)}"),
             f"{alert.first_seen:%m-%d %H:%M}",
@@ -144,24 +144,24 @@ def detect_command(
     overrides = parse_param_overrides(param or [])
     lake_path = lake if lake is not None else settings.lake
     if not lake_path.is_dir():
-        err.print(
-            f"[red]error:[/red] lake {lake_path} not found: ingest a trail first "
-            f"(keytrail ingest SOURCE --lake {lake_path}) or pass --lake"
+        raise fail(
+            err,
+            f"lake {lake_path} not found: ingest a trail first "
+            f"(keytrail ingest SOURCE --lake {lake_path}) or pass --lake",
         )
-        raise typer.Exit(1)
     try:
+        detections = catalog.load("detections", queries)  # once: for the run and for the re-alert policy
         alerts = _run_with_progress(
             err,
             lake_path,
             window,
+            detections,
             detection_ids=detection or None,
             overrides=overrides,
             trusted=tuple(trusted_account or settings.trusted_accounts),
-            queries_dir=queries,
         )
     except (ValueError, catalog.CatalogError, duckdb.Error) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from None
+        raise fail(err, str(exc)) from None
     if output == "json":
         for alert in alerts:
             typer.echo(alert.to_json())
@@ -170,8 +170,15 @@ def detect_command(
     else:
         Console().print(f"no findings for {window[0].isoformat()} .. {window[1].isoformat()}")
     if publish:
-        alerts_cmds.enqueue_and_publish(
-            err, lake_path, alerts, now=now, settings=settings, topic_arn=topic_arn, endpoint_url=endpoint_url
+        alerts_cmds.queue_and_publish_with_progress(
+            err,
+            lake_path,
+            alerts,
+            detections,
+            now=now,
+            settings=settings,
+            topic_arn=topic_arn,
+            endpoint_url=endpoint_url,
         )
 
 
@@ -179,13 +186,13 @@ def _run_with_progress(
     err: Console,
     lake: Path,
     window: tuple[dt.datetime, dt.datetime],
+    detections: Sequence[catalog.Query],
     *,
     detection_ids: list[str] | None,
     overrides: dict[str, dict[str, Any]],
     trusted: tuple[str, ...],
-    queries_dir: Path | None,
 ) -> list[Alert]:
-    selected = detect.select_detections(catalog.load("detections", queries_dir), detection_ids)
+    selected = detect.select_detections(detections, detection_ids)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -202,10 +209,10 @@ def _run_with_progress(
         return detect.run_detections(
             lake,
             *window,
+            queries=detections,
             detection_ids=[q.id for q in selected],
             param_overrides=overrides,
             trusted_accounts=trusted,
-            queries_dir=queries_dir,
             progress=advance,
         )
 
@@ -222,8 +229,7 @@ def cases_command(
     try:
         selected = catalog.load(None, queries)
     except catalog.CatalogError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from None
+        raise fail(console, str(exc)) from None
     if query_id is not None:
         selected = tuple(q for q in selected if q.id == query_id)
         if not selected:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline import catalog
+from pipeline.cli.common import fail
 from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
 from pipeline.times import iso, parse_time
@@ -47,8 +48,7 @@ def report_command(
         if start >= end:
             raise InvestigationError(f"--since {iso(start)} must be before --until {iso(end)}")
     except (InvestigationError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        raise fail(err, str(exc), 2) from None
     try:
         with err.status(f"building the report for {iso(start)} .. {iso(end)}", spinner="dots"):
             from pipeline import report  # matplotlib: ~0.9 s to import, only this command needs it
@@ -56,8 +56,7 @@ def report_command(
             built = report.build(lake_path, start, end, now=now, run_detections=detections)
             report.write(built, out)
     except (catalog.CatalogError, duckdb.Error, OSError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from None
+        raise fail(err, str(exc)) from None
     err.print(f"{len(built.alerts)} alert(s), {built.totals['events']:,} events -> {escape(str(out))}")
 
 

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline import aws
-from pipeline.cli.common import parse_date
+from pipeline.cli.common import fail, parse_date
 from pipeline.settings import Settings
 from pipeline.simulate import ALL_INCIDENTS, DEFAULT_EVENTS_PER_DAY, MANIFEST, SimulationResult, simulate
 
@@ -153,19 +153,15 @@ def simulate_command(
                 progress=progress,
             )  # fmt: skip
         except ValueError as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}")
-            raise typer.Exit(2) from None
+            raise fail(console, str(exc), 2) from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             hint = " (pass --create-bucket, or create it first)" if code == "NoSuchBucket" else ""
-            console.print(f"[red]error:[/red] S3 said {escape(code or str(exc))}{hint}; fix it and rerun")
-            raise typer.Exit(1) from None
+            raise fail(console, f"S3 said {code or exc}{hint}; fix it and rerun") from None
         except BotoCoreError as exc:
-            console.print(f"[red]error:[/red] cannot reach S3 ({escape(str(exc))}); check --endpoint-url, then rerun")
-            raise typer.Exit(1) from None
+            raise fail(console, f"cannot reach S3 ({exc}); check --endpoint-url, then rerun") from None
         except OSError as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}: check that --out {escape(out)} is writable")
-            raise typer.Exit(1) from None
+            raise fail(console, f"{exc}: check that --out {out} is writable") from None
     report = Console()
     report.print(_summary(result))
     if result.incidents:

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from pipeline import __version__
-from pipeline.alerts import SEVERITY_RANK, Alert, make_alert_id
+from pipeline.alerting.alert import SEVERITY_RANK, Alert, make_alert_id
 from pipeline.times import epoch_ms
 
 MAX_MESSAGE_BYTES = 262_144

@@ -102,5 +102,10 @@ class Alert:
         return make_dedup_key(self.detection_id, [self.account_id, self.principal_arn, self.resource_arn])
 
 
+def alert_order(alert: Alert) -> tuple[int, dt.datetime, str, str]:
+    """The order alerts are listed in: most severe first, then oldest; detection and id break ties."""
+    return -SEVERITY_RANK[alert.severity], alert.first_seen, alert.detection_id, alert.alert_id
+
+
 # The JSON contract's fields (design.md §3), in order; dedup_key is internal.
 ALERT_FIELDS: tuple[str, ...] = tuple(name for name in Alert.__dataclass_fields__ if name != "dedup_key")

@@ -19,8 +19,8 @@ from typing import Any
 from botocore import exceptions as botocore_errors
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline.alerts import Alert
-from pipeline.messages import (
+from pipeline.alerting.alert import Alert
+from pipeline.alerting.messages import (
     MAX_MESSAGE_BYTES,
     attributes_size,
     message_attributes,
@@ -28,13 +28,13 @@ from pipeline.messages import (
     storm_summary,
     subject,
 )
-from pipeline.outbox import Delivery, Outbox, OutboxError
+from pipeline.alerting.outbox import Delivery, Outbox, OutboxError
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = 262_144
-DEFAULT_STORM_CAP = 50
 DEFAULT_MAX_ATTEMPTS = 6
 _BACKOFF_BASE_S = 0.25
 _BACKOFF_CAP_S = 8.0
@@ -277,7 +277,7 @@ def publish_pending(
     topic_arn: str,
     *,
     now: dt.datetime,
-    storm_cap: int = DEFAULT_STORM_CAP,
+    storm_cap: int = Settings.storm_cap,  # KEYTRAIL_STORM_CAP's default
     fmt: str = "json",
     sleep: Callable[[float], None] = time.sleep,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
@@ -293,8 +293,8 @@ def publish_pending(
     """
     if storm_cap < 1:
         raise ValueError("storm_cap must be at least 1")
-    if not topic_arn:
-        raise PublishError("no SNS topic: pass --topic-arn ARN or set KEYTRAIL_TOPIC_ARN")
+    if not topic_arn:  # a caller's bug: `publish.queue_and_publish` decides what happens without a topic
+        raise ValueError("topic_arn is required")
     fifo = topic_arn.endswith(".fifo")
     try:
         with Outbox.open(lake) as box, box.publishing():

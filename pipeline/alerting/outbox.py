@@ -23,14 +23,15 @@ from typing import Any
 
 import msgspec
 
-from pipeline.alerts import SEVERITY_RANK, Alert
+from pipeline.alerting.alert import SEVERITY_RANK, Alert
+from pipeline.settings import Settings
 from pipeline.times import epoch_seconds, iso, parse_timestamp
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = Path("alerts") / "outbox.sqlite"
 STATES: tuple[str, ...] = ("pending", "sent", "suppressed")
-DEFAULT_REALERT_AFTER = dt.timedelta(hours=6)
+DEFAULT_REALERT_AFTER = dt.timedelta(hours=Settings.realert_hours)  # KEYTRAIL_REALERT_HOURS's default
 DEFAULT_KEY = "*"  # in a per-detection mapping: the interval for detections not named
 RealertAfter = dt.timedelta | Mapping[str, dt.timedelta]
 
