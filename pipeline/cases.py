@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from pipeline import events
-from pipeline.catalog import Case, EventSpec, Query, Replace
+from pipeline.catalog import Case, EventSpec, Query, Replace, default_queries_dir
 from pipeline.engine import Engine
 from pipeline.times import cloudtrail, iso, parse_timestamp
 
@@ -29,7 +29,8 @@ _EVENT_ID_NAMESPACE = uuid.UUID("6b6a7e1c-2f5d-4c0e-9a57-6b657974726c")
 
 
 def default_fixtures_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "events"
+    """The base events cases start from: `queries/fixtures/events`, shipped inside the query tree (also in a wheel)."""
+    return default_queries_dir() / "fixtures" / "events"
 
 
 @dataclass(frozen=True)
