@@ -11,7 +11,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from pipeline import events
-from pipeline.catalog import Case, EventSpec, Query, Replace
+from pipeline.catalog import Case, EventSpec, Query, Replace, default_queries_dir
 from pipeline.engine import Engine
 from pipeline.times import cloudtrail, iso, parse_timestamp
 
@@ -29,7 +29,8 @@ _EVENT_ID_NAMESPACE = uuid.UUID("6b6a7e1c-2f5d-4c0e-9a57-6b657974726c")
 
 
 def default_fixtures_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "events"
+    """The base events cases start from: `queries/fixtures/events`, shipped inside the query tree (also in a wheel)."""
+    return default_queries_dir() / "fixtures" / "events"
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,16 @@ def _fixture(path: Path) -> str:
     return path.read_text()
 
 
-def load_fixture(name: str, fixtures_dir: Path | None = None) -> dict[str, Any]:
-    """A base CloudTrail record from `<fixtures_dir>/<name>.json` (a fresh copy each call)."""
-    path = (fixtures_dir or default_fixtures_dir()) / f"{name}.json"
+def load_fixture(name: str) -> dict[str, Any]:
+    """A base CloudTrail record from `<default_fixtures_dir()>/<name>.json` (a fresh copy each call)."""
+    path = default_fixtures_dir() / f"{name}.json"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.json"))) or "none"
         raise FileNotFoundError(f"no base event fixture {path.name} in {path.parent} (known: {known})")
     return json.loads(_fixture(path))
 
 
-def expand_events(
-    specs: Sequence[EventSpec], *, key: str, default_start: dt.datetime, fixtures_dir: Path | None = None
-) -> list[dict[str, Any]]:
+def expand_events(specs: Sequence[EventSpec], *, key: str, default_start: dt.datetime) -> list[dict[str, Any]]:
     """CloudTrail records for a case's `events:` list, with deterministic unique eventIDs.
 
     Item i's copy j on day d happens at `start + d days + j * every`, where start is `at`, else the
@@ -91,7 +90,7 @@ def expand_events(
     """
     records: list[dict[str, Any]] = []
     for index, spec in enumerate(specs):
-        base = load_fixture(spec.base, fixtures_dir)
+        base = load_fixture(spec.base)
         record = deep_merge(base, spec.overrides)
         templated = _has_placeholder(spec.overrides)
         if spec.at is not None:
@@ -137,11 +136,11 @@ def _fill(value: Any, n: int, day: int) -> Any:
     return value
 
 
-def run_case(query: Query, case: Case, *, fixtures_dir: Path | None = None) -> CaseResult:
+def run_case(query: Query, case: Case) -> CaseResult:
     """Build the case's events, run the query over them, and compare with `expect`."""
     started = time.perf_counter()
     since, until = case_window(query, case)
-    records = expand_events(case.events, key=f"{query.id}/{case.name}", default_start=since, fixtures_dir=fixtures_dir)
+    records = expand_events(case.events, key=f"{query.id}/{case.name}", default_start=since)
     table = events.normalize_many(records, source_object=f"case:{query.id}")
     params: dict[str, Any] = dict(case.params)
     if case.trusted_accounts is not None:
@@ -164,11 +163,6 @@ def run_case(query: Query, case: Case, *, fixtures_dir: Path | None = None) -> C
         rows=len(rows),
         seconds=time.perf_counter() - started,
     )
-
-
-def run_cases(queries: Iterable[Query], *, fixtures_dir: Path | None = None) -> list[CaseResult]:
-    """Every case of every query, in catalog order."""
-    return [run_case(q, c, fixtures_dir=fixtures_dir) for q in queries for c in q.tests]
 
 
 # --- comparison ------------------------------------------------------------------------------------------------

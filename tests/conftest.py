@@ -34,7 +34,7 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "queries" / "fixtures"  # base events, shipped with the queries
 
 
 @pytest.fixture(scope="session")

@@ -117,3 +117,55 @@ def test_replace_tag_in_yaml(tmp_path: Path) -> None:
         query.tests[0].events, key="k", default_start=dt.datetime(2024, 5, 1, tzinfo=UTC)
     )
     assert record["requestParameters"]["encryptionContext"] == {"only": "this"}
+
+
+_INSTALLED_PROBE = """
+import json, pipeline
+from pipeline import cases, catalog
+queries = catalog.load()
+bases = sorted({spec.base for q in queries for c in q.tests for spec in c.events})
+missing = [b for b in bases if not (cases.default_fixtures_dir() / f"{b}.json").is_file()]
+query = catalog.get("kms_key_deletion_or_disable")
+print(json.dumps({
+    "package": pipeline.__file__,
+    "queries": str(catalog.default_queries_dir()),
+    "fixtures": str(cases.default_fixtures_dir()),
+    "bases": len(bases),
+    "missing": missing,
+    "passed": [cases.run_case(query, case).passed for case in query.tests],
+}))
+"""
+
+
+def test_an_installed_copy_runs_its_cases_with_the_fixtures_it_ships(tmp_path: Path) -> None:
+    """`pip install keytrail` then `keytrail test`: the wheel's layout (pyproject: `pipeline` plus the
+    force-included query tree) must hold every base event a case uses; nothing may come from the repository."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    wheel = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    site = tmp_path / "site"
+    assert "pipeline" in wheel["packages"]
+    shutil.copytree(root / "pipeline", site / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "_queries"))
+    for source, target in wheel["force-include"].items():
+        shutil.copytree(root / source, site / target)
+    probe = subprocess.run(
+        [sys.executable, "-c", _INSTALLED_PROBE],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    found = json.loads(probe.stdout)
+    assert Path(found["package"]).is_relative_to(site)  # the copy, not the repository
+    assert Path(found["fixtures"]).is_relative_to(Path(found["queries"]))
+    assert Path(found["queries"]).is_relative_to(site)
+    assert found["bases"] > 0 and found["missing"] == []
+    assert found["passed"] and all(found["passed"])

@@ -92,7 +92,7 @@ def test_every_error_of_the_tree_is_reported_with_its_file(tmp_path: Path) -> No
     with pytest.raises(catalog.CatalogError) as info:
         catalog.load("detections", tmp_path)
     message = str(info.value)
-    assert "other.yml: unknown key 'titel'" in message
+    assert "other.yml:2: unknown key 'titel'" in message  # file:line: key
     assert "lonely.yml: missing" in message
 
 
@@ -129,34 +129,61 @@ def test_malformed_yaml_is_rejected_with_file_and_key(tmp_path: Path, change: ob
     assert "tiny" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("change", "marker", "message"),
+    [
+        (
+            lambda y: y.replace("repeat: 3", "repeat: 0"),
+            "repeat: 0",
+            "tests[0].events[0].repeat must be a positive integer",
+        ),
+        (
+            lambda y: y.replace("key_ref: {type: str,", "key_ref: {type: str, colour: red,"),
+            "colour: red",
+            "params.key_ref: unknown key 'colour' (allowed: default, help, required, type)",
+        ),
+        (
+            lambda y: y.replace("    events: []\n", "    events:\n      - base: kms_decrypt\n        with: [a, b]\n"),
+            "with: [a, b]",
+            "tests[1].events[0].with must be a mapping or null, got a list",
+        ),
+        (
+            lambda y: y.replace("attack: [T1552]", "attack:\n  - T1552\n  - credential-theft"),
+            "- credential-theft",
+            "attack[1]: 'credential-theft' is not a MITRE ATT&CK id (T1234, T1234.001 or TA0001)",
+        ),
+        (  # a merged key is reported where its anchor wrote it
+            lambda y: y.replace(
+                "    events: []\n",
+                "    events:\n      - base: kms_decrypt\n        with: &w {repeat: 0}\n"
+                "      - {<<: *w, base: kms_decrypt}\n",
+            ),
+            "with: &w",
+            "tests[1].events[1].repeat must be a positive integer",
+        ),
+    ],
+)
+def test_errors_name_the_file_line_and_key_path(tmp_path: Path, change: object, marker: str, message: str) -> None:
+    yml = change(YML)  # type: ignore[operator]
+    line = next(number for number, text in enumerate(yml.splitlines(), 1) if marker in text)
+    sql_path = write_pair(tmp_path, yml=yml)
+    with pytest.raises(catalog.CatalogError) as info:
+        catalog.load_pair(sql_path, kind="detections")
+    assert str(info.value) == f"{sql_path.with_suffix('.yml')}:{line}: {message}"
+
+
+def test_the_public_names_are_importable_from_catalog() -> None:
+    from pipeline import params, query
+
+    assert all(hasattr(catalog, name) for name in catalog.__all__)
+    assert catalog.Query is query.Query and catalog.coerce is params.coerce and catalog.BUILTINS is params.BUILTINS
+
+
 def test_sql_must_start_with_a_why_comment_and_use_named_parameters(tmp_path: Path) -> None:
     with pytest.raises(catalog.CatalogError, match="must start with a comment"):
         catalog.load_pair(write_pair(tmp_path, sql=SQL.split("\n", 1)[1]), kind="detections")
     with pytest.raises(catalog.CatalogError, match="positional parameter"):
         catalog.load_pair(write_pair(tmp_path, sql=SQL.replace("$min_events", "?")), kind="detections")
-
-
-def test_sql_parameters_ignore_strings_identifiers_and_comments() -> None:
-    sql = """-- $not_me
-    SELECT '$.a', 'it''s $no', "$col", $yes /* $nor_me */ FROM t WHERE x = $also_yes"""
-    assert catalog.sql_parameters(sql) == {"yes", "also_yes"}
-    with pytest.raises(ValueError, match="positional"):
-        catalog.sql_parameters("SELECT $1")
-
-
-def test_coercion_of_every_type() -> None:
-    assert catalog.coerce("int", "42") == 42
-    assert catalog.coerce("float", "2.5") == 2.5
-    assert catalog.coerce("bool", "yes") is True and catalog.coerce("bool", False) is False
-    assert catalog.coerce("duration", "1h30m") == dt.timedelta(minutes=90)
-    assert catalog.coerce("duration", "7d") == dt.timedelta(days=7)
-    assert catalog.coerce("timestamp", "2024-05-01T12:00:00+02:00") == dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC)
-    assert catalog.coerce("timestamp", "2024-05-01T10:00:00") == dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC)
-    assert catalog.coerce("list[str]", "a, b,,c") == ["a", "b", "c"]
-    assert catalog.coerce("list[str]", ["x"]) == ["x"]
-    for type_, value in [("int", True), ("int", 1.5), ("bool", "maybe"), ("duration", "10 minutes"), ("str", 3)]:
-        with pytest.raises(ValueError, match="where"):
-            catalog.coerce(type_, value, where="where")
 
 
 def test_resolve_params_applies_defaults_and_refuses_unknown_names(tmp_path: Path) -> None:
