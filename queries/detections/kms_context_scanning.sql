@@ -8,7 +8,7 @@
 -- Several context keys scanned together (SecretARN + SecretVersionId) make one finding, not one per key.
 WITH calls AS NOT MATERIALIZED (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -23,7 +23,7 @@ WITH calls AS NOT MATERIALIZED (
       -- reads a service makes for the caller that another detection already sees first-hand
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
       AND encryption_context IS NOT NULL
-      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND event_time >= $baseline_start
       AND event_time < $until
 ),

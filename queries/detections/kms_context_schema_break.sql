@@ -8,7 +8,7 @@
 -- context stay quiet: there is no schema to break. Only successful calls count.
 WITH calls AS (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -20,7 +20,7 @@ WITH calls AS (
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($event_names, event_name)
       AND error_code IS NULL
-      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND coalesce(key_arn, key_id) IS NOT NULL
       AND event_time >= $baseline_start
       AND event_time < $until

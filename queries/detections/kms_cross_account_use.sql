@@ -7,7 +7,7 @@
 WITH crypto AS (
     SELECT
         principal_account_id AS caller_account,
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         principal_id,
         key_arn,
         split_part(key_arn, ':', 5) AS key_account,

@@ -10,7 +10,7 @@
 -- stays small). Buckets are aligned to $window, so overlapping reruns see the same bucket and alert id.
 WITH calls AS (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -24,7 +24,7 @@ WITH calls AS (
       AND error_code IS NULL
       -- reads a service makes for the caller that another detection already sees first-hand
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
-      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND event_time >= $baseline_start
       AND event_time < $until
 ),

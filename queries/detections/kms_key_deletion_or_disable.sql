@@ -6,8 +6,7 @@
 -- session, key and action.
 WITH lifecycle_calls AS (
     SELECT
-        -- the caller as recorded: for an SSO / assumed-role session the session name is the person
-        coalesce(principal_arn, session_issuer_arn) AS principal_arn,
+        principal_arn,  -- the session as recorded, not caller_arn(): a one-shot action (queries/README.md)
         session_issuer_arn AS role_arn,
         key_arn,
         recipient_account_id,
