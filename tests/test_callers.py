@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 from pathlib import Path
@@ -84,14 +83,13 @@ def test_display_name(arn: str | None, name: str | None) -> None:
 
 
 def test_the_display_name_of_a_session_is_the_name_of_its_caller() -> None:
-    for (principal, issuer, _, _), (caller, _) in IDENTITIES:
+    for (principal, *_), (caller, _) in IDENTITIES:
         if principal and caller:
             assert callers.display_name(principal) == callers.display_name(caller)
 
 
 def _deletion_by(arn: str, role_arn: str) -> dict[str, Any]:
     record = json.loads((FIXTURES / "events" / "kms_schedule_key_deletion.json").read_text())
-    record = copy.deepcopy(record)
     record["userIdentity"] = {
         "type": "AssumedRole",
         "principalId": "AROAEXAMPLEOPSADMIN:alice@example.com",
@@ -112,12 +110,8 @@ def test_detect_and_alerts_list_print_the_same_name(lake: Path, aws: str, tmp_pa
     topic = boto3.client("sns", endpoint_url=aws).create_topic(Name="keytrail-callers")["TopicArn"]
     runner = CliRunner()
     window = ["--since", "2024-05-01T10:00:00Z", "--until", "2024-05-01T11:00:00Z"]
-    detected = runner.invoke(
-        app,
-        ["detect", "--lake", str(lake), *window, "-d", "kms_key_deletion_or_disable", "--publish"]
-        + ["--topic-arn", topic, "--endpoint-url", aws],
-        env={"COLUMNS": "200"},
-    )
+    publish = ["-d", "kms_key_deletion_or_disable", "--publish", "--topic-arn", topic, "--endpoint-url", aws]
+    detected = runner.invoke(app, ["detect", "--lake", str(lake), *window, *publish], env={"COLUMNS": "200"})
     assert detected.exit_code == 0, detected.output
     listed = runner.invoke(app, ["alerts", "list", "--lake", str(lake)], env={"COLUMNS": "200"})
     assert listed.exit_code == 0, listed.output
