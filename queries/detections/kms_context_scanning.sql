@@ -18,7 +18,7 @@ WITH calls AS NOT MATERIALIZED (
         encryption_context
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($read_events, event_name)
       AND error_code IS NULL
       -- reads a service makes for the caller that another detection already sees first-hand
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
@@ -92,7 +92,7 @@ scanning AS (  -- buckets over every threshold, per context key
     LEFT JOIN baseline AS b USING (principal_arn, key_arn, context_key)
     WHERE r.distinct_values >= $min_distinct_values
       AND r.new_values >= $min_new_values
-      AND r.distinct_values > $distinct_factor * coalesce(b.baseline_max_distinct, 0)
+      AND r.distinct_values > $baseline_factor * coalesce(b.baseline_max_distinct, 0)
 ),
 
 one_per_bucket AS (  -- one finding per principal, key and bucket: the context key with the most new values

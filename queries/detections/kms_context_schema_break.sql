@@ -18,7 +18,7 @@ WITH calls AS (
         coalesce(list_sort(map_keys(encryption_context)), []) AS context_keys
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($context_events, event_name)
       AND error_code IS NULL
       AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND coalesce(key_arn, key_id) IS NOT NULL

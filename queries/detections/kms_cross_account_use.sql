@@ -17,7 +17,7 @@ WITH crypto AS (
         event_time
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($use_events, event_name)
       AND error_code IS NULL
       AND key_arn LIKE 'arn:%:key/%'
       AND principal_account_id IS NOT NULL

@@ -17,7 +17,7 @@ WITH policy_calls AS (
         request_parameters
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($policy_events, event_name)
       AND error_code IS NULL
       AND event_time >= $since
       AND event_time < $until
