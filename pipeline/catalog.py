@@ -19,7 +19,7 @@ import yaml
 from pipeline.alerts import SEVERITIES
 from pipeline.times import parse_duration, parse_timestamp
 
-KINDS: tuple[str, ...] = ("detections", "investigations")
+KINDS: tuple[str, ...] = ("detections", "investigations", "analysis")
 
 # Names the engine binds itself; a query uses them without declaring them (see queries/README.md).
 BUILTINS: frozenset[str] = frozenset(
@@ -41,10 +41,12 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
         "false_positives",
     ),
     "investigations": (*_COMMON_REQUIRED, "next_steps"),
+    "analysis": (*_COMMON_REQUIRED, "next_steps"),  # summaries for notebooks/report: investigation rules
 }
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     "detections": ("enabled", "realert"),
     "investigations": ("lookback", "attack", "example"),
+    "analysis": ("lookback", "example"),
 }
 _PARAM_KEYS = frozenset({"type", "default", "help", "required"})
 _CASE_KEYS = frozenset(
@@ -367,7 +369,7 @@ def _build(spec: Any, sql: str, sql_path: Path, yml_path: Path, kind: str) -> Qu
     }
     if "attack" in spec:
         common["attack"] = tuple(_attack(spec["attack"], fail))
-    if kind == "investigations":
+    if kind != "detections":  # investigations and analysis queries
         if "lookback" in spec:
             common["lookback"] = _duration(spec["lookback"], "lookback", fail)
         return Query(
