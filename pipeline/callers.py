@@ -2,9 +2,9 @@
 
 A workload role is named by its role ARN (its session names change every run, so they would split one caller
 into many); a person signed in through IAM Identity Center by the session ARN (one permission-set role is
-shared by many people; the session name is the person). Every detection, investigation and analysis query
-names the caller through the macro; `display_name` is the one short form of any ARN the CLI, the demo and SNS
-Subjects print, so `keytrail detect` and `keytrail alerts list` name the same alert the same way.
+shared by many people; the session name is the person). Queries name the caller only through the macro (and
+`actor`, built on it); `display_name` is the one short form of any ARN the CLI, the demo and SNS Subjects
+print, so `keytrail detect` and `keytrail alerts list` name the same alert the same way.
 """
 
 from __future__ import annotations
