@@ -1,8 +1,8 @@
 """Summaries of a lake window as polars DataFrames, for the notebooks and the HTML report.
 
-Each function runs one read-only query in an `Engine` session opened over the window (`open_window`), binding
-`$since`/`$until` from the engine, and returns a small DataFrame ready to plot or show. The investigation
-queries stay in queries/investigations/; `investigation()` runs one of them over the same session.
+Each function runs one analysis query (queries/analysis/<id>.sql + .yml, YAML cases and conformance like every
+query) in an `Engine` session opened over the window (`open_window`), which binds `$since`/`$until`, and
+returns a small DataFrame ready to plot or show. `investigation()` runs an investigation over the same session.
 """
 
 from __future__ import annotations
@@ -10,106 +10,19 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from pipeline import investigate, times
+from pipeline import catalog, investigate, times
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.outbox import Outbox, OutboxEntry, OutboxError, outbox_path
+from pipeline.catalog import Query
 from pipeline.engine import Engine
 
-# Plain SQL text (no string building): values bind as $name. `$denied` is the list of errorCodes that mean
-# "not authorized" (the denied_activity investigation's default); a principal is its ARN, else the AWS service
-# that acted, else its account.
-_SQL: dict[str, str] = {
-    "totals": """
-        SELECT count(*) AS events,
-               count(DISTINCT coalesce(principal_arn, invoked_by, principal_account_id)) AS principals,
-               count(DISTINCT key_arn) AS keys,
-               len(list_distinct(flatten(list(secret_ids)))) AS secrets,  -- batch reads name several
-               count(*) FILTER (list_contains($denied, error_code)) AS denied,
-               count(*) FILTER (error_code IS NOT NULL AND NOT list_contains($denied, error_code)) AS errors
-        FROM events WHERE event_time >= $since AND event_time < $until""",
-    "calls_per_hour": """
-        SELECT time_bucket(INTERVAL 1 hour, event_time) AS hour, event_name, count(*) AS calls
-        FROM events WHERE event_time >= $since AND event_time < $until
-        GROUP BY ALL ORDER BY hour, event_name""",
-    "errors_per_hour": """
-        SELECT time_bucket(INTERVAL 1 hour, event_time) AS hour, error_code, count(*) AS calls
-        FROM events WHERE event_time >= $since AND event_time < $until AND error_code IS NOT NULL
-        GROUP BY ALL ORDER BY hour, error_code""",
-    "top_principals": """
-        SELECT coalesce(principal_arn, invoked_by, principal_account_id) AS principal, count(*) AS calls,
-               count(*) FILTER (list_contains($denied, error_code)) AS denied,
-               count(DISTINCT key_arn) AS keys, count(DISTINCT secret_id) AS secrets,
-               count(DISTINCT source_ip) AS source_ips
-        FROM events
-        WHERE event_time >= $since AND event_time < $until
-          AND coalesce(principal_arn, invoked_by, principal_account_id) IS NOT NULL
-        GROUP BY ALL ORDER BY calls DESC, principal LIMIT $limit""",
-    "top_keys": """
-        SELECT key_arn AS key, count(*) AS calls,
-               count(DISTINCT coalesce(principal_arn, invoked_by, principal_account_id)) AS principals,
-               count(error_code) AS failed,
-               list_sort(list_distinct(flatten(list(map_keys(encryption_context))))) AS context_keys
-        FROM events WHERE event_time >= $since AND event_time < $until AND key_arn IS NOT NULL
-        GROUP BY ALL ORDER BY calls DESC, key LIMIT $limit""",
-    "top_secrets": """
-        WITH reads AS (
-            SELECT *, unnest(coalesce(secret_ids, [secret_id])) AS secret
-            FROM events
-            WHERE event_time >= $since AND event_time < $until
-              AND event_name IN ('GetSecretValue', 'BatchGetSecretValue')
-        )
-        SELECT secret, count(*) AS reads,
-               count(DISTINCT coalesce(principal_arn, invoked_by, principal_account_id)) AS readers,
-               count(error_code) AS failed
-        FROM reads GROUP BY ALL ORDER BY reads DESC, secret LIMIT $limit""",
-    "context_cardinality": """
-        WITH pairs AS (
-            SELECT key_arn AS key, coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
-                   unnest(map_entries(encryption_context)) AS pair
-            FROM events
-            WHERE event_time >= $since AND event_time < $until
-              AND encryption_context IS NOT NULL AND key_arn IS NOT NULL
-        )
-        SELECT key, pair.key AS context_key, count(DISTINCT pair.value) AS distinct_values,
-               count(DISTINCT principal) AS principals, count(*) AS calls
-        FROM pairs GROUP BY ALL ORDER BY distinct_values DESC, key, context_key LIMIT $limit""",
-    "principal_calls": """
-        SELECT event_time, event_source, event_name, coalesce(key_arn, key_id, secret_id) AS resource,
-               coalesce(error_code, 'ok') AS outcome,
-               CASE WHEN error_code IS NULL THEN 'ok'
-                    WHEN list_contains($denied, error_code) THEN 'denied' ELSE 'error' END AS outcome_class,
-               source_ip, user_agent, event_id
-        FROM events
-        WHERE event_time >= $since AND event_time < $until
-          AND $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by)
-        ORDER BY event_time, event_id""",
-    "principal_sources": """
-        SELECT source_ip, user_agent, count(*) AS calls, min(event_time) AS first_seen,
-               max(event_time) AS last_seen
-        FROM events
-        WHERE event_time >= $since AND event_time < $until
-          AND $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by)
-        GROUP BY ALL ORDER BY calls DESC, source_ip""",
-    "principal_resources": """
-        WITH touched AS (
-            SELECT *,
-                   CASE WHEN event_source = 'kms.amazonaws.com' THEN 'key' ELSE 'secret' END AS kind,
-                   unnest(coalesce(secret_ids, [coalesce(key_arn, key_id, secret_id)])) AS resource
-            FROM events
-            WHERE event_time >= $since AND event_time < $until
-              AND $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by)
-        )
-        SELECT kind, resource, list_sort(list_distinct(list(event_name))) AS operations, count(*) AS calls,
-               count(*) FILTER (list_contains($denied, error_code)) AS denied,
-               min(event_time) AS first_seen, max(event_time) AS last_seen
-        FROM touched WHERE resource IS NOT NULL
-        GROUP BY ALL ORDER BY calls DESC, resource""",
-}
+KIND = "analysis"
 
 
 def open_window(lake: Path | str, since: dt.datetime, until: dt.datetime) -> Engine:
@@ -122,12 +35,17 @@ def denied_codes() -> list[str]:
     return list(investigate.get("denied_activity").param("error_codes").default)
 
 
-def _frame(engine: Engine, name: str, **params: Any) -> pl.DataFrame:
-    sql = _SQL[name]
-    values = {"since": engine.since, "until": engine.until, **params}
-    if "$denied" in sql:
-        values["denied"] = denied_codes()
-    return pl.from_arrow(engine.sql(sql, values))  # type: ignore[return-value]
+@cache
+def _queries() -> dict[str, Query]:
+    # Loaded on first use, once per process: a notebook or the report runs several summaries.
+    return {query.id: query for query in catalog.load(KIND)}
+
+
+def _frame(engine: Engine, query_id: str, **params: Any) -> pl.DataFrame:
+    query = _queries()[query_id]
+    if "error_codes" in query.sql_names:
+        params["error_codes"] = denied_codes()
+    return engine.run_pl(query, params)
 
 
 def totals(engine: Engine) -> dict[str, int]:

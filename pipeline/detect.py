@@ -6,6 +6,7 @@ partitions of [since - the longest lookback, until) once, and every detection ru
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 
 from pipeline import catalog
 from pipeline.alerting.alert import SEVERITY_RANK, Alert, alert_order, make_alert_id, make_dedup_key
-from pipeline.catalog import Query
+from pipeline.catalog import Query, coerce
 from pipeline.engine import Engine
 from pipeline.times import bucket_start, utc
 
@@ -44,7 +45,23 @@ def check_overrides(queries: Sequence[Query], overrides: Mapping[str, Mapping[st
     for detection_id, values in overrides.items():
         if detection_id not in by_id:
             raise ValueError(f"--param for {detection_id!r}, which is not among the detections being run")
-        by_id[detection_id].resolve_params(values)  # raises on unknown names and bad values
+        query, params = with_window(by_id[detection_id], values)
+        query.resolve_params(params)  # raises on unknown names and bad values
+
+
+def with_window(query: Query, overrides: Mapping[str, Any]) -> tuple[Query, dict[str, Any]]:
+    """`query` with its `window` overridden (when `overrides` has one) and the remaining overrides.
+
+    The window is not a declared param: the engine binds it as `$window` from `query.window`, and
+    `alerts_from_rows` buckets alert ids by the same value, so an override changes both alike.
+    """
+    params = dict(overrides)
+    if "window" not in params:
+        return query, params
+    window = coerce("duration", params.pop("window"), where=f"{query.id}.window")
+    if window <= dt.timedelta(0):
+        raise ValueError(f"{query.id}.window: must be longer than 0s, not {window}")
+    return dataclasses.replace(query, window=window), params
 
 
 def run_detections(
@@ -78,8 +95,9 @@ def run_detections(
     alerts: list[Alert] = []
     with Engine.for_lake(lake, since, until, lookback=lookback) as engine:
         log.info("detect %s..%s over %d files, %d detections", since, until, len(engine.files), len(selected))
-        for query in selected:
-            rows = engine.run(query, {**overrides.get(query.id, {}), "trusted_accounts": trusted}).to_pylist()
+        for each in selected:
+            query, params = with_window(each, overrides.get(each.id, {}))
+            rows = engine.run(query, {**params, "trusted_accounts": trusted}).to_pylist()
             found = alerts_from_rows(query, rows)
             alerts.extend(found)
             log.info("%s: %d finding(s)", query.id, len(found))

@@ -91,15 +91,24 @@ class DetectionSpec(QuerySpec):
     realert: Duration | UnsetType = UNSET
 
 
-class InvestigationSpec(QuerySpec):
+class AnalysisSpec(QuerySpec):
+    """Summaries for notebooks, the report and `query show` examples: an investigation without ATT&CK ids."""
+
     next_steps: Annotated[list[Text], NonEmpty]
     lookback: Duration | UnsetType = UNSET
-    attack: Annotated[list[AttackId], NonEmpty] | UnsetType = UNSET
     example: dict[str, Any] | None = None
 
 
+class InvestigationSpec(AnalysisSpec):
+    attack: Annotated[list[AttackId], NonEmpty] | UnsetType = UNSET
+
+
 # The query kinds (folders under queries/) and the YAML shape of each.
-SPECS: dict[str, type[QuerySpec]] = {"detections": DetectionSpec, "investigations": InvestigationSpec}
+SPECS: dict[str, type[QuerySpec]] = {
+    "detections": DetectionSpec,
+    "investigations": InvestigationSpec,
+    "analysis": AnalysisSpec,
+}
 
 
 def build(data: Any, *, kind: str, sql: str, sql_names: frozenset[str], sql_path: Path, yml_path: Path) -> Query:
@@ -132,11 +141,12 @@ def build(data: Any, *, kind: str, sql: str, sql_names: frozenset[str], sql_path
     }
     if isinstance(spec, DetectionSpec):
         return _detection(spec, common)
-    assert isinstance(spec, InvestigationSpec)
+    assert isinstance(spec, AnalysisSpec)
+    attack = spec.attack if isinstance(spec, InvestigationSpec) else UNSET
     return Query(
         **common,
         lookback=dt.timedelta(0) if spec.lookback is UNSET else _duration(spec.lookback, ("lookback",)),
-        attack=() if spec.attack is UNSET else _stripped(spec.attack),
+        attack=() if attack is UNSET else _stripped(attack),
         next_steps=_stripped(spec.next_steps),
         example=_example(spec.example or {}, params),
     )

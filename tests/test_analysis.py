@@ -18,6 +18,7 @@ from pipeline.engine import Engine
 SINCE = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
 UNTIL = dt.datetime(2024, 5, 2, tzinfo=dt.UTC)
 ORDERS_SESSION = "arn:aws:sts::111122223333:assumed-role/orders-api/i-0fedcba987654321"
+ORDERS_ROLE = "arn:aws:iam::111122223333:role/orders-api"  # the caller summaries name: the role, not a session
 
 
 def _record(base: str, at: str, **overrides: Any) -> dict[str, Any]:
@@ -80,12 +81,12 @@ def test_a_role_name_finds_its_sessions_calls_with_outcome_classes(engine: Engin
     touched = analysis.principal_resources(engine, "orders-api").row(0, named=True)
     assert touched["kind"] == "key" and touched["calls"] == 2 and touched["denied"] == 1
     top = analysis.top_principals(engine)
-    assert top.filter(pl.col("principal") == ORDERS_SESSION)["denied"].to_list() == [1]
+    assert top.filter(pl.col("principal") == ORDERS_ROLE)["denied"].to_list() == [1]
 
 
 def test_investigations_run_over_the_same_session(engine: Engine) -> None:
     denied = analysis.investigation(engine, "denied_activity")
-    assert denied["principal"].to_list() == [ORDERS_SESSION]
+    assert denied["principal"].to_list() == [ORDERS_ROLE]
 
 
 def test_alerts_overlapping_the_window_and_of_a_principal(lake: Path) -> None:

@@ -30,8 +30,34 @@ _THRESHOLD = re.compile(r"(?:[<>]=?|=|<>|!=)\s*-?(\d+(?:\.\d+)?)|\binterval\b", 
 _STRINGS_AND_COMMENTS = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
+# The summaries pipeline.analysis and the example pickers pipeline.query_examples run: SQL + YAML like the rest.
+EXPECTED_ANALYSIS = {
+    "totals",
+    "calls_per_hour",
+    "errors_per_hour",
+    "top_principals",
+    "top_keys",
+    "top_secrets",
+    "context_cardinality",
+    "principal_calls",
+    "principal_sources",
+    "principal_resources",
+    "example_principal",
+    "example_key",
+    "example_secret",
+    "example_source_ip",
+    "example_event_id",
+    "latest_event_time",
+}
+
+
 def test_the_kms_detection_set_is_complete() -> None:
     assert {q.id for q in DETECTIONS} >= EXPECTED_DETECTIONS
+
+
+def test_every_kind_is_in_the_tree_and_the_analysis_queries_are_complete() -> None:
+    assert {q.kind for q in QUERIES} == set(catalog.KINDS)
+    assert {q.id for q in QUERIES if q.kind == "analysis"} >= EXPECTED_ANALYSIS
 
 
 @pytest.mark.parametrize("query", QUERIES, ids=[q.id for q in QUERIES])

@@ -17,6 +17,7 @@ import msgspec
 
 from pipeline import __version__
 from pipeline.alerting.alert import SEVERITY_RANK, Alert, make_alert_id
+from pipeline.callers import display_name
 from pipeline.times import epoch_ms
 
 MAX_MESSAGE_BYTES = 262_144
@@ -36,7 +37,6 @@ OCSF_SEVERITY: dict[str, tuple[int, str]] = {
     "critical": (5, "Critical"),
 }
 _RESOURCE_TYPES = {"kms": "AWS::KMS::Key", "secretsmanager": "AWS::SecretsManager::Secret"}
-_SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")  # Secrets Manager appends 6 random characters to a name
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -44,31 +44,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def short_name(arn: str | None) -> str | None:
-    """A readable name from an ARN: role/user/alias/secret name, `key/1234abcd` for a key id."""
-    if not arn:
-        return None
-    if not arn.startswith("arn:"):
-        return arn  # service principals ("kms.amazonaws.com") and bare ids are already short
-    parts = arn.split(":", 6)
-    if len(parts) < 6:
-        return arn
-    service, account, resource = parts[2], parts[4], ":".join(parts[5:])
-    if resource == "root":
-        return f"root@{account}"
-    if service == "secretsmanager" and resource.startswith("secret:"):
-        return _SECRET_SUFFIX.sub("", resource.removeprefix("secret:"))
-    kind, _, rest = resource.partition("/")
-    if not rest:
-        return resource
-    if service == "kms" and kind == "key":
-        return f"key/{rest[:8]}"
-    if service == "sts" and kind == "assumed-role":
-        role, _, session = rest.partition("/")
-        # IAM Identity Center: the permission-set role is shared, the session name is the person
-        if role.startswith("AWSReservedSSO_") and session:
-            return session
-        return role  # a workload role: its session name varies per call
-    return rest.rsplit("/", 1)[-1]
+    """A readable name from an ARN (pipeline/callers.py: the one short form the CLI and Subjects print)."""
+    return display_name(arn)
 
 
 def _clip(text: str, limit: int) -> str:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from pipeline import cases, catalog, detect, times
 from pipeline.alerting.alert import Alert
+from pipeline.callers import display_name
 from pipeline.cli import alerts_cmds
 from pipeline.cli.common import fail, severity_markup
 from pipeline.settings import Settings
@@ -80,12 +81,8 @@ def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
 
 
 def _short(arn: str | None) -> str:
-    """The readable tail of an ARN (role, user, secret name; a key id's first block); JSON has the full ARN."""
-    if not arn:
-        return "-"
-    if ":key/" in arn:
-        return "key/" + arn.split(":key/", 1)[1].split("-", 1)[0]
-    return arn.rsplit("/", 1)[-1] if "/" in arn else arn.rsplit(":", 1)[-1]
+    """The name `alerts list` and SNS Subjects print too (pipeline/callers.py); JSON has the full ARN."""
+    return display_name(arn) or "-"
 
 
 def _findings_table(alerts: Sequence[Alert], since: dt.datetime, until: dt.datetime) -> Table:

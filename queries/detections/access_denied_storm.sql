@@ -6,7 +6,7 @@
 -- the lookback, so a monitoring tool that is denied on the same call every minute stays quiet.
 WITH denials AS (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         source_ip,
         recipient_account_id,
         aws_region,

@@ -8,7 +8,7 @@
 -- Several context keys scanned together (SecretARN + SecretVersionId) make one finding, not one per key.
 WITH calls AS NOT MATERIALIZED (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -18,12 +18,12 @@ WITH calls AS NOT MATERIALIZED (
         encryption_context
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($read_events, event_name)
       AND error_code IS NULL
       -- reads a service makes for the caller that another detection already sees first-hand
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
       AND encryption_context IS NOT NULL
-      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND event_time >= $baseline_start
       AND event_time < $until
 ),
@@ -92,7 +92,7 @@ scanning AS (  -- buckets over every threshold, per context key
     LEFT JOIN baseline AS b USING (principal_arn, key_arn, context_key)
     WHERE r.distinct_values >= $min_distinct_values
       AND r.new_values >= $min_new_values
-      AND r.distinct_values > $distinct_factor * coalesce(b.baseline_max_distinct, 0)
+      AND r.distinct_values > $baseline_factor * coalesce(b.baseline_max_distinct, 0)
 ),
 
 one_per_bucket AS (  -- one finding per principal, key and bucket: the context key with the most new values

@@ -8,7 +8,7 @@
 -- context stay quiet: there is no schema to break. Only successful calls count.
 WITH calls AS (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -18,9 +18,9 @@ WITH calls AS (
         coalesce(list_sort(map_keys(encryption_context)), []) AS context_keys
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($context_events, event_name)
       AND error_code IS NULL
-      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND coalesce(key_arn, key_id) IS NOT NULL
       AND event_time >= $baseline_start
       AND event_time < $until

@@ -7,7 +7,7 @@
 WITH crypto AS (
     SELECT
         principal_account_id AS caller_account,
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         principal_id,
         key_arn,
         split_part(key_arn, ':', 5) AS key_account,
@@ -17,7 +17,7 @@ WITH crypto AS (
         event_time
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($use_events, event_name)
       AND error_code IS NULL
       AND key_arn LIKE 'arn:%:key/%'
       AND principal_account_id IS NOT NULL

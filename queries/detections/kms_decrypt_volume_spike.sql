@@ -3,14 +3,14 @@
 -- calls). Each (principal, key) is compared with ITS OWN lookback, twice:
 --   * typical level: the p-th percentile of its hourly counts over the whole lookback, idle hours counted
 --     as zero (a big nightly job is a few percent of the hours, so it does not inflate this);
---   * same hour of day: its largest count at this hour (+/- hour_slack hours) on previous days, so a
+--   * same hour of day: its largest count at this hour (+/- hour_tolerance hours) on previous days, so a
 --     scheduled job of the usual size at the usual time is normal.
 -- A bucket fires only when it beats both (times their factors) and min_events. A pair with no history at
--- all fires only on new_principal_min_events (a fresh deployment ramps up; an attacker's new key user rarely
+-- all fires only on new_pair_min_events (a fresh deployment ramps up; an attacker's new key user rarely
 -- stays small). Buckets are aligned to $window, so overlapping reruns see the same bucket and alert id.
 WITH calls AS (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -20,11 +20,11 @@ WITH calls AS (
         time_bucket($window, event_time) AS bucket
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($read_events, event_name)
       AND error_code IS NULL
       -- reads a service makes for the caller that another detection already sees first-hand
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
-      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND event_time >= $baseline_start
       AND event_time < $until
 ),
@@ -85,7 +85,7 @@ same_hour AS (  -- the busiest past bucket at this hour of day (circular distanc
         max(h.calls) AS same_hour_max
     FROM recent AS r
     JOIN history AS h USING (principal_arn, key_arn)
-    WHERE least(abs(hour(r.bucket) - hour(h.bucket)), 24 - abs(hour(r.bucket) - hour(h.bucket))) <= $hour_slack
+    WHERE least(abs(hour(r.bucket) - hour(h.bucket)), 24 - abs(hour(r.bucket) - hour(h.bucket))) <= $hour_tolerance
     GROUP BY r.principal_arn, r.key_arn, r.bucket
 ),
 
@@ -117,7 +117,7 @@ SELECT
     source_ips
 FROM scored
 -- "no history" only means something once the lake holds a full lookback (else: warming up, stay quiet)
-WHERE (active_buckets = 0 AND calls >= $new_principal_min_events AND $history_start <= $baseline_start)
+WHERE (active_buckets = 0 AND calls >= $new_pair_min_events AND $history_start <= $baseline_start)
    OR (
        active_buckets > 0
        AND calls >= $min_events

@@ -6,7 +6,7 @@
 -- its own worst bucket in the lookback and stays quiet unless it gets much worse.
 WITH failures AS (
     SELECT
-        coalesce(session_issuer_arn, principal_arn) AS principal_arn,
+        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -17,7 +17,7 @@ WITH failures AS (
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($error_codes, error_code)
-      AND coalesce(session_issuer_arn, principal_arn) IS NOT NULL
+      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND event_time >= $baseline_start
       AND event_time < $until
 ),

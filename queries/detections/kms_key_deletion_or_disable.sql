@@ -6,8 +6,7 @@
 -- session, key and action.
 WITH lifecycle_calls AS (
     SELECT
-        -- the caller as recorded: for an SSO / assumed-role session the session name is the person
-        coalesce(principal_arn, session_issuer_arn) AS principal_arn,
+        principal_arn,  -- the session as recorded, not caller_arn(): a one-shot action (queries/README.md)
         session_issuer_arn AS role_arn,
         key_arn,
         recipient_account_id,
@@ -19,7 +18,7 @@ WITH lifecycle_calls AS (
         try_cast(json_extract_string(request_parameters, '$.pendingWindowInDays') AS INTEGER) AS pending_days
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($delete_events, event_name)
       AND error_code IS NULL
       AND event_time >= $since
       AND event_time < $until
@@ -37,7 +36,7 @@ SELECT
     any_value(recipient_account_id) AS account_id,
     any_value(aws_region) AS region,
     event_name,
-    CASE WHEN list_contains($critical_event_names, event_name) THEN 'critical' END AS severity,
+    CASE WHEN list_contains($critical_events, event_name) THEN 'critical' END AS severity,
     min(event_time) AS first_seen,
     max(event_time) AS last_seen,
     count(*) AS event_count,

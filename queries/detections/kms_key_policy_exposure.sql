@@ -9,7 +9,7 @@ WITH policy_calls AS (
         event_id,
         event_time,
         event_name,
-        coalesce(principal_arn, session_issuer_arn) AS principal_arn,  -- as recorded: names the SSO person
+        principal_arn,  -- the session as recorded, not caller_arn(): a one-shot action (queries/README.md)
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -17,7 +17,7 @@ WITH policy_calls AS (
         request_parameters
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($event_names, event_name)
+      AND list_contains($policy_events, event_name)
       AND error_code IS NULL
       AND event_time >= $since
       AND event_time < $until

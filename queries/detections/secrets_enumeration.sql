@@ -97,10 +97,10 @@ discovering_newcomers AS (  -- reported by the run in which discovery + enough r
     FROM newcomer_calls
     GROUP BY principal_arn
     HAVING bool_or(is_discovery)
-       AND count(*) FILTER (WHERE is_read) >= $first_seen_min_reads
+       AND count(*) FILTER (WHERE is_read) >= $new_principal_min_reads
        AND greatest(
            min(event_time) FILTER (WHERE is_discovery),
-           list_sort(list(event_time) FILTER (WHERE is_read))[$first_seen_min_reads]
+           list_sort(list(event_time) FILTER (WHERE is_read))[$new_principal_min_reads]
        ) >= $since
 ),
 

@@ -30,7 +30,7 @@ bucketed AS (
     SELECT
         principal_arn,
         secret_name,
-        time_bucket($bucket, utc_time) AS bucket,
+        time_bucket($window, utc_time) AS bucket,
         count(*) AS reads,
         count(DISTINCT event_id) AS calls,
         min(event_time) AS first_seen,

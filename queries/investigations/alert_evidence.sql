@@ -19,7 +19,7 @@ SELECT
     $alert_id AS alert_id,
     $detection_id AS detection_id,
     event_time,
-    coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
+    actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal,
     event_source,
     event_name,
     coalesce(key_arn, key_id, secret_id) AS resource,

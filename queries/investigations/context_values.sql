@@ -17,7 +17,7 @@ WITH context_events AS (
 pairs AS (
     SELECT
         coalesce(key_arn, key_id) AS key,
-        coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal,
         unnest(map_entries(encryption_context)) AS pair,
         event_name,
         error_code,

@@ -26,7 +26,7 @@ crossing AS (
 SELECT
     principal_account_id AS caller_account_id,
     caller_trusted,
-    coalesce(principal_arn, principal_account_id) AS principal,
+    actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal,
     owner_account_id,
     event_source,
     event_name,

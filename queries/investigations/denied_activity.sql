@@ -12,7 +12,7 @@ WITH denied AS (
 )
 
 SELECT
-    coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
+    actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal,
     source_ip,
     event_source,
     event_name,

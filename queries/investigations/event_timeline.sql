@@ -1,7 +1,10 @@
 -- Everything that happened within +/- $around of one event, across all principals: what led up to a
--- suspicious call and what followed it (the same session, the same IP, or someone else on the same key).
+-- suspicious call and what followed it (the same caller, the same IP, or someone else on the same key).
 WITH anchor AS (
-    SELECT event_time AS anchor_time, principal_arn AS anchor_principal, source_ip AS anchor_ip
+    SELECT
+        event_time AS anchor_time,
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS anchor_principal,
+        source_ip AS anchor_ip
     FROM events
     WHERE event_time >= $since
       AND event_time < $until
@@ -10,7 +13,7 @@ WITH anchor AS (
 ),
 
 nearby AS (
-    SELECT e.*, a.*
+    SELECT e.*, a.*, actor(e.principal_arn, e.session_issuer_arn, e.invoked_by, e.principal_account_id) AS principal
     FROM events AS e, anchor AS a
     WHERE e.event_time BETWEEN a.anchor_time - $around AND a.anchor_time + $around
 )
@@ -19,8 +22,8 @@ SELECT
     event_time,
     round(epoch(event_time) - epoch(anchor_time), 3) AS offset_seconds,
     event_id = $event_id AS is_anchor,
-    coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
-    coalesce(principal_arn = anchor_principal, false) AS same_principal,
+    principal,
+    coalesce(principal = anchor_principal, false) AS same_principal,
     coalesce(source_ip = anchor_ip, false) AS same_source_ip,
     event_source,
     event_name,

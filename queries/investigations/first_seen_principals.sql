@@ -6,7 +6,7 @@ WITH resource_events AS (
     -- One row per (event, resource): BatchGetSecretValue names several secrets.
     SELECT
         event_time,
-        coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal,
         event_name,
         error_code,
         source_ip,
@@ -29,13 +29,7 @@ matching AS (
           OR resource = $resource
           OR resource LIKE ('%:key/' || $resource)
           -- secret ARNs end in a random 6-character suffix: compare names without it
-          OR (contains(resource, ':secret:')
-              AND regexp_replace(split_part(resource, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
-                  = CASE
-                      WHEN contains($resource, ':secret:')
-                          THEN regexp_replace(split_part($resource, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
-                      ELSE $resource
-                  END)
+          OR (contains(resource, ':secret:') AND secret_name(resource) = secret_name($resource))
       )
 ),
 

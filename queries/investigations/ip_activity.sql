@@ -10,7 +10,7 @@ WITH ip_events AS (
 )
 
 SELECT
-    coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
+    actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal,
     principal_account_id,
     event_source,
     event_name,

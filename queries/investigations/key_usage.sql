@@ -27,7 +27,7 @@ key_events AS (
 bucketed AS (
     SELECT
         time_bucket($bucket, event_time) AS bucket,
-        coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal,
         event_name,
         list_sort(map_keys(encryption_context)) AS context_keys,
         coalesce(error_code, 'ok') AS outcome,

@@ -11,7 +11,7 @@ WITH principal_events AS (
 
 per_operation AS (
     SELECT
-        coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal,
         event_source,
         event_name,
         coalesce(key_arn, key_id, secret_id) AS resource,

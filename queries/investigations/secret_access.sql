@@ -1,33 +1,20 @@
 -- Who read this secret, and from where. A secret is named by ARN or by name (ARNs end in a random
 -- 6-character suffix, so names are compared without it), and BatchGetSecretValue reads count for every
 -- secret they list. One row per caller, source IP, user agent, VPC endpoint and outcome.
-WITH wanted AS (
-    SELECT CASE
-        WHEN contains($secret, ':secret:')
-            THEN regexp_replace(split_part($secret, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
-        ELSE $secret
-    END AS secret_name
-),
-
-secret_events AS (
-    SELECT e.*
-    FROM events AS e, wanted AS w
-    WHERE e.event_time >= $since
-      AND e.event_time < $until
-      AND e.event_source = 'secretsmanager.amazonaws.com'
-      AND list_contains($operations, e.event_name)
+WITH secret_events AS (
+    SELECT *
+    FROM events
+    WHERE event_time >= $since
+      AND event_time < $until
+      AND event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($operations, event_name)
       AND len(list_filter(
-          coalesce(e.secret_ids, [e.secret_id]),
-          lambda s: s = $secret OR CASE
-              WHEN contains(s, ':secret:')
-                  THEN regexp_replace(split_part(s, ':secret:', 2), '-[A-Za-z0-9]{6}$', '')
-              ELSE s
-          END = w.secret_name
+          coalesce(secret_ids, [secret_id]), lambda s: s = $secret OR secret_name(s) = secret_name($secret)
       )) > 0
 )
 
 SELECT
-    coalesce(principal_arn, invoked_by, principal_account_id) AS principal,
+    actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal,
     event_name,
     coalesce(error_code, 'ok') AS outcome,
     source_ip,
