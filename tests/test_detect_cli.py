@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import cases, catalog, events, lake
+from pipeline import cases, catalog, events
 from pipeline.alerting.alert import ALERT_FIELDS, SEVERITIES, SEVERITY_RANK
 from pipeline.catalog import EventSpec
 from pipeline.cli import app
-from pipeline.s3 import LogObject
 from tests.test_conformance import EXPECTED_DETECTIONS as KMS_DETECTIONS
+from tests.trails import commit_table
 
 UTC = dt.UTC
 KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -45,12 +45,7 @@ def small_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     records = cases.expand_events(specs, key="cli-lake", default_start=dt.datetime(2024, 5, 1, tzinfo=UTC))
     path = tmp_path_factory.mktemp("detect") / "lake"
     table = events.normalize_many(records, source_object="test")
-    source = LogObject(source="test", bucket="", key="test", etag="t", size=0)
-    with lake.BatchWriter(path) as writer:
-        for batch in table.to_batches(max_chunksize=1000):
-            writer.add(batch, [(source, batch.num_rows)])
-        writer.record_read(source, seen=table.num_rows)
-        writer.commit()
+    commit_table(path, table)
     return path
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import cases, events, lake
+from pipeline import cases, events
 from pipeline.catalog import EventSpec
 from pipeline.cli import app
 from pipeline.detect import run_detections
+from tests.trails import commit_table
 
 UTC = dt.UTC
 SPIKE = "secrets_retrieval_spike"
@@ -41,11 +42,7 @@ def reads_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     records = cases.expand_events(specs, key="window-lake", default_start=SINCE)
     path = tmp_path_factory.mktemp("window") / "lake"
     table = events.normalize_many(records, source_object="test")
-    with lake.BatchWriter(path) as writer:
-        for batch in table.to_batches(max_chunksize=1000):
-            writer.add(batch)
-        n = table.num_rows
-        writer.commit({"test": lake.ObjectEntry(bucket="", key="test", etag="t", size=0, events_seen=n, events_kept=n)})
+    commit_table(path, table)
     return path
 
 

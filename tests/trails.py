@@ -153,3 +153,15 @@ def s3_client(endpoint: str) -> Any:
 def put_all(client: Any, keys: list[str], body: bytes = b"{}") -> None:
     with ThreadPoolExecutor(8) as pool:  # moto answers ~250 PUT/s per connection; a few in parallel help
         list(pool.map(lambda key: client.put_object(Bucket=BUCKET, Key=key, Body=body), keys))
+
+
+def commit_table(lake_path: Path, table: pa.Table, source: str = "test") -> None:
+    """Commit normalized events to a lake through the real writer, as one source object (test lakes)."""
+    from pipeline.s3 import LogObject
+
+    obj = LogObject(source=source, bucket="", key=source, etag="t", size=0)
+    with lakelib.BatchWriter(lake_path) as writer:
+        for batch in table.to_batches(max_chunksize=1000):
+            writer.add(batch, [(obj, batch.num_rows)])
+        writer.record_read(obj, seen=table.num_rows)
+        writer.commit()
