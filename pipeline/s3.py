@@ -386,10 +386,12 @@ def list_source(
 
 @dataclass(frozen=True)
 class Fetched:
-    """The bytes of one object as stored (still compressed) and the etag they were read under."""
+    """The bytes of one object as stored (still compressed), the etag they were read under, and when the object
+    was written (S3 LastModified, a file's mtime; None when unknown)."""
 
     data: bytes
     etag: str
+    written: dt.datetime | None = None
 
 
 def fetch(obj: LogObject, client: Any | None = None) -> Fetched:
@@ -398,6 +400,8 @@ def fetch(obj: LogObject, client: Any | None = None) -> Fetched:
         if client is None:
             raise SourceError(f"{obj.source}: reading S3 needs an S3 client")
         response = client.get_object(Bucket=obj.bucket, Key=obj.key)
-        return Fetched(response["Body"].read(), response.get("ETag", obj.etag).strip('"') or obj.etag)
+        etag = response.get("ETag", obj.etag).strip('"') or obj.etag
+        return Fetched(response["Body"].read(), etag, response.get("LastModified"))
     with open(obj.source, "rb") as handle:  # not Path(...).read_bytes(): its path parsing costs ~10 us a file
-        return Fetched(handle.read(), obj.etag)
+        written = dt.datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, dt.UTC)
+        return Fetched(handle.read(), obj.etag, written)
