@@ -8,9 +8,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from pipeline import lake
 from pipeline.catalog import Query
-from pipeline.engine import Engine
+from pipeline.engine import Engine, readable_partitions
 from pipeline.outbox import Outbox, OutboxError
 from pipeline.times import iso, midnight
 
@@ -44,7 +43,7 @@ def lake_example(query: Query, lake_path: Path) -> dict[str, Any] | None:
     lake has no data for this query's required params."""
     if any(p.name == "alert_id" for p in query.params):
         return _alert_example(lake_path)
-    days = lake.partitions(lake_path)
+    days = readable_partitions(lake_path)
     if not days:
         return None
     last = max(days)

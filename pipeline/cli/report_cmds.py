@@ -14,7 +14,7 @@ from rich.markup import escape
 from pipeline import catalog
 from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
-from pipeline.times import iso, parse_time
+from pipeline.times import check_window, iso, parse_time
 
 
 def report_command(
@@ -44,8 +44,7 @@ def report_command(
     try:
         check_lake(lake_path)
         start, end = parse_time(since, now), parse_time(until, now)
-        if start >= end:
-            raise InvestigationError(f"--since {iso(start)} must be before --until {iso(end)}")
+        check_window(start, end)
     except (InvestigationError, ValueError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
