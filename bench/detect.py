@@ -139,11 +139,11 @@ def child_duckdb(trail: Path, since: dt.datetime, until: dt.datetime) -> dict[st
     queries = select_detections(catalog.load("detections"))
     result: dict[str, Any] = {"files": len(files)}
     with h.timed_work(result):
-        con = _connect()  # the engine's own session set-up (UTC, the SQL macros the detections use), unlocked
+        con, spill_dir = _connect()  # the engine's own session set-up (UTC, the detections' SQL macros), unlocked
         con.execute("SET preserve_insertion_order = false")  # ~2x less CPU and ~3x less memory for the load
         con.execute(f"CREATE TABLE events AS {h.EVENTS_FROM_JSON_SQL}", {"structure": h.JSON_STRUCTURE, "files": files})
         loaded = time.perf_counter()
-        with Engine(con, since=since, until=until) as engine:  # the engine only binds $params here
+        with Engine(con, since=since, until=until, spill_dir=spill_dir) as engine:  # the engine only binds $params
             findings = sum(len(alerts_from_rows(query, engine.run(query).to_pylist())) for query in queries)
             result["query_seconds"] = time.perf_counter() - loaded
             result["events"] = engine.sql("SELECT count(*) AS n FROM events").column(0)[0].as_py()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +23,7 @@ import pyarrow as pa
 from pipeline.catalog import BUILTINS, Query, coerce
 from pipeline.events import COLUMNS, EVENTS_SCHEMA
 from pipeline.lake import committed_files, events_dir, partitions
-from pipeline.times import utc
+from pipeline.times import EARLIEST, LATEST, check_window, display, utc
 
 if TYPE_CHECKING:  # polars costs ~0.3 s to import; only notebooks ask for DataFrames
     import polars as pl
@@ -49,8 +51,10 @@ class Engine:
         until: dt.datetime | None,
         files: Sequence[Path] = (),
         history_start: dt.datetime | None = None,
+        spill_dir: Path | None = None,
     ) -> None:
         self._con = con
+        self._spill_dir = spill_dir
         self.since = since
         self.until = until
         self.files = tuple(files)
@@ -69,15 +73,18 @@ class Engine:
         *,
         lookback: dt.timedelta = dt.timedelta(0),
     ) -> Engine:
-        """`events` = the committed files of the partitions covering [since - lookback, until)."""
+        """`events` = the committed files of the partitions covering [since - lookback, until).
+
+        The window must lie inside times.EARLIEST .. LATEST (ValueError otherwise); partitions outside that span
+        (a lake written before ingest rejected such records) are never read.
+        """
         since, until = utc(since), utc(until)
-        if since >= until:
-            raise ValueError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+        check_window(since, until)
         lake = Path(lake).resolve()
-        start = (since - lookback).date()
+        start = max(since - lookback, EARLIEST).date()
         end = (until - dt.timedelta(microseconds=1)).date()  # until is exclusive
         files = committed_files(lake, start, end)
-        con = _connect()
+        con, spill_dir = _connect()
         if files:
             relation = con.read_parquet([str(f) for f in files], hive_partitioning=True)
             relation.select(*COLUMNS).create_view("events")
@@ -85,9 +92,9 @@ class Engine:
             _empty_events(con)
         _lock(con, [events_dir(lake)])
         log.debug("events view over %d files for %s..%s", len(files), start, end)
-        days = partitions(lake)
+        days = readable_partitions(lake)
         history_start = dt.datetime.combine(min(days), dt.time(), dt.UTC) if days else None
-        return cls(con, since=since, until=until, files=files, history_start=history_start)
+        return cls(con, since=since, until=until, files=files, history_start=history_start, spill_dir=spill_dir)
 
     @classmethod
     def from_table(
@@ -102,7 +109,7 @@ class Engine:
 
         `history_start` defaults to the first event's time: the table is all the history there is.
         """
-        con = _connect()
+        con, spill_dir = _connect()
         con.register("_events_input", table.select(list(COLUMNS)).cast(EVENTS_SCHEMA))
         con.execute("CREATE TABLE events AS SELECT * FROM _events_input")
         con.unregister("_events_input")
@@ -114,6 +121,7 @@ class Engine:
             since=utc(since) if since else None,
             until=utc(until) if until else None,
             history_start=utc(history_start) if history_start else None,
+            spill_dir=spill_dir,
         )
 
     # --- running --------------------------------------------------------------------------------------------
@@ -186,6 +194,9 @@ class Engine:
 
     def close(self) -> None:
         self._con.close()
+        if self._spill_dir is not None:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            self._spill_dir = None
 
     def __enter__(self) -> Engine:
         return self
@@ -214,14 +225,49 @@ _MACROS = (
 )
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    # A private in-memory database: never DuckDB's module-level default connection.
-    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+def readable_partitions(lake: Path) -> list[dt.date]:
+    """The lake's partition days that readers use: those inside times.EARLIEST .. LATEST.
+
+    Ingest rejects records outside that span, but a lake written before it did may hold, say, event_date=9999-12-31:
+    every reader doing date arithmetic on it would overflow, so it is skipped (with a warning saying where it is).
+    """
+    readable = []
+    for day in partitions(lake):
+        if EARLIEST.date() <= day < LATEST.date():
+            readable.append(day)
+            continue
+        folder = events_dir(Path(lake).resolve()) / f"event_date={day.isoformat()}"
+        if folder not in _skipped:  # once per process: a command or a served flow opens many sessions
+            _skipped.add(folder)
+            log.warning(
+                "skipping %s: outside %s .. %s, no reader can use it (move it out of the lake)",
+                folder,
+                display(EARLIEST),
+                display(LATEST),
+            )
+    return readable
+
+
+_skipped: set[Path] = set()
+
+
+def _connect() -> tuple[duckdb.DuckDBPyConnection, Path]:
+    """A private in-memory database (never DuckDB's module-level default connection) and its spill directory.
+
+    DuckDB whitelists its temp directory whatever `allowed_directories` says, and the default is `.tmp` in the
+    working directory: a session spilling there could read whatever sits in ./.tmp. A fresh private directory
+    (mode 0700, removed on close) keeps spilling to disk possible and holds nothing but DuckDB's own files.
+    """
+    spill_dir = Path(tempfile.mkdtemp(prefix="keytrail-duckdb-"))
+    con = duckdb.connect(
+        ":memory:",
+        config={"autoinstall_known_extensions": False, "temp_directory": str(spill_dir / "spill")},
+    )
     # TIMESTAMPTZ functions (hour(), time_bucket, date_trunc) follow the session zone: pin UTC.
     con.execute("SET TimeZone = 'UTC'")
     for macro in _MACROS:
         con.execute(macro)
-    return con
+    return con, spill_dir
 
 
 def _empty_events(con: duckdb.DuckDBPyConnection) -> None:

@@ -84,9 +84,11 @@ def read_object(
 ) -> tuple[ObjectResult, list[tuple[Any, ...]]]:
     """Fetch and normalize one object: its result and its rows. Unreadable content -> a result with `error`;
     I/O errors raise."""
-    stored = fetch(obj, client)
+    fetched = fetch(obj, client)
+    stored = fetched.data
     try:
-        parsed = events.rows_from_log(decompress(stored, obj.key), obj.source, event_sources)
+        # When it was written bounds its eventTimes: a record from the far future is rejected, not kept.
+        parsed = events.rows_from_log(decompress(stored, obj.key), obj.source, event_sources, fetched.written)
     except LogFormatError as exc:
         return ObjectResult(obj, 0, [], error=str(exc), payload=stored), []
     return ObjectResult(obj, parsed.seen, parsed.rejected, rows=len(parsed.rows)), parsed.rows

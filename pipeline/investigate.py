@@ -23,7 +23,7 @@ from pipeline.alerting.alert import Alert
 from pipeline.alerting.outbox import Outbox, OutboxError
 from pipeline.catalog import Query
 from pipeline.engine import Engine
-from pipeline.times import TIME_HELP, iso, parse_time
+from pipeline.times import TIME_HELP, check_window, iso, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,10 @@ def resolve(
         typed = {**query.resolve_params(values), **builtins}
     except ValueError as exc:
         raise InvestigationError(f"{query.id}: {exc}") from None
-    if since >= until:
-        raise InvestigationError(f"{query.id}: since ({iso(since)}) must be before until ({iso(until)})")
+    try:
+        check_window(since, until)  # ordered, and inside the span the lake can hold
+    except ValueError as exc:
+        raise InvestigationError(f"{query.id}: {exc}") from None
     return Investigation(query=query, since=since, until=until, params=typed)
 
 

@@ -9,10 +9,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from pipeline import catalog, lake
+from pipeline import catalog
 from pipeline.alerting.outbox import Outbox, OutboxError
 from pipeline.catalog import Query
-from pipeline.engine import Engine
+from pipeline.engine import Engine, readable_partitions
 from pipeline.times import iso, midnight
 
 # The analysis query that picks a typical value for a common param name over the lake's last day of events.
@@ -31,7 +31,7 @@ def lake_example(query: Query, lake_path: Path) -> dict[str, Any] | None:
     lake has no data for this query's required params."""
     if any(p.name == "alert_id" for p in query.params):
         return _alert_example(lake_path)
-    days = lake.partitions(lake_path)
+    days = readable_partitions(lake_path)
     if not days:
         return None
     last = max(days)

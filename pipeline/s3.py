@@ -384,11 +384,22 @@ def list_source(
 # --- reading -----------------------------------------------------------------------------------------------
 
 
-def fetch(obj: LogObject, client: Any | None = None) -> bytes:
-    """Read one object's stored bytes (still compressed). S3 needs `client`."""
+@dataclass(frozen=True)
+class Fetched:
+    """The bytes of one object as stored (still compressed) and when the object was written (S3 LastModified,
+    a file's mtime; None when unknown): an eventTime more than a day after it is not real."""
+
+    data: bytes
+    written: dt.datetime | None = None
+
+
+def fetch(obj: LogObject, client: Any | None = None) -> Fetched:
+    """Read one object's stored bytes. S3 needs `client`."""
     if obj.is_s3:
         if client is None:
             raise SourceError(f"{obj.source}: reading S3 needs an S3 client")
-        return client.get_object(Bucket=obj.bucket, Key=obj.key)["Body"].read()
+        response = client.get_object(Bucket=obj.bucket, Key=obj.key)
+        return Fetched(response["Body"].read(), response.get("LastModified"))
     with open(obj.source, "rb") as handle:  # not Path(...).read_bytes(): its path parsing costs ~10 us a file
-        return handle.read()
+        written = dt.datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, dt.UTC)
+        return Fetched(handle.read(), written)

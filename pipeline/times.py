@@ -141,3 +141,12 @@ def check_window(since: dt.datetime, until: dt.datetime) -> None:
         )
     if since >= until:
         raise ValueError(f"--since ({display(since)}) must be before --until ({display(until)})")
+
+
+def check_days(since: dt.date | None, until: dt.date | None) -> None:
+    """A usable inclusive day range, either end open: ordered and inside the span the lake can hold."""
+    for flag, day in (("--since", since), ("--until", until)):
+        if day is not None and not in_range(midnight(day)):
+            raise ValueError(f"{flag} {day.isoformat()} is outside {display(EARLIEST)} .. {display(LATEST)}")
+    if since is not None and until is not None and since > until:
+        raise ValueError(f"--since {since.isoformat()} is after --until {until.isoformat()}: swap them")

@@ -122,6 +122,36 @@ def test_only_reads_of_the_lake_run(three_day_lake: Path, sql: str, refusal: typ
     assert not (three_day_lake / "events" / "event_date=2024-05-02" / "evil.parquet").exists()
 
 
+def test_duckdbs_own_temp_directory_is_not_a_way_out(
+    three_day_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB whitelists its temp directory (`.tmp` in the working directory by default) beside
+    allowed_directories: each session gets a private one instead."""
+    (tmp_path / "cwd" / ".tmp").mkdir(parents=True)
+    (tmp_path / "cwd" / ".tmp" / "secret.csv").write_text("token\nhunter2\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    since = dt.datetime(2024, 5, 2, tzinfo=UTC)
+    sessions = (
+        Engine.for_lake(three_day_lake, since, since + dt.timedelta(days=1)),
+        Engine.from_table(events.normalize_many([_decrypt("a", "2024-05-01T09:30:00Z")])),
+    )
+    for session in sessions:
+        with session as engine:
+            for path in (".tmp/secret.csv", str(tmp_path / "cwd" / ".tmp" / "secret.csv")):
+                with pytest.raises(duckdb.PermissionException):
+                    engine.sql(f"SELECT * FROM read_csv('{path}')")
+            assert engine.sql("SELECT count(*) AS n FROM events").column("n").to_pylist() == [1]
+
+
+def test_a_window_outside_the_lakes_span_is_refused(three_day_lake: Path) -> None:
+    for since, until in (
+        (dt.datetime(1, 1, 1, tzinfo=UTC), dt.datetime(2024, 5, 2, tzinfo=UTC)),
+        (dt.datetime(2024, 5, 2, tzinfo=UTC), dt.datetime(9999, 12, 31, tzinfo=UTC)),
+    ):
+        with pytest.raises(ValueError, match="is outside 2013-01-01"):
+            Engine.for_lake(three_day_lake, since, until, lookback=dt.timedelta(days=7))
+
+
 def test_settings_are_locked_even_for_the_engine_itself(three_day_lake: Path) -> None:
     """Even bypassing the read-only gate, DuckDB itself refuses SET and file access after the lock."""
     since = dt.datetime(2024, 5, 2, tzinfo=UTC)

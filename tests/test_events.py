@@ -133,6 +133,68 @@ def test_rows_from_log_keeps_sources_and_rejects_wrong_types() -> None:
 
 
 @pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("2024-05-08T10:15:00Z", dt.datetime(2024, 5, 8, 10, 15, tzinfo=dt.UTC)),
+        ("2024-05-08T10:15:00.123Z", dt.datetime(2024, 5, 8, 10, 15, tzinfo=dt.UTC)),  # kept to the second
+        ("2024-05-08T10:15:00", dt.datetime(2024, 5, 8, 10, 15, tzinfo=dt.UTC)),  # no zone: UTC
+        ("2024-05-08T10:15:00+05:00", dt.datetime(2024, 5, 8, 5, 15, tzinfo=dt.UTC)),
+        ("2024-05-08T10:15:00+0530", dt.datetime(2024, 5, 8, 4, 45, tzinfo=dt.UTC)),
+        ("2024-05-08T01:15:00.999-02:00", dt.datetime(2024, 5, 8, 3, 15, tzinfo=dt.UTC)),
+        ("2024-05-08T00:30:00+01:00", dt.datetime(2024, 5, 7, 23, 30, tzinfo=dt.UTC)),  # the partition moves too
+    ],
+)
+def test_event_time_offsets_are_honoured(written: str, expected: dt.datetime) -> None:
+    row = events.normalize(_record(eventTime=written))  # the path YAML cases take
+    assert (row["event_time"], row["event_date"]) == (expected, expected.date())
+    data = json.dumps({"Records": [_record(eventTime=written)]}).encode()
+    batch = events.rows_to_batch(events.rows_from_log(data, "k", events.DEFAULT_SOURCES).rows)  # the ingest path
+    assert batch.column(batch.schema.get_field_index("event_time")).to_pylist() == [expected]
+
+
+def test_a_utc_event_time_passes_through_untouched() -> None:
+    text = "2024-05-08T10:15:00Z"
+    assert events.EventTimeRange().utc_text(text) is text  # the hot path builds nothing
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [
+        ("2024-05-08T10:15:00 UTC", "unparseable eventTime"),  # a zone that is not an offset: its instant is unknown
+        ("2024-05-08T10:15:00+5", "unparseable eventTime"),
+        ("2024-05-08 10:15:00Z", "unparseable eventTime"),
+        ("2024-02-30T10:15:00Z", "unparseable eventTime"),
+        ("9999-12-31T23:59:59Z", "is outside 2013-01-01 00:00:00Z .. 2200-01-01 00:00:00Z"),
+        ("2012-12-31T23:59:59Z", "is outside 2013-01-01"),
+        ("2013-01-01T00:30:00+01:00", "is outside 2013-01-01"),  # 2012 in UTC
+        ("0001-01-01T00:00:00+01:00", "unparseable eventTime"),  # no UTC instant at all
+    ],
+)
+def test_event_times_without_a_usable_instant_are_rejected(written: str, reason: str) -> None:
+    data = json.dumps({"Records": [_record(eventTime=written), _record(eventID="fine")]}).encode()
+    result = events.rows_from_log(data, "k", events.DEFAULT_SOURCES)
+    assert [row[0] for row in result.rows] == ["fine"]
+    assert [r.index for r in result.rejected] == [0] and reason in result.rejected[0].reason
+    assert written in result.rejected[0].reason
+
+
+def test_event_times_are_bounded_by_when_the_object_was_written() -> None:
+    written = dt.datetime(2024, 5, 8, 12, tzinfo=dt.UTC)
+    records = [
+        _record(eventID="day-later", eventTime="2024-05-09T11:59:59Z"),
+        _record(eventID="too-late", eventTime="2024-05-09T12:00:01Z"),
+        _record(eventID="too-late-offset", eventTime="2024-05-09T14:00:01+02:00"),
+    ]
+    data = json.dumps({"Records": records}).encode()
+    result = events.rows_from_log(data, "k", events.DEFAULT_SOURCES, written)
+    assert [row[0] for row in result.rows] == ["day-later"]
+    assert [r.index for r in result.rejected] == [1, 2]
+    assert "a day after its log object was written, 2024-05-08 12:00:00Z" in result.rejected[0].reason
+    unknown = events.rows_from_log(data, "k", events.DEFAULT_SOURCES)  # no write time: only times.LATEST bounds
+    assert len(unknown.rows) == 3
+
+
+@pytest.mark.parametrize(
     ("payload", "reason"),
     [(b"", "empty"), (b"not json", "invalid JSON"), (b'{"foo": []}', "not a CloudTrail log file")],
 )

@@ -110,22 +110,27 @@ def outbox_ids(lake: Path, state: str | None = None) -> list[str]:
         return sorted(entry.alert.alert_id for entry in box.entries(state))
 
 
-def task_run_names(flow_run_id: Any, expected: int, timeout: float = 30.0) -> list[str]:
-    """Names of the task runs of a flow run, read back from the Prefect API. The server records task runs
-    from events, asynchronously: poll until `expected` are there (or the timeout)."""
+def task_run_names(flow_run_id: Any, expected: int, deadline: float = 240.0) -> list[str]:
+    """Names of the task runs of a flow run, read back from the Prefect API once the server has recorded them.
+
+    The server records task runs from the events the flow emitted, asynchronously, and under load that takes
+    anywhere from a second to minutes: poll the API until `expected` task runs are there and every one of them
+    is in a final state. The deadline is only a guard against a hang; the caller's assertions say what is
+    missing if it passes."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     async def read() -> list[str]:
         async with get_client() as client:
-            deadline = time.monotonic() + timeout
+            give_up = time.monotonic() + deadline
             while True:
                 runs = await client.read_task_runs(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
                 )
-                if len(runs) >= expected or time.monotonic() > deadline:
+                recorded = len(runs) >= expected and all(run.state is not None and run.state.is_final() for run in runs)
+                if recorded or time.monotonic() > give_up:
                     return sorted(run.name for run in runs)
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.25)
 
     return asyncio.run(read())
 

@@ -46,22 +46,24 @@ _DETECT_HELP = (
 
 
 def _time(value: str | None, flag: str) -> dt.datetime | None:
+    """An ISO-8601 flag value (UTC if no offset); ValueError naming the flag."""
     if value is None:
         return None
     try:
         return times.parse_timestamp(value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=flag) from None
+        raise ValueError(f"{flag}: {exc}") from None
 
 
 def resolve_window(
     since: dt.datetime | None, until: dt.datetime | None, now: dt.datetime
 ) -> tuple[dt.datetime, dt.datetime]:
-    """Fill in a missing end of the window: until defaults to now, since to one hour before until."""
+    """Fill in a missing end of the window: until defaults to now, since to one hour before until.
+    ValueError when it is inverted or outside the span the lake can hold."""
     until = until or now
-    since = since or until - DEFAULT_WINDOW
-    if since >= until:
-        raise typer.BadParameter(f"--since {since.isoformat()} must be before --until {until.isoformat()}")
+    if since is None:  # an hour before an --until outside the lake's span may not exist: check_window says why
+        since = until - DEFAULT_WINDOW if times.in_range(until) else until
+    times.check_window(since, until)
     return since, until
 
 
@@ -137,7 +139,10 @@ def detect_command(
     err = Console(stderr=True)
     if output not in ("table", "json"):
         raise typer.BadParameter(f"{output!r}: use table or json", param_hint="--format")
-    window = resolve_window(_time(since, "--since"), _time(until, "--until"), now)
+    try:
+        window = resolve_window(_time(since, "--since"), _time(until, "--until"), now)
+    except ValueError as exc:
+        raise fail(err, str(exc), 2) from None
     overrides = parse_param_overrides(param or [])
     lake_path = lake if lake is not None else settings.lake
     if not lake_path.is_dir():

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pipeline import aws, lake
+from pipeline import aws, lake, times
 from pipeline.cli.common import fail, parse_date
 from pipeline.ingest import IngestReport, ingest
 from pipeline.s3 import SourceError
@@ -116,6 +116,10 @@ def ingest_command(
     settings = Settings.from_env()
     console = Console(stderr=True)
     start, end = _date(since, "--since"), _date(until, "--until")
+    try:
+        times.check_days(start, end)
+    except ValueError as exc:
+        raise fail(console, str(exc), 2) from None
     lake_path = lake_path if lake_path is not None else settings.lake
     client = None
     if source.startswith("s3://"):

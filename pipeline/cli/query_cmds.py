@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import duckdb
+import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -19,7 +20,7 @@ from rich.table import Table
 from pipeline import catalog, investigate, lake, query_examples, times
 from pipeline.cli.common import fail
 from pipeline.cli.output import FORMATS, write_result
-from pipeline.engine import Engine, QueryRefused
+from pipeline.engine import Engine, QueryRefused, readable_partitions
 from pipeline.investigate import InvestigationError
 from pipeline.settings import Settings
 
@@ -165,10 +166,9 @@ def run_command(
     with Console(stderr=True).status(f"running {query.id}", spinner="dots"):
         try:
             table = investigate.run(lake_path, resolved)
-        except (ValueError, duckdb.Error) as exc:
+        except (ValueError, duckdb.Error, pa.ArrowException) as exc:
             raise _fail(f"{query.id} failed: {exc}", code=1) from None
-    title = f"{query.id} {times.iso(resolved.since)} .. {times.iso(resolved.until)}"
-    write_result(table, fmt, output, title=title)
+    _write(table, fmt, output, title=f"{query.id} {times.iso(resolved.since)} .. {times.iso(resolved.until)}")
 
 
 def sql_command(
@@ -207,23 +207,38 @@ def sql_command(
         ) from None
     except QueryRefused as exc:
         raise _fail(f"refused: {exc}. Write one SELECT over `events`.") from None
-    except duckdb.Error as exc:
+    except (duckdb.Error, pa.ArrowException) as exc:
         raise _fail(f"query failed: {exc}", code=1) from None
-    write_result(table, fmt, output, title="sql")
+    _write(table, fmt, output, title="sql")
 
 
 def _sql_window(
     lake_path: Path, since: str | None, until: str | None, now: dt.datetime
 ) -> tuple[dt.datetime, dt.datetime]:
-    """The partitions to read: the given bounds, else the whole lake (its first day .. the day after its last)."""
-    days = lake.partitions(lake_path) or [now.date()]
-    first, last = min(days), max(days) + dt.timedelta(days=1)
-    start = times.parse_time(since, now) if since else times.parse_time(first.isoformat(), now)
-    end = times.parse_time(until, now) if until else times.parse_time(last.isoformat(), now)
+    """The partitions to read: the given bounds, else the whole lake (its first day .. the day after its last).
+    ValueError when the window is inverted or outside the span the lake can hold."""
+    days = readable_partitions(lake_path) or [now.date()]
+    first, last = min(days), max(days)
+    start = times.parse_time(since, now) if since else times.midnight(first)
+    end = times.parse_time(until, now) if until else times.midnight(last + dt.timedelta(days=1))
+    try:
+        times.check_window(start, end)
+    except ValueError as exc:
+        if since and until:
+            raise
+        raise ValueError(f"{exc}; a flag not given defaults to the lake's days, {first} .. {last}") from None
     return start, end
 
 
 # --- output ------------------------------------------------------------------------------------------------------
+
+
+def _write(table: pa.Table, fmt: str, output: Path | None, *, title: str) -> None:
+    """`write_result`, or one line saying which value the format cannot hold (a BLOB in CSV, a year past 9999)."""
+    try:
+        write_result(table, fmt, output, title=title)
+    except (pa.ArrowException, ValueError, OverflowError) as exc:
+        raise _fail(f"cannot write the result as {fmt}: {exc}", code=1) from None
 
 
 def _check_format(fmt: str, output: Path | None) -> None:

@@ -15,7 +15,7 @@ from pipeline import catalog
 from pipeline.cli.common import fail
 from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
-from pipeline.times import iso, parse_time
+from pipeline.times import check_window, iso, parse_time
 
 
 def report_command(
@@ -45,8 +45,7 @@ def report_command(
     try:
         check_lake(lake_path)
         start, end = parse_time(since, now), parse_time(until, now)
-        if start >= end:
-            raise InvestigationError(f"--since {iso(start)} must be before --until {iso(end)}")
+        check_window(start, end)
     except (InvestigationError, ValueError) as exc:
         raise fail(err, str(exc), 2) from None
     try:
