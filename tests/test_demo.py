@@ -41,7 +41,8 @@ def envelope(alert_id: str, subject: str = "[HIGH] t") -> str:
 
 def test_envelope_parsing_reads_subject_attributes_and_alert_json() -> None:
     message = demo.parse_envelope(envelope("abc123", "[HIGH] KMS key scheduled for deletion"))
-    assert (message.alert_id, message.severity, message.subject) == ("abc123", "high", message.subject)
+    expected = ("abc123", "high", "[HIGH] KMS key scheduled for deletion", "m-abc123")
+    assert (message.alert_id, message.severity, message.subject, message.message_id) == expected
     assert message.body["alert_id"] == "abc123"
     # A summary written as plain text still parses; its id then comes from the attribute alone.
     raw = json.loads(envelope("sum1"))
