@@ -16,12 +16,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LEAVES = ("pipeline.times", "pipeline.safe_text", "pipeline.settings", "pipeline.aws", "pipeline.callers")
 
+CATALOG = ("pipeline.catalog", "pipeline.query_spec", "pipeline.query", "pipeline.params", "pipeline.validation")
+
 # module prefix -> the keytrail modules (prefixes) it may import
 ALLOWED: dict[str, tuple[str, ...]] = {
     **{leaf: ("pipeline.times",) for leaf in LEAVES},
     "pipeline.s3": ("pipeline.times",),
     "pipeline.events": ("pipeline.times",),
     "pipeline.lake": ("pipeline.lake", "pipeline.events", *LEAVES),
+    **{
+        name: (
+            "pipeline.ingest",
+            "pipeline.ingest_workers",
+            "pipeline.ingest_failures",
+            "pipeline.lake",
+            "pipeline.events",
+            "pipeline.s3",
+            *LEAVES,
+        )
+        for name in ("pipeline.ingest", "pipeline.ingest_workers", "pipeline.ingest_failures")
+    },
+    **{name: (*CATALOG, "pipeline.alerting.alert", *LEAVES) for name in CATALOG},
+    "pipeline.engine": (*CATALOG, "pipeline.events", "pipeline.lake", *LEAVES),
+    "pipeline.cases": (*CATALOG, "pipeline.engine", "pipeline.events", *LEAVES),
+    "pipeline.detect": (*CATALOG, "pipeline.engine", "pipeline.alerting.alert", *LEAVES),
     "pipeline.alerting": (
         "pipeline.alerting",
         "pipeline.catalog",  # the already-loaded detections give the re-alert policy
