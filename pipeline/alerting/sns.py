@@ -3,6 +3,13 @@
 Each PublishBatch call carries <= 10 entries and <= 256 KB; the MessageIds SNS returns are recorded in one
 outbox transaction right after the call, so a crash in between repeats at most that one batch on the next run
 (every message carries `alert_id` for subscriber-side dedup; FIFO topics also deduplicate on it).
+
+What SNS does not take is sorted by whose fault it is. SNS's own trouble (throttling, 5xx) is retried with
+backoff and stays pending; so does a fault of the topic or the credentials (missing topic, denied, KMS), which
+stops the run. A refusal of one message (a sender fault such as InvalidParameter) counts against that alert
+only: it is given up (`failed`) after `outbox.MAX_REFUSALS` refusals, at once when no retry can help (too long),
+and a message over SNS's limits even after trimming is given up without being sent. A given-up alert never
+blocks the others.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +36,7 @@ from pipeline.alerting.messages import (
     storm_summary,
     subject,
 )
-from pipeline.alerting.outbox import Delivery, Outbox, OutboxError
+from pipeline.alerting.outbox import Delivery, GiveUps, Outbox, OutboxError
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,20 @@ _HINTS |= {
     "ExpiredToken": _HINTS["InvalidClientTokenId"],
     "UnrecognizedClientException": _HINTS["InvalidClientTokenId"],
 }
+# Faults of the topic, its key or the credentials: every message would fail alike, so no alert is blamed.
+_TOPIC_FAULTS = frozenset(_HINTS) | {
+    "EndpointDisabled",
+    "InvalidSecurity",
+    "PlatformApplicationDisabled",
+    "KMSDisabled",
+    "KMSInvalidState",
+    "KMSNotFound",
+    "KMSOptInRequired",
+}
+# Whole-call refusals that may be about one entry: the batch is split to find it. A message naming the
+# TopicArn is about the topic instead.
+_MESSAGE_FAULTS = frozenset({"InvalidParameter", "InvalidParameterValue", "ValidationError", "BatchRequestTooLong"})
+_TOO_LONG = re.compile(r"too (long|large|big)", re.IGNORECASE)
 
 
 class PublishError(Exception):
@@ -82,9 +104,11 @@ class PublishReport:
     sent: tuple[str, ...] = ()  # alert ids published as their own message
     summarized: tuple[str, ...] = ()  # alert ids covered by the storm-cap summary
     summary_message_id: str | None = None
-    failed: dict[str, str] = field(default_factory=dict)  # alert id -> error (still pending)
+    failed: dict[str, str] = field(default_factory=dict)  # alert id -> error: this attempt failed, still pending
     calls: int = 0  # PublishBatch calls, retries included
     retries: int = 0
+    undeliverable: dict[str, str] = field(default_factory=dict)  # alert id -> why: given up, now `failed`
+    released: tuple[str, ...] = ()  # alerts those had suppressed: pending again, for the next run
 
     @property
     def messages(self) -> int:
@@ -96,6 +120,10 @@ class PublishReport:
             text += f", {len(self.summarized)} more in one storm-cap summary"
         if self.failed:
             text += f"; {len(self.failed)} failed and stay pending"
+        if self.undeliverable:
+            text += f"; {len(self.undeliverable)} undeliverable (now failed)"
+        if self.released:
+            text += f"; {len(self.released)} they had suppressed are pending again"
         return f"{text} ({self.calls} PublishBatch calls, {self.retries} retries)"
 
 
@@ -124,6 +152,13 @@ def _entry(alert: Alert, fmt: str, *, fifo: bool, created: dt.datetime) -> _Entr
         request["MessageDeduplicationId"] = alert.alert_id
         request["MessageGroupId"] = alert.detection_id
     return _Entry(request, (alert.alert_id,), len(body.encode()) + overhead)
+
+
+def _too_big(entry: _Entry) -> str | None:
+    """Why SNS could never take `entry` (over its size limit even after trimming), or None."""
+    if entry.size <= MAX_MESSAGE_BYTES:
+        return None
+    return f"too big for SNS even after trimming ({entry.size:,} bytes, the limit is {MAX_MESSAGE_BYTES:,})"
 
 
 def plan_batches(entries: Sequence[_Entry]) -> list[list[_Entry]]:
@@ -158,6 +193,14 @@ def _retryable(err: Exception) -> bool:
     return False
 
 
+def _refuses_a_message(err: Exception) -> bool:
+    """A whole-call refusal that may be about one entry of the batch rather than the topic or the request."""
+    if not isinstance(err, ClientError) or _retryable(err):
+        return False
+    code, message = _error_text(err)
+    return code in _MESSAGE_FAULTS and "topicarn" not in message.lower()
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait before retry `attempt` (1, 2, ...): exponential, capped."""
     return min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
@@ -183,6 +226,7 @@ class _Publisher:
         self.summarized: list[str] = []
         self.summary_message_id: str | None = None
         self.failed: dict[str, str] = {}
+        self.given_up = GiveUps()
         self.calls = 0
         self.retries = 0
 
@@ -204,6 +248,9 @@ class _Publisher:
                 if _retryable(err) and attempt < self.max_attempts:
                     log.warning("SNS PublishBatch failed (%s: %s); retrying", code, message)
                     continue
+                if _refuses_a_message(err):
+                    self._isolate(remaining, f"{code}: {message}")
+                    return
                 self._fail(remaining, {entry.entry_id: f"{code}: {message}" for entry in remaining})
                 raise self._publish_error(err, attempt) from err
             remaining, errors = self._record(remaining, response)
@@ -230,16 +277,47 @@ class _Publisher:
         self.box.mark_sent(deliveries, now=self.now)
         retry: list[_Entry] = []
         errors: dict[str, str] = {}
-        permanent: list[_Entry] = []
+        topic: list[_Entry] = []
+        refused: list[_Entry] = []
         for item in response.get("Failed", []):
             entry = by_id[item["Id"]]
-            errors[entry.entry_id] = f"{item.get('Code', 'Unknown')}: {item.get('Message', '')}"
-            # A sender fault means the request itself is wrong: a retry cannot help. It stays pending, with the error.
-            (permanent if item.get("SenderFault") else retry).append(entry)
-        if permanent:
-            log.error("SNS rejected %d entries: %s", len(permanent), sorted({errors[e.entry_id] for e in permanent}))
-            self._fail(permanent, errors)
+            code = str(item.get("Code", "Unknown"))
+            errors[entry.entry_id] = f"{code}: {item.get('Message', '')}"
+            # A sender fault means the request is wrong: retrying it now cannot help. The topic's faults leave the
+            # alert pending; a refusal of the message itself counts against that alert (see `_refuse`).
+            if not item.get("SenderFault"):
+                retry.append(entry)
+            else:
+                (topic if code in _TOPIC_FAULTS else refused).append(entry)
+        if topic:
+            log.error("SNS rejected %d entries: %s", len(topic), sorted({errors[e.entry_id] for e in topic}))
+            self._fail(topic, errors)
+        for entry in refused:
+            self._refuse(entry, errors[entry.entry_id])
         return retry, errors
+
+    def _isolate(self, entries: Sequence[_Entry], error: str) -> None:
+        """SNS refused the whole call for something in one of `entries`: send them one by one to find which."""
+        if len(entries) > 1:
+            log.warning("SNS refused a batch of %d (%s): sending its entries one by one", len(entries), error)
+            for entry in entries:
+                self.send([entry])
+        else:
+            self._refuse(entries[0], error)
+
+    def _refuse(self, entry: _Entry, error: str) -> None:
+        """SNS refused this entry's message: count it against its alerts (given up when refused too often)."""
+        log.error("SNS refused the message for %s: %s", entry.entry_id, error)
+        errors = dict.fromkeys(entry.alert_ids, error)
+        final = entry.alert_ids if _TOO_LONG.search(error) else ()
+        outcome = self.box.record_refusals(errors, now=self.now, final=final)
+        self.given_up |= outcome
+        self.failed |= {alert_id: error for alert_id in entry.alert_ids if alert_id not in outcome.given_up}
+
+    def give_up(self, entry: _Entry, reason: str) -> None:
+        """Never send `entry`: its alerts are given up at once with `reason`."""
+        log.error("not sending %s: %s", entry.entry_id, reason)
+        self.given_up |= self.box.give_up(dict.fromkeys(entry.alert_ids, reason), now=self.now)
 
     def _fail(self, entries: Sequence[_Entry], errors: Mapping[str, str]) -> None:
         failed = {
@@ -268,6 +346,8 @@ class _Publisher:
             failed=dict(self.failed),
             calls=self.calls,
             retries=self.retries,
+            undeliverable=dict(self.given_up.given_up),
+            released=self.given_up.released,
         )
 
 
@@ -290,6 +370,7 @@ def publish_pending(
     (`.fifo`) get MessageDeduplicationId = alert_id and MessageGroupId = detection_id. `on_progress(done, total)`
     follows the messages; `on_accepted(entry ids)` runs after SNS accepted a batch and before the outbox records
     it (a fault-injection point for tests). Raises PublishError (alerts stay pending) when SNS refuses the topic.
+    An alert SNS cannot take is given up (`failed`, reported in `undeliverable`) and never takes a storm-cap slot.
     """
     if storm_cap < 1:
         raise ValueError("storm_cap must be at least 1")
@@ -298,18 +379,28 @@ def publish_pending(
     fifo = topic_arn.endswith(".fifo")
     try:
         with Outbox.open(lake) as box, box.publishing():
-            pending = box.pending()
-            direct, held = pending[:storm_cap], pending[storm_cap:]
-            entries = [_entry(item.alert, fmt, fifo=fifo, created=item.enqueued_at) for item in direct]
+            publisher = _Publisher(
+                box, sns_client, topic_arn, now=now, sleep=sleep, max_attempts=max_attempts, on_accepted=on_accepted
+            )
+            held = box.pending()
+            entries: list[_Entry] = []
+            while held and len(entries) < storm_cap:  # the storm cap's slots go to alerts SNS can take
+                item = held.pop(0)
+                entry = _entry(item.alert, fmt, fifo=fifo, created=item.enqueued_at)
+                if reason := _too_big(entry):
+                    publisher.give_up(entry, reason)
+                else:
+                    entries.append(entry)
             if held:
                 summary = storm_summary([item.alert for item in held], storm_cap=storm_cap)
                 delivers = tuple(item.alert.alert_id for item in held)
                 entry = _entry(summary, fmt, fifo=fifo, created=now)
-                entries.append(dataclasses.replace(entry, alert_ids=delivers, summary_id=summary.alert_id))
+                entry = dataclasses.replace(entry, alert_ids=delivers, summary_id=summary.alert_id)
+                if reason := _too_big(entry):
+                    publisher.give_up(entry, f"its storm-cap summary {summary.alert_id[:12]} was {reason}")
+                else:
+                    entries.append(entry)
                 log.warning("storm cap %d reached: %d alerts go in one summary message", storm_cap, len(held))
-            publisher = _Publisher(
-                box, sns_client, topic_arn, now=now, sleep=sleep, max_attempts=max_attempts, on_accepted=on_accepted
-            )
             done = 0
             for batch in plan_batches(entries):
                 publisher.send(batch)
