@@ -56,7 +56,9 @@ def garbage(path: Path) -> None:
 def truncated(path: Path) -> None:
     """A real outbox of many pages, cut in half (a crash of the disk, a bad copy)."""
     lake = path.parent.parent
-    alerts = [make_alert(principal_arn=f"arn:aws:iam::111122223333:user/u{i}", context={"x": "y" * 900}) for i in range(300)]
+    alerts = [
+        make_alert(principal_arn=f"arn:aws:iam::111122223333:user/u{i}", context={"x": "y" * 900}) for i in range(300)
+    ]
     enqueue(lake, alerts, now=T0)
     size = path.stat().st_size
     assert size > 100_000 and not path.with_name("outbox.sqlite-wal").exists()  # checkpointed on close
@@ -68,17 +70,20 @@ DAMAGES = {"garbage": garbage, "truncated": truncated}
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
-def test_a_damaged_outbox_is_one_line_naming_the_file_and_repair(events_lake: Path, damage: str, tmp_path: Path) -> None:
+def test_a_damaged_outbox_is_one_line_naming_the_file_and_repair(
+    events_lake: Path, damage: str, tmp_path: Path
+) -> None:
     lake = events_lake
     box = outbox_path(lake)
     DAMAGES[damage](box)
     lake_flag = ["--lake", str(lake)]
+    page = str(tmp_path / "report.html")
     commands = {
         "alerts list": ["alerts", "list", *lake_flag],
         "alerts show": ["alerts", "show", "abcdef", *lake_flag],
         "alerts publish": ["alerts", "publish", *lake_flag, "--topic-arn", TOPIC, "--endpoint-url", NOWHERE],
         "detect --publish": ["detect", *lake_flag, *DETECT, "--format", "json", "--publish", "--endpoint-url", NOWHERE],
-        "report": ["report", *lake_flag, "--since", "2024-05-01", "--until", "2024-05-02", "--out", str(tmp_path / "r.html")],
+        "report": ["report", *lake_flag, "--since", "2024-05-01", "--until", "2024-05-02", "--out", page],
         "query run": ["query", "run", "alert_evidence", "--param", "alert_id=abcdef", *lake_flag],
     }
     for name, command in commands.items():
@@ -196,7 +201,8 @@ def test_a_read_only_lake(events_lake: Path) -> None:
     enqueue(events_lake, [make_alert()], now=T0)
     if os.geteuid() == 0:
         target = str(events_lake)
-        read_only = mounted(["mount", "--bind", target, target], ["mount", "-o", "remount,ro,bind", target, target], target=events_lake)
+        bind, remount = ["mount", "--bind", target, target], ["mount", "-o", "remount,ro,bind", target]
+        read_only = mounted(bind, remount, target=events_lake)
     else:
         read_only = _chmod_read_only(events_lake)
     with read_only:
@@ -268,7 +274,9 @@ def test_an_outbox_made_by_the_previous_schema_opens_and_takes_the_failed_state(
             " alert_json, enqueued_at, attempts) VALUES (?, ?, ?, 'high', 3, ?, ?, ?, '2024-05-01T12:00:00Z', 2)",
             (item.alert_id, item.detection_id, item.effective_dedup_key(), T0.timestamp(), state, item.to_json()),
         )
-    old.execute("INSERT INTO history (alert_id, at, event) VALUES (?, '2024-05-01T12:00:00Z', 'queued')", (alert.alert_id,))
+    old.execute(
+        "INSERT INTO history (alert_id, at, event) VALUES (?, '2024-05-01T12:00:00Z', 'queued')", (alert.alert_id,)
+    )
     old.commit()
     old.close()
 
