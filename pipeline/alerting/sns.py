@@ -17,16 +17,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botocore import exceptions as botocore_errors
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipeline.alerting import sns_errors
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.messages import (
     MAX_MESSAGE_BYTES,
@@ -46,51 +45,6 @@ MAX_BATCH_BYTES = 262_144
 DEFAULT_MAX_ATTEMPTS = 6
 _BACKOFF_BASE_S = 0.25
 _BACKOFF_CAP_S = 8.0
-# Error codes worth another try; any HTTP 5xx is retried too. Everything else stops the run.
-_RETRYABLE = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "Throttled",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "KMSThrottling",
-        "KMSThrottlingException",
-        "InternalError",
-        "InternalErrorException",
-        "InternalFailure",
-        "ServiceUnavailable",
-    }
-)
-_HINTS = {
-    "NotFound": "topic {topic} does not exist: create it, or pass the right --topic-arn / KEYTRAIL_TOPIC_ARN",
-    "AuthorizationError": "the credentials in use may not publish to {topic}: allow sns:Publish on it (and "
-    "kms:GenerateDataKey + kms:Decrypt on its key if the topic is encrypted)",
-    "InvalidClientTokenId": "the AWS credentials are not valid here: check the profile/keys, and the region",
-}
-_HINTS |= {
-    "NotFoundException": _HINTS["NotFound"],
-    "AuthorizationErrorException": _HINTS["AuthorizationError"],
-    "AccessDenied": _HINTS["AuthorizationError"],
-    "AccessDeniedException": _HINTS["AuthorizationError"],
-    "KMSAccessDenied": _HINTS["AuthorizationError"],
-    "ExpiredToken": _HINTS["InvalidClientTokenId"],
-    "UnrecognizedClientException": _HINTS["InvalidClientTokenId"],
-}
-# Faults of the topic, its key or the credentials: every message would fail alike, so no alert is blamed.
-_TOPIC_FAULTS = frozenset(_HINTS) | {
-    "EndpointDisabled",
-    "InvalidSecurity",
-    "PlatformApplicationDisabled",
-    "KMSDisabled",
-    "KMSInvalidState",
-    "KMSNotFound",
-    "KMSOptInRequired",
-}
-# Whole-call refusals that may be about one entry: the batch is split to find it. A message naming the
-# TopicArn is about the topic instead.
-_MESSAGE_FAULTS = frozenset({"InvalidParameter", "InvalidParameterValue", "ValidationError", "BatchRequestTooLong"})
-_TOO_LONG = re.compile(r"too (long|large|big)", re.IGNORECASE)
 
 
 class PublishError(Exception):
@@ -177,30 +131,6 @@ def plan_batches(entries: Sequence[_Entry]) -> list[list[_Entry]]:
     return batches
 
 
-def _error_text(err: Exception) -> tuple[str, str]:
-    if isinstance(err, ClientError):
-        error = err.response.get("Error", {})
-        return str(error.get("Code", "Unknown")), str(error.get("Message", err))
-    return type(err).__name__, str(err)
-
-
-def _retryable(err: Exception) -> bool:
-    # Connection errors are not retried here: the client (pipeline.aws) already retried them, and more rounds
-    # would only delay the error for an endpoint that is down or mistyped.
-    if isinstance(err, ClientError):
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return _error_text(err)[0] in _RETRYABLE or status >= 500
-    return False
-
-
-def _refuses_a_message(err: Exception) -> bool:
-    """A whole-call refusal that may be about one entry of the batch rather than the topic or the request."""
-    if not isinstance(err, ClientError) or _retryable(err):
-        return False
-    code, message = _error_text(err)
-    return code in _MESSAGE_FAULTS and "topicarn" not in message.lower()
-
-
 def backoff(attempt: int) -> float:
     """Seconds to wait before retry `attempt` (1, 2, ...): exponential, capped."""
     return min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
@@ -244,11 +174,11 @@ class _Publisher:
                     TopicArn=self.topic_arn, PublishBatchRequestEntries=[entry.request for entry in remaining]
                 )
             except (ClientError, BotoCoreError) as err:
-                code, message = _error_text(err)
-                if _retryable(err) and attempt < self.max_attempts:
+                code, message = sns_errors.error_text(err)
+                if sns_errors.retryable(err) and attempt < self.max_attempts:
                     log.warning("SNS PublishBatch failed (%s: %s); retrying", code, message)
                     continue
-                if _refuses_a_message(err):
+                if sns_errors.refuses_a_message(err):
                     self._isolate(remaining, f"{code}: {message}")
                     return
                 self._fail(remaining, {entry.entry_id: f"{code}: {message}" for entry in remaining})
@@ -288,7 +218,7 @@ class _Publisher:
             if not item.get("SenderFault"):
                 retry.append(entry)
             else:
-                (topic if code in _TOPIC_FAULTS else refused).append(entry)
+                (topic if sns_errors.topic_fault(code) else refused).append(entry)
         if topic:
             log.error("SNS rejected %d entries: %s", len(topic), sorted({errors[e.entry_id] for e in topic}))
             self._fail(topic, errors)
@@ -309,7 +239,7 @@ class _Publisher:
         """SNS refused this entry's message: count it against its alerts (given up when refused too often)."""
         log.error("SNS refused the message for %s: %s", entry.entry_id, error)
         errors = dict.fromkeys(entry.alert_ids, error)
-        final = entry.alert_ids if _TOO_LONG.search(error) else ()
+        final = entry.alert_ids if sns_errors.refused_for_good(error) else ()
         outcome = self.box.record_refusals(errors, now=self.now, final=final)
         self.given_up |= outcome
         self.failed |= {alert_id: error for alert_id in entry.alert_ids if alert_id not in outcome.given_up}
@@ -327,14 +257,8 @@ class _Publisher:
         self.failed |= failed
 
     def _publish_error(self, err: Exception, attempts: int) -> PublishError:
-        code, message = _error_text(err)
-        hint = _HINTS.get(code, "").format(topic=self.topic_arn)
-        if not hint and isinstance(err, botocore_errors.ConnectionError | botocore_errors.HTTPClientError):
-            hint = "cannot reach SNS: check --endpoint-url / KEYTRAIL_ENDPOINT_URL, the region and the network"
-        if not hint and _retryable(err):
-            hint = f"SNS kept failing after {attempts} attempts: run `keytrail alerts publish` again later"
-        if not hint:
-            hint = "fix the request or the topic, then run `keytrail alerts publish` again"
+        code, message = sns_errors.error_text(err)
+        hint = sns_errors.hint(err, topic=self.topic_arn, attempts=attempts)
         pending = len(self.box.pending())
         return PublishError(f"could not publish ({code}: {message}). {hint}. {pending} alert(s) stay pending.")
 
