@@ -7,6 +7,7 @@ schema (no `failed` state) still opens.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from pipeline.alerting.outbox import Outbox, OutboxError, enqueue, outbox_path
+from pipeline.alerting.outbox_store import outbox_error
 from pipeline.cli import app
 from tests.test_alerts import T0, make_alert
 from tests.test_sns import _two_deletions_two_hours_apart
@@ -293,3 +295,32 @@ def test_an_outbox_made_by_the_previous_schema_opens_and_takes_the_failed_state(
     indexes = {row[0] for row in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"alerts_by_state", "alerts_by_dedup", "history_by_alert"} <= indexes
     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_retry_all_and_retry_without_ids(lake: Path) -> None:
+    first, second = make_alert(), make_alert(principal_arn="arn:aws:iam::111122223333:user/bob")
+    enqueue(lake, [first, second], now=T0)
+    with Outbox.open(lake) as box:
+        box.give_up({first.alert_id: "refused", second.alert_id: "refused"}, now=T0)
+    nothing = keytrail("alerts", "retry", "--lake", str(lake))
+    assert nothing.exit_code == 2 and "--all" in nothing.output
+    retried = keytrail("alerts", "retry", "--all", "--lake", str(lake))
+    assert retried.exit_code == 0 and "2 alert(s) queued again" in retried.output
+    with Outbox.open(lake) as box:
+        assert box.counts() == {"pending": 2, "sent": 0, "suppressed": 0, "failed": 0}
+        assert [h.event for h in box.history(first.alert_id)] == ["queued", "gave up", "retry"]
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "free disk space"),
+        (sqlite3.OperationalError("database or disk is full"), "free disk space"),
+        (sqlite3.OperationalError("database is locked"), "another keytrail process"),
+        (sqlite3.DatabaseError("database disk image is malformed"), "keytrail alerts repair"),
+        (sqlite3.OperationalError("disk I/O error"), "keytrail alerts repair"),
+    ],
+)
+def test_each_kind_of_error_says_what_to_do(lake: Path, error: Exception, says: str) -> None:
+    message = str(outbox_error(outbox_path(lake), error))
+    assert str(outbox_path(lake)) in message and says in message and "\n" not in message

@@ -294,10 +294,11 @@ class Outbox:
                 f"alert {entry.alert.alert_id[:12]} is {entry.state}, not failed: only failed alerts can be retried"
             )
         at = iso(now)
+        alert_id = entry.alert.alert_id
         with self._transaction() as db:
-            db.execute("UPDATE alerts SET state = 'pending' WHERE alert_id = ?", (entry.alert.alert_id,))
-            _note(db, [entry.alert.alert_id], at, "retry", "queued again by `keytrail alerts retry`")
-        return self.find(entry.alert.alert_id)
+            db.execute("UPDATE alerts SET state = 'pending' WHERE alert_id = ? AND state = 'failed'", (alert_id,))
+            _note(db, [alert_id], at, "retry", "queued again by `keytrail alerts retry`")
+        return self.find(alert_id)
 
     # -- reads -----------------------------------------------------------------------------------------
 
@@ -402,7 +403,7 @@ def _give_up(db: sqlite3.Connection, reasons: Mapping[str, str], at: str) -> Giv
             given_up[alert_id] = reason
             released.extend(_release(db, alert_id, at))
     if given_up:
-        log.error("outbox: %d alert(s) given up as undeliverable: %s", len(given_up), sorted(given_up))
+        log.warning("outbox: %d alert(s) given up as undeliverable: %s", len(given_up), sorted(given_up))
     return GiveUps(given_up, tuple(released))
 
 

@@ -252,7 +252,7 @@ def repair(lake: Path, *, now: dt.datetime) -> Repair:
                 source.rename(target)
                 moved.append((source, target))
         connect(lake, create=True).close()
-    log.warning("alert outbox %s was damaged (%s): moved aside to %s, a fresh one created", path, problem, aside)
+    log.info("alert outbox %s was damaged (%s): moved aside to %s, a fresh one created", path, problem, aside)
     return Repair(path, exists=True, problem=problem, moved=tuple(moved))
 
 

@@ -237,7 +237,7 @@ class _Publisher:
 
     def _refuse(self, entry: _Entry, error: str) -> None:
         """SNS refused this entry's message: count it against its alerts (given up when refused too often)."""
-        log.error("SNS refused the message for %s: %s", entry.entry_id, error)
+        log.info("SNS refused the message for %s: %s", entry.entry_id, error)
         errors = dict.fromkeys(entry.alert_ids, error)
         final = entry.alert_ids if sns_errors.refused_for_good(error) else ()
         outcome = self.box.record_refusals(errors, now=self.now, final=final)
@@ -246,7 +246,7 @@ class _Publisher:
 
     def give_up(self, entry: _Entry, reason: str) -> None:
         """Never send `entry`: its alerts are given up at once with `reason`."""
-        log.error("not sending %s: %s", entry.entry_id, reason)
+        log.info("not sending %s: %s", entry.entry_id, reason)
         self.given_up |= self.box.give_up(dict.fromkeys(entry.alert_ids, reason), now=self.now)
 
     def _fail(self, entries: Sequence[_Entry], errors: Mapping[str, str]) -> None:

@@ -187,7 +187,10 @@ def _print_failures(console: Console, report: PublishReport) -> bool:
     for alert_id, error in sorted(report.failed.items()):
         console.print(f"  [red]{alert_id[:12]}[/red] {safe_text.markup(error)}")
     if report.failed:
-        console.print("the failed alerts stay pending: see `keytrail alerts show ID`, then publish again")
+        console.print(
+            "SNS did not take these in this run; they stay pending and the next publish tries again "
+            "(`keytrail alerts show ID` says why)"
+        )
     for alert_id, reason in sorted(report.undeliverable.items()):
         console.print(f"  [red]{alert_id[:12]}[/red] {safe_text.markup(reason)}")
     if report.undeliverable:
