@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +205,7 @@ class _WholeCallRefusal:
 
 
 def test_an_alert_too_big_even_after_trimming_fails_without_a_call(lake: Path, topic: Topic) -> None:
-    # attack ids are part of the contract and never cut: half a million of them cannot fit in 256 KB
+    # attack ids are part of the contract and never cut: 40,000 of them (~440 KB) cannot fit in 256 KB
     hopeless = make_alert(attack=tuple(f"T{i:07d}" for i in range(40_000)))
     fine = make_alert(principal_arn="arn:aws:iam::111122223333:user/bob")
     enqueue(lake, [hopeless, fine], now=NOW)
@@ -291,7 +290,3 @@ def test_cli_reports_the_failed_alert_then_lists_and_retries_it(
     fixed = runner.invoke(app, publish)
     assert fixed.exit_code == 0, fixed.output
     assert alert_ids(topic.drain(queue)) == [bad.alert_id] and state_of(lake, bad) == "sent"
-
-
-def _ids(entries: Sequence[Any]) -> list[str]:
-    return [entry.alert.alert_id for entry in entries]
