@@ -100,6 +100,13 @@ def queue_and_publish_alerts(
     )
     if report.not_published:
         logger.warning("%s", report.not_published)
+    if report.published and report.published.undeliverable:
+        logger.error(
+            "%d alert(s) could not be delivered and are now failed (they block nothing): %s. "
+            "`keytrail alerts show ID` says why; once fixed, `keytrail alerts retry ID` queues one again",
+            len(report.published.undeliverable),
+            "; ".join(f"{alert_id[:12]}: {why}" for alert_id, why in sorted(report.published.undeliverable.items())),
+        )
     return report
 
 
@@ -123,7 +130,9 @@ def evaluate_window(
         "messages": sent.messages if sent else 0,
         "sent": len(sent.sent) if sent else 0,
         "summarized": len(sent.summarized) if sent else 0,
-        "failed": len(sent.failed) if sent else 0,
+        "failed": len(sent.failed) if sent else 0,  # attempts that failed: those alerts stay pending
+        "undeliverable": sorted(sent.undeliverable) if sent else [],  # given up: now in the `failed` state
+        "released": list(sent.released) if sent else [],  # suppressed by those: pending again
         "not_published": report.not_published,  # why nothing went to SNS (no topic), with what to do
     }
 

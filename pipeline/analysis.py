@@ -157,14 +157,13 @@ ALERT_COLUMNS: tuple[str, ...] = (
 
 
 def outbox_entries(lake: Path | str, since: dt.datetime, until: dt.datetime) -> list[OutboxEntry]:
-    """Outbox alerts whose activity overlaps [since, until), most severe first (none when there is no outbox)."""
+    """Outbox alerts whose activity overlaps [since, until), most severe first (none when there is no outbox).
+
+    Raises OutboxError when the outbox cannot be read (damaged, read-only): an empty list would hide it."""
     if not outbox_path(Path(lake)).exists():
         return []
-    try:
-        with Outbox.open(Path(lake), create=False) as box:
-            entries = box.entries()
-    except OutboxError:
-        return []
+    with Outbox.open(Path(lake), create=False) as box:
+        entries = box.entries()
     return [e for e in entries if e.alert.last_seen >= since and e.alert.first_seen < until]
 
 

@@ -226,6 +226,32 @@ def test_without_a_topic_the_flow_queues_warns_and_says_so_in_its_result(trail: 
     assert quiet["not_published"] is None and quiet["known"] == 1
 
 
+def test_an_undeliverable_alert_is_in_the_flow_result_and_logs_and_blocks_nothing(
+    trail: Trail, subscriber: Subscriber, lake: Path
+) -> None:
+    import logging
+
+    from flows.detect import detect_and_alert
+    from flows.ingest import ingest_cloudtrail
+    from pipeline.alerting.outbox import enqueue
+    from tests.test_alerts import make_alert
+
+    # An alert no trimming can bring under SNS's 256 KB (attack ids are never cut), queued by an earlier run.
+    hopeless = make_alert(first_seen=at(9), attack=tuple(f"T{i:07d}" for i in range(40_000)))
+    enqueue(lake, [hopeless], now=at(9, 30))
+    trail.deliver(at(10, 10), [deletion("del-1", at(10, 3))])
+    ingest_cloudtrail(trail.source, str(lake), since=DAY, until=DAY)
+
+    state = detect_and_alert(str(lake), horizon="2h", now=at(10, 30), return_state=True)
+    result = state.result()
+    assert result["undeliverable"] == [hopeless.alert_id] and result["released"] == []
+    assert (result["messages"], result["failed"]) == (1, 0)
+    assert subscriber.alert_ids() == result["queued"]  # the new finding went out regardless
+    assert outbox_ids(lake, "failed") == [hopeless.alert_id]
+    ((level, message),) = flow_run_logs(state.state_details.flow_run_id, "could not be delivered")
+    assert level == logging.ERROR and hopeless.alert_id[:12] in message and "keytrail alerts retry" in message
+
+
 def test_late_file_alerts_on_the_next_run_exactly_once(trail: Trail, subscriber: Subscriber, lake: Path) -> None:
     from flows.pipeline import keytrail_pipeline
 

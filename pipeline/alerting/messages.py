@@ -1,12 +1,14 @@
 """An alert as an SNS message (pure): Subject, MessageAttributes, the JSON or OCSF body, and size trimming.
 
 SNS limits (design.md §3): Subject <= 100 characters, message + attributes <= 256 KB. moto does not count
-attributes, so the budget is enforced here. An alert too big for one message keeps every contract field; only
-evidence lists inside `context` are cut, and `context._trimmed` says how many items went.
+attributes, so the budget is enforced here. An alert too big for one message keeps every contract field: a
+field over MAX_FIELD_CHARS (a 300 KB principal ARN) is cut to that, then evidence lists inside `context` are cut,
+and `context._trimmed` says what went. Attribute values are at most MAX_ATTRIBUTE_CHARS whatever the alert holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import re
@@ -22,6 +24,8 @@ from pipeline.times import epoch_ms
 
 MAX_MESSAGE_BYTES = 262_144
 MAX_SUBJECT_CHARS = 100
+MAX_FIELD_CHARS = 2_048  # an alert's text field, when the message is over budget (IAM allows ARNs of 2,048)
+MAX_ATTRIBUTE_CHARS = 256  # a MessageAttribute value: ids and names, never evidence
 FORMATS: tuple[str, ...] = ("json", "ocsf")
 ELLIPSIS = "…"
 _NAME_CHARS = 32  # each short name in a Subject, so both fit beside a typical title
@@ -65,14 +69,21 @@ def subject(alert: Alert) -> str:
 
 
 def message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
-    """String attributes for SNS filter policies and subscriber-side dedup (an empty value is invalid: omitted)."""
+    """String attributes for SNS filter policies and subscriber-side dedup (an empty value is invalid: omitted).
+
+    Values come partly from CloudTrail (the account id): bounded and free of control characters, so a hostile
+    record cannot make the message undeliverable."""
     values = {
         "severity": alert.severity,
         "detection_id": alert.detection_id,
         "account_id": alert.account_id,
         "alert_id": alert.alert_id,
     }
-    return {name: {"DataType": "String", "StringValue": value} for name, value in values.items() if value}
+    return {
+        name: {"DataType": "String", "StringValue": _clip(_CONTROL.sub(" ", value), MAX_ATTRIBUTE_CHARS)}
+        for name, value in values.items()
+        if value
+    }
 
 
 def attributes_size(attributes: Mapping[str, Mapping[str, str]]) -> int:
@@ -163,19 +174,31 @@ def _encode(document: Mapping[str, Any]) -> bytes:
 
 
 def render_body(alert: Alert, fmt: str = "json", *, created: dt.datetime, budget: int = MAX_MESSAGE_BYTES) -> str:
-    """The SNS Message: the alert JSON (design.md §3) or an OCSF finding, trimmed to `budget` UTF-8 bytes."""
+    """The SNS Message: the alert JSON (design.md §3) or an OCSF finding, trimmed to `budget` UTF-8 bytes.
+
+    Over budget: fields over MAX_FIELD_CHARS are cut first (`_trimmed.fields_cut`), then evidence lists, then the
+    context (see `trim_context`). Only an alert whose bounded fields alone exceed the budget stays over it.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"message format {fmt!r} is not one of {', '.join(FORMATS)}")
     document = alert.to_dict()  # once: trimming below re-encodes only with a different context
+    render = _renderer(alert, document, fmt, created)
     context = document["context"]
-    if fmt == "json":
-        render = functools.partial(_with_context, document)
-    else:
-        render = functools.partial(_with_unmapped_context, ocsf_finding(alert, created=created))
     body = render(context)
     if len(body) > budget:
-        body = render(trim_context(context, lambda candidate: len(render(candidate)) <= budget))
+        alert, fields_cut = cut_fields(alert)
+        note: dict[str, Any] = {}
+        if fields_cut:
+            render = _renderer(alert, alert.to_dict(), fmt, created)
+            note = {"reason": _FIELDS_REASON, "fields_cut": fields_cut}
+        body = render(trim_context(context, lambda candidate: len(render(candidate)) <= budget, **note))
     return body.decode()
+
+
+def _renderer(alert: Alert, document: Mapping[str, Any], fmt: str, created: dt.datetime) -> Callable[[Context], bytes]:
+    if fmt == "json":
+        return functools.partial(_with_context, document)
+    return functools.partial(_with_unmapped_context, ocsf_finding(alert, created=created))
 
 
 def _with_context(document: Mapping[str, Any], context: Mapping[str, Any]) -> bytes:
@@ -190,7 +213,26 @@ def _with_unmapped_context(finding: Mapping[str, Any], context: Mapping[str, Any
 
 TRIM_NOTE_KEY = "_trimmed"
 _TRIM_REASON = "the alert was over SNS's 256 KB message limit: evidence lists were cut to fit"
+_FIELDS_REASON = (
+    f"the alert was over SNS's 256 KB message limit: fields over {MAX_FIELD_CHARS} characters were cut "
+    "(fields_cut: characters cut), then evidence lists if needed"
+)
+_TEXT_FIELDS = ("title", "account_id", "region", "principal_arn", "resource_arn", "runbook")
 Context = Mapping[str, Any]
+
+
+def cut_fields(alert: Alert) -> tuple[Alert, dict[str, int]]:
+    """`alert` with each text field over MAX_FIELD_CHARS cut to that (ending in "…"), and the characters cut per
+    field. Ids and severity are keytrail's own and short; context is `trim_context`'s."""
+    cut = {
+        name: len(value) - MAX_FIELD_CHARS + 1
+        for name in _TEXT_FIELDS
+        if isinstance(value := getattr(alert, name), str) and len(value) > MAX_FIELD_CHARS
+    }
+    if not cut:
+        return alert, {}
+    shorter = {name: _clip(getattr(alert, name), MAX_FIELD_CHARS) for name in cut}
+    return dataclasses.replace(alert, **shorter), cut
 
 
 def _lists(value: Context, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], list[Any]]]:
@@ -236,30 +278,34 @@ def _keeping(
 
 def _fits_keeping(
     fits: Callable[[Context], bool],
+    note: Mapping[str, Any],
     context: Context,
     cut: Mapping[str, int],
     path: tuple[str, ...],
     items: list[Any],
     keep: int,
 ) -> bool:
-    return fits(_noted(*_keeping(context, cut, path, items, keep)))
+    return fits(_noted(*_keeping(context, cut, path, items, keep), **note))
 
 
-def trim_context(context: Context, fits: Callable[[Context], bool]) -> dict[str, Any]:
+def trim_context(context: Context, fits: Callable[[Context], bool], **note: Any) -> dict[str, Any]:
     """`context` with its evidence lists cut (largest first) until `fits` says the message fits.
 
-    A binary search keeps as many items as fit; `_trimmed` records the items cut per list. If cutting every
-    list is not enough, only the note is left: the rest of the alert is never dropped.
+    A binary search keeps as many items as fit; `_trimmed` records the items cut per list, plus `note` (what
+    was cut before, e.g. `fields_cut`). If cutting every list is not enough, only the note is left: the rest of
+    the alert is never dropped.
     """
     cut: dict[str, int] = {}
     trimmed: Context = context
+    if note and fits(_noted(trimmed, cut, **note)):  # what was cut before was enough
+        return _noted(trimmed, cut, **note)
     biggest_first = sorted(_lists(context), key=lambda pair: len(_encode({"v": pair[1]})), reverse=True)
     for path, items in biggest_first:
-        keep = _most_that_fit(len(items), functools.partial(_fits_keeping, fits, trimmed, cut, path, items))
+        keep = _most_that_fit(len(items), functools.partial(_fits_keeping, fits, note, trimmed, cut, path, items))
         trimmed, cut = _keeping(trimmed, cut, path, items, keep)
-        if fits(_noted(trimmed, cut)):
-            return _noted(trimmed, cut)
-    return _noted({}, cut, context_dropped=sorted(map(str, context)))
+        if fits(_noted(trimmed, cut, **note)):
+            return _noted(trimmed, cut, **note)
+    return _noted({}, cut, context_dropped=sorted(map(str, context)), **note)
 
 
 # -- the storm-cap summary -----------------------------------------------------------------------------

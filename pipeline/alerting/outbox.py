@@ -1,11 +1,15 @@
 """The alert outbox, kept in the lake at `<lake>/alerts/outbox.sqlite` (SQLite, WAL, one transaction per step).
 
-Each alert is `pending` (to be published), `sent` (SNS MessageId recorded, on its own or in a storm-cap summary)
-or `suppressed` (the same detection + dedup key already paged within the re-alert interval). A history row is
-written for every change, for `keytrail alerts show`.
+Each alert is `pending` (to be published), `sent` (SNS MessageId recorded, on its own or in a storm-cap summary),
+`suppressed` (the same detection + dedup key already paged within the re-alert interval) or `failed` (SNS would
+not take it: given up with the reason, until `keytrail alerts retry`). A history row is written for every
+change, for `keytrail alerts show`.
 
 Suppression compares event times (`first_seen`), not wall-clock times, so a backfill over a past range pages as
-often as live detection would have.
+often as live detection would have. Only alerts that paged or are on their way (`sent`, `pending`) suppress: when
+a pending alert ends `failed`, the alerts it suppressed are judged again, and page in its place.
+
+The file itself (schema, upgrades, errors, repair) is `outbox_store`'s.
 """
 
 from __future__ import annotations
@@ -14,62 +18,31 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
+import functools
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
 
 from pipeline.alerting.alert import SEVERITY_RANK, Alert
+
+# OutboxError and outbox_path are this module's public names too: callers import them from here.
+from pipeline.alerting.outbox_store import OutboxError as OutboxError
+from pipeline.alerting.outbox_store import connect, outbox_path, translated
 from pipeline.settings import Settings
 from pipeline.times import epoch_seconds, iso, parse_timestamp
 
 log = logging.getLogger(__name__)
 
-OUTBOX_FILE = Path("alerts") / "outbox.sqlite"
-STATES: tuple[str, ...] = ("pending", "sent", "suppressed")
+STATES: tuple[str, ...] = ("pending", "sent", "suppressed", "failed")
+MAX_REFUSALS = 3  # SNS refused an alert's message this many times (one per run): it is given up (`failed`)
 DEFAULT_REALERT_AFTER = dt.timedelta(hours=Settings.realert_hours)  # KEYTRAIL_REALERT_HOURS's default
 DEFAULT_KEY = "*"  # in a per-detection mapping: the interval for detections not named
 RealertAfter = dt.timedelta | Mapping[str, dt.timedelta]
-
-_SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    alert_id      TEXT PRIMARY KEY,
-    detection_id  TEXT NOT NULL,
-    dedup_key     TEXT NOT NULL,
-    severity      TEXT NOT NULL,
-    severity_rank INTEGER NOT NULL,
-    first_seen_s  REAL NOT NULL,            -- epoch seconds, for the re-alert window
-    state         TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'suppressed')),
-    alert_json    TEXT NOT NULL,
-    enqueued_at   TEXT NOT NULL,
-    sent_at       TEXT,
-    message_id    TEXT,
-    delivery      TEXT CHECK (delivery IN ('message', 'summary')),
-    summary_id    TEXT,                     -- the storm-cap summary alert that carried it
-    suppressed_by TEXT,                     -- the alert that paged for the same dedup key
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    last_error    TEXT
-);
-CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts (state, severity_rank DESC, first_seen_s, alert_id);
-CREATE INDEX IF NOT EXISTS alerts_by_dedup ON alerts (dedup_key, first_seen_s);
-CREATE TABLE IF NOT EXISTS history (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id TEXT NOT NULL,
-    at       TEXT NOT NULL,
-    event    TEXT NOT NULL,
-    detail   TEXT
-);
-CREATE INDEX IF NOT EXISTS history_by_alert ON history (alert_id, seq);
-"""
-
-
-class OutboxError(Exception):
-    """The outbox cannot do what was asked (missing, ambiguous id, busy); the message says what to do next."""
 
 
 @dataclass(frozen=True)
@@ -126,12 +99,26 @@ def realert_interval(realert_after: RealertAfter, detection_id: str) -> dt.timed
     return realert_after.get(detection_id, realert_after.get(DEFAULT_KEY, DEFAULT_REALERT_AFTER))
 
 
-def outbox_path(lake: Path) -> Path:
-    return Path(lake) / OUTBOX_FILE
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _translating(method: Callable[Concatenate[Outbox, _P], _R]) -> Callable[Concatenate[Outbox, _P], _R]:
+    """Database and file errors inside an Outbox method become an OutboxError naming the file and what to do."""
+
+    @functools.wraps(method)
+    def wrapper(self: Outbox, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with translated(self.path):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Outbox:
-    """The outbox of one lake. Open with `Outbox.open(lake)`; use as a context manager."""
+    """The outbox of one lake. Open with `Outbox.open(lake)`; use as a context manager.
+
+    Every method turns database and file errors (damaged file, read-only lake, full disk) into an OutboxError.
+    """
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
@@ -139,21 +126,7 @@ class Outbox:
 
     @classmethod
     def open(cls, lake: Path, *, create: bool = True) -> Outbox:
-        path = outbox_path(lake)
-        if not path.exists():
-            if not create:
-                raise OutboxError(
-                    f"no alert outbox in {lake} yet: run `keytrail detect --lake {lake} --publish` to create it"
-                )
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: every write below opens its own explicit transaction.
-        connection = sqlite3.connect(path, timeout=30, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")  # a recorded MessageId must survive a crash
-        if connection.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
-            connection.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={_SCHEMA_VERSION}; COMMIT;")
-        return cls(connection, path)
+        return cls(connect(lake, create=create), outbox_path(lake))
 
     def close(self) -> None:
         self._db.close()
@@ -180,7 +153,9 @@ class Outbox:
 
         An OS file lock: it is released when the process dies, so a crash never blocks the next run.
         """
-        with open(self.path.with_name("publish.lock"), "w") as handle:
+        with translated(self.path):
+            handle = open(self.path.with_name("publish.lock"), "w")  # noqa: SIM115 (closed below)
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -195,6 +170,7 @@ class Outbox:
 
     # -- writes ----------------------------------------------------------------------------------------
 
+    @_translating
     def enqueue(
         self, alerts: Sequence[Alert], *, now: dt.datetime, realert_after: RealertAfter = DEFAULT_REALERT_AFTER
     ) -> EnqueueReport:
@@ -212,43 +188,36 @@ class Outbox:
                     known.append(alert.alert_id)
                     continue
                 dedup_key = alert.effective_dedup_key()
-                paged = self._paged_within(db, alert, dedup_key, realert_interval(realert_after, alert.detection_id))
+                interval = realert_interval(realert_after, alert.detection_id).total_seconds()
+                first_seen_s, rank = epoch_seconds(alert.first_seen), SEVERITY_RANK[alert.severity]
+                paged = _paged_within(db, dedup_key, first_seen_s, rank, interval)
                 state = "suppressed" if paged else "pending"
                 db.execute(
                     "INSERT INTO alerts (alert_id, detection_id, dedup_key, severity, severity_rank, first_seen_s,"
-                    " state, alert_json, enqueued_at, suppressed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " state, alert_json, enqueued_at, suppressed_by, realert_s)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         alert.alert_id,
                         alert.detection_id,
                         dedup_key,
                         alert.severity,
-                        SEVERITY_RANK[alert.severity],
-                        epoch_seconds(alert.first_seen),
+                        rank,
+                        first_seen_s,
                         state,
                         alert.to_json(),
                         at,
                         paged,
+                        interval,
                     ),
                 )
                 detail = f"same dedup key as {paged}, which paged within the re-alert interval" if paged else None
-                self._note(db, [alert.alert_id], at, state if paged else "queued", detail)
+                _note(db, [alert.alert_id], at, state if paged else "queued", detail)
                 (suppressed if paged else queued).append(alert.alert_id)
         report = EnqueueReport(tuple(queued), tuple(suppressed), tuple(known))
         log.info("outbox %s: %s", self.path, report)
         return report
 
-    @staticmethod
-    def _paged_within(db: sqlite3.Connection, alert: Alert, dedup_key: str, interval: dt.timedelta) -> str | None:
-        """The alert that already paged for this key near `alert`'s time at >= its severity, if any."""
-        if interval <= dt.timedelta(0):
-            return None
-        row = db.execute(
-            "SELECT alert_id FROM alerts WHERE dedup_key = ? AND state != 'suppressed'"
-            " AND abs(first_seen_s - ?) < ? AND severity_rank >= ? ORDER BY first_seen_s LIMIT 1",
-            (dedup_key, epoch_seconds(alert.first_seen), interval.total_seconds(), SEVERITY_RANK[alert.severity]),
-        ).fetchone()
-        return row["alert_id"] if row else None
-
+    @_translating
     def mark_sent(self, deliveries: Mapping[str, Delivery], *, now: dt.datetime) -> None:
         """Record alerts SNS accepted (alert id -> how it went out), all in one transaction."""
         if not deliveries:
@@ -262,14 +231,14 @@ class Outbox:
                     (at, sent.message_id, sent.delivery, sent.summary_id, alert_id),
                 )
                 if sent.summary_id:
-                    self._note(
-                        db, [alert_id], at, "summarized", f"MessageId {sent.message_id} (summary {sent.summary_id})"
-                    )
+                    _note(db, [alert_id], at, "summarized", f"MessageId {sent.message_id} (summary {sent.summary_id})")
                 else:
-                    self._note(db, [alert_id], at, "sent", f"MessageId {sent.message_id}")
+                    _note(db, [alert_id], at, "sent", f"MessageId {sent.message_id}")
 
+    @_translating
     def record_failures(self, errors: Mapping[str, str], *, now: dt.datetime) -> None:
-        """Alerts SNS did not take (alert id -> error): they stay pending, with the error and attempt counted."""
+        """Alerts SNS did not take for a reason of its own or the topic's (alert id -> error): they stay pending,
+        with the error and attempt counted, however often it happens."""
         if not errors:
             return
         at = iso(now)
@@ -279,17 +248,61 @@ class Outbox:
                 [(error, alert_id) for alert_id, error in errors.items()],
             )
             for alert_id, error in errors.items():
-                self._note(db, [alert_id], at, "failed", error)
+                _note(db, [alert_id], at, "failed", error)
 
-    @staticmethod
-    def _note(db: sqlite3.Connection, alert_ids: Sequence[str], at: str, event: str, detail: str | None) -> None:
-        db.executemany(
-            "INSERT INTO history (alert_id, at, event, detail) VALUES (?, ?, ?, ?)",
-            [(alert_id, at, event, detail) for alert_id in alert_ids],
-        )
+    @_translating
+    def record_refusals(self, errors: Mapping[str, str], *, now: dt.datetime, final: Collection[str] = ()) -> GiveUps:
+        """Alerts whose message SNS refused as a bad request (alert id -> error). Each refusal counts an attempt;
+        an alert is given up (`failed`, see `give_up`) at its MAX_REFUSALS-th refusal since it was queued or
+        retried, or at once when its id is in `final` (a refusal no retry can change, e.g. "Message too long")."""
+        if not errors:
+            return GiveUps()
+        at = iso(now)
+        reasons: dict[str, str] = {}
+        with self._transaction() as db:
+            for alert_id, error in errors.items():
+                updated = db.execute(
+                    "UPDATE alerts SET attempts = attempts + 1, last_error = ?"
+                    " WHERE alert_id = ? AND state = 'pending'",
+                    (error, alert_id),
+                )
+                if not updated.rowcount:
+                    continue
+                _note(db, [alert_id], at, "refused", error)
+                refusals = _refusals_since_queued(db, alert_id)
+                if alert_id in final:
+                    reasons[alert_id] = f"SNS refused it ({error}); the same message would be refused again"
+                elif refusals >= MAX_REFUSALS:
+                    reasons[alert_id] = f"SNS refused it {refusals} times, last: {error}"
+            return _give_up(db, reasons, at)
+
+    @_translating
+    def give_up(self, reasons: Mapping[str, str], *, now: dt.datetime) -> GiveUps:
+        """Move pending alerts SNS cannot take (alert id -> why) to `failed`, in one transaction. A failed alert
+        is never sent, takes no storm-cap slot and suppresses nothing: the alerts it had suppressed are judged
+        again (and page in its place when nothing else paged for them) - see `GiveUps.released`."""
+        with self._transaction() as db:
+            return _give_up(db, reasons, iso(now))
+
+    @_translating
+    def retry(self, id_or_prefix: str, *, now: dt.datetime) -> OutboxEntry:
+        """Put a failed alert back in the queue (pending, with MAX_REFUSALS new chances), e.g. after fixing why
+        SNS refused it. Raises OutboxError for an alert that is not failed."""
+        entry = self.find(id_or_prefix)
+        if entry.state != "failed":
+            raise OutboxError(
+                f"alert {entry.alert.alert_id[:12]} is {entry.state}, not failed: only failed alerts can be retried"
+            )
+        at = iso(now)
+        alert_id = entry.alert.alert_id
+        with self._transaction() as db:
+            db.execute("UPDATE alerts SET state = 'pending' WHERE alert_id = ? AND state = 'failed'", (alert_id,))
+            _note(db, [alert_id], at, "retry", "queued again by `keytrail alerts retry`")
+        return self.find(alert_id)
 
     # -- reads -----------------------------------------------------------------------------------------
 
+    @_translating
     def entries(self, state: str | None = None) -> list[OutboxEntry]:
         """Alerts (optionally in one state), most severe first, then by time."""
         if state is not None and state not in STATES:
@@ -303,10 +316,12 @@ class Outbox:
     def pending(self) -> list[OutboxEntry]:
         return self.entries("pending")
 
+    @_translating
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, count(*) AS n FROM alerts GROUP BY state").fetchall()
         return {state: 0 for state in STATES} | {row["state"]: row["n"] for row in rows}
 
+    @_translating
     def find(self, id_or_prefix: str) -> OutboxEntry:
         """The alert whose id is, or starts with, `id_or_prefix` (the short ids `alerts list` prints)."""
         prefix = id_or_prefix.strip().lower()
@@ -320,11 +335,101 @@ class Outbox:
             raise OutboxError(f"{id_or_prefix!r} matches several alerts: give more characters of the id")
         return _entry(rows[0])
 
+    @_translating
     def history(self, alert_id: str) -> list[HistoryEvent]:
         rows = self._db.execute(
             "SELECT at, event, detail FROM history WHERE alert_id = ? ORDER BY seq", (alert_id,)
         ).fetchall()
         return [HistoryEvent(parse_timestamp(row["at"]), row["event"], row["detail"]) for row in rows]
+
+
+@dataclass(frozen=True)
+class GiveUps:
+    """Alerts moved to `failed` (alert id -> why), and the alerts they had suppressed that are pending again."""
+
+    given_up: dict[str, str] = dataclasses.field(default_factory=dict)
+    released: tuple[str, ...] = ()
+
+    def __or__(self, other: GiveUps) -> GiveUps:
+        return GiveUps(self.given_up | other.given_up, self.released + other.released)
+
+
+# -- inside a transaction ------------------------------------------------------------------------------------
+
+
+def _note(db: sqlite3.Connection, alert_ids: Sequence[str], at: str, event: str, detail: str | None) -> None:
+    db.executemany(
+        "INSERT INTO history (alert_id, at, event, detail) VALUES (?, ?, ?, ?)",
+        [(alert_id, at, event, detail) for alert_id in alert_ids],
+    )
+
+
+def _paged_within(
+    db: sqlite3.Connection, dedup_key: str, first_seen_s: float, severity_rank: int, interval_s: float
+) -> str | None:
+    """The alert that paged (or is queued to) for this key near `first_seen_s` at >= this severity, if any.
+
+    Suppressed and failed alerts never count: neither reached anyone."""
+    if interval_s <= 0:
+        return None
+    row = db.execute(
+        "SELECT alert_id FROM alerts WHERE dedup_key = ? AND state IN ('pending', 'sent')"
+        " AND abs(first_seen_s - ?) < ? AND severity_rank >= ? ORDER BY first_seen_s LIMIT 1",
+        (dedup_key, first_seen_s, interval_s, severity_rank),
+    ).fetchone()
+    return row["alert_id"] if row else None
+
+
+def _refusals_since_queued(db: sqlite3.Connection, alert_id: str) -> int:
+    """SNS refusals of this alert since it was queued, or since its last `keytrail alerts retry`."""
+    row = db.execute(
+        "SELECT count(*) FROM history WHERE alert_id = ? AND event = 'refused' AND seq >"
+        " coalesce((SELECT max(seq) FROM history WHERE alert_id = ? AND event = 'retry'), 0)",
+        (alert_id, alert_id),
+    ).fetchone()
+    return int(row[0])
+
+
+def _give_up(db: sqlite3.Connection, reasons: Mapping[str, str], at: str) -> GiveUps:
+    given_up: dict[str, str] = {}
+    released: list[str] = []
+    for alert_id, reason in reasons.items():
+        updated = db.execute(
+            "UPDATE alerts SET state = 'failed', last_error = ? WHERE alert_id = ? AND state = 'pending'",
+            (reason, alert_id),
+        )
+        if updated.rowcount:
+            _note(db, [alert_id], at, "gave up", reason)
+            given_up[alert_id] = reason
+            released.extend(_release(db, alert_id, at))
+    if given_up:
+        log.warning("outbox: %d alert(s) given up as undeliverable: %s", len(given_up), sorted(given_up))
+    return GiveUps(given_up, tuple(released))
+
+
+def _release(db: sqlite3.Connection, failed_id: str, at: str) -> list[str]:
+    """Judge again, oldest first, the alerts `failed_id` suppressed: each is suppressed by another alert that
+    paged (or is queued to) within its interval, else it is pending again (it pages in the failed one's place).
+    Returns the ids made pending."""
+    released: list[str] = []
+    rows = db.execute(
+        "SELECT alert_id, dedup_key, first_seen_s, severity_rank, realert_s FROM alerts"
+        " WHERE state = 'suppressed' AND suppressed_by = ? ORDER BY first_seen_s, alert_id",
+        (failed_id,),
+    ).fetchall()
+    for row in rows:
+        # realert_s is NULL for alerts queued before the outbox kept it: release those (page rather than miss).
+        paged = None
+        if row["realert_s"] is not None:
+            paged = _paged_within(db, row["dedup_key"], row["first_seen_s"], row["severity_rank"], row["realert_s"])
+        db.execute("UPDATE alerts SET state = ?, suppressed_by = ? WHERE alert_id = ?",
+                   ("suppressed" if paged else "pending", paged, row["alert_id"]))  # fmt: skip
+        if paged:
+            _note(db, [row["alert_id"]], at, "suppressed", f"same dedup key as {paged} ({failed_id} was not delivered)")
+        else:
+            _note(db, [row["alert_id"]], at, "released", f"{failed_id}, which suppressed it, was not delivered")
+            released.append(row["alert_id"])
+    return released
 
 
 def _entry(row: sqlite3.Row) -> OutboxEntry:

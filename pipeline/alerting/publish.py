@@ -87,7 +87,9 @@ def queue_and_publish(
     `endpoint_url` and `storm_cap` override the settings. Without any topic nothing is sent: the report's
     `not_published` says so and what to do, and the alerts stay pending. `on_queued(report)` runs once the
     alerts are in the outbox, `on_progress(done, total)` as SNS takes the messages. Raises
-    `sns.PublishError` when SNS refuses (the alerts stay pending).
+    `sns.PublishError` when SNS refuses (the alerts stay pending), and `outbox.OutboxError` when the outbox
+    cannot take the alerts (damaged, read-only, disk full: nothing was queued). An alert SNS will not take is
+    given up (`failed`) and listed in the report's `published.undeliverable`: it never blocks the others.
     """
     realert_after = catalog.realert_intervals(detections, dt.timedelta(hours=settings.realert_hours))
     with Outbox.open(lake) as box:

@@ -3,6 +3,13 @@
 Each PublishBatch call carries <= 10 entries and <= 256 KB; the MessageIds SNS returns are recorded in one
 outbox transaction right after the call, so a crash in between repeats at most that one batch on the next run
 (every message carries `alert_id` for subscriber-side dedup; FIFO topics also deduplicate on it).
+
+What SNS does not take is sorted by whose fault it is. SNS's own trouble (throttling, 5xx) is retried with
+backoff and stays pending; so does a fault of the topic or the credentials (missing topic, denied, KMS), which
+stops the run. A refusal of one message (a sender fault such as InvalidParameter) counts against that alert
+only: it is given up (`failed`) after `outbox.MAX_REFUSALS` refusals, at once when no retry can help (too long),
+and a message over SNS's limits even after trimming is given up without being sent. A given-up alert never
+blocks the others.
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botocore import exceptions as botocore_errors
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipeline.alerting import sns_errors
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.messages import (
     MAX_MESSAGE_BYTES,
@@ -28,7 +35,7 @@ from pipeline.alerting.messages import (
     storm_summary,
     subject,
 )
-from pipeline.alerting.outbox import Delivery, Outbox, OutboxError
+from pipeline.alerting.outbox import Delivery, GiveUps, Outbox, OutboxError
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,37 +45,6 @@ MAX_BATCH_BYTES = 262_144
 DEFAULT_MAX_ATTEMPTS = 6
 _BACKOFF_BASE_S = 0.25
 _BACKOFF_CAP_S = 8.0
-# Error codes worth another try; any HTTP 5xx is retried too. Everything else stops the run.
-_RETRYABLE = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "Throttled",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "KMSThrottling",
-        "KMSThrottlingException",
-        "InternalError",
-        "InternalErrorException",
-        "InternalFailure",
-        "ServiceUnavailable",
-    }
-)
-_HINTS = {
-    "NotFound": "topic {topic} does not exist: create it, or pass the right --topic-arn / KEYTRAIL_TOPIC_ARN",
-    "AuthorizationError": "the credentials in use may not publish to {topic}: allow sns:Publish on it (and "
-    "kms:GenerateDataKey + kms:Decrypt on its key if the topic is encrypted)",
-    "InvalidClientTokenId": "the AWS credentials are not valid here: check the profile/keys, and the region",
-}
-_HINTS |= {
-    "NotFoundException": _HINTS["NotFound"],
-    "AuthorizationErrorException": _HINTS["AuthorizationError"],
-    "AccessDenied": _HINTS["AuthorizationError"],
-    "AccessDeniedException": _HINTS["AuthorizationError"],
-    "KMSAccessDenied": _HINTS["AuthorizationError"],
-    "ExpiredToken": _HINTS["InvalidClientTokenId"],
-    "UnrecognizedClientException": _HINTS["InvalidClientTokenId"],
-}
 
 
 class PublishError(Exception):
@@ -82,9 +58,11 @@ class PublishReport:
     sent: tuple[str, ...] = ()  # alert ids published as their own message
     summarized: tuple[str, ...] = ()  # alert ids covered by the storm-cap summary
     summary_message_id: str | None = None
-    failed: dict[str, str] = field(default_factory=dict)  # alert id -> error (still pending)
+    failed: dict[str, str] = field(default_factory=dict)  # alert id -> error: this attempt failed, still pending
     calls: int = 0  # PublishBatch calls, retries included
     retries: int = 0
+    undeliverable: dict[str, str] = field(default_factory=dict)  # alert id -> why: given up, now `failed`
+    released: tuple[str, ...] = ()  # alerts those had suppressed: pending again, for the next run
 
     @property
     def messages(self) -> int:
@@ -96,6 +74,10 @@ class PublishReport:
             text += f", {len(self.summarized)} more in one storm-cap summary"
         if self.failed:
             text += f"; {len(self.failed)} failed and stay pending"
+        if self.undeliverable:
+            text += f"; {len(self.undeliverable)} undeliverable (now failed)"
+        if self.released:
+            text += f"; {len(self.released)} they had suppressed are pending again"
         return f"{text} ({self.calls} PublishBatch calls, {self.retries} retries)"
 
 
@@ -126,6 +108,13 @@ def _entry(alert: Alert, fmt: str, *, fifo: bool, created: dt.datetime) -> _Entr
     return _Entry(request, (alert.alert_id,), len(body.encode()) + overhead)
 
 
+def _too_big(entry: _Entry) -> str | None:
+    """Why SNS could never take `entry` (over its size limit even after trimming), or None."""
+    if entry.size <= MAX_MESSAGE_BYTES:
+        return None
+    return f"too big for SNS even after trimming ({entry.size:,} bytes, the limit is {MAX_MESSAGE_BYTES:,})"
+
+
 def plan_batches(entries: Sequence[_Entry]) -> list[list[_Entry]]:
     """Greedy batches of <= 10 entries and <= 256 KB in total, in the given order."""
     batches: list[list[_Entry]] = []
@@ -140,22 +129,6 @@ def plan_batches(entries: Sequence[_Entry]) -> list[list[_Entry]]:
     if current:
         batches.append(current)
     return batches
-
-
-def _error_text(err: Exception) -> tuple[str, str]:
-    if isinstance(err, ClientError):
-        error = err.response.get("Error", {})
-        return str(error.get("Code", "Unknown")), str(error.get("Message", err))
-    return type(err).__name__, str(err)
-
-
-def _retryable(err: Exception) -> bool:
-    # Connection errors are not retried here: the client (pipeline.aws) already retried them, and more rounds
-    # would only delay the error for an endpoint that is down or mistyped.
-    if isinstance(err, ClientError):
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return _error_text(err)[0] in _RETRYABLE or status >= 500
-    return False
 
 
 def backoff(attempt: int) -> float:
@@ -183,6 +156,7 @@ class _Publisher:
         self.summarized: list[str] = []
         self.summary_message_id: str | None = None
         self.failed: dict[str, str] = {}
+        self.given_up = GiveUps()
         self.calls = 0
         self.retries = 0
 
@@ -200,10 +174,13 @@ class _Publisher:
                     TopicArn=self.topic_arn, PublishBatchRequestEntries=[entry.request for entry in remaining]
                 )
             except (ClientError, BotoCoreError) as err:
-                code, message = _error_text(err)
-                if _retryable(err) and attempt < self.max_attempts:
+                code, message = sns_errors.error_text(err)
+                if sns_errors.retryable(err) and attempt < self.max_attempts:
                     log.warning("SNS PublishBatch failed (%s: %s); retrying", code, message)
                     continue
+                if sns_errors.refuses_a_message(err):
+                    self._isolate(remaining, f"{code}: {message}")
+                    return
                 self._fail(remaining, {entry.entry_id: f"{code}: {message}" for entry in remaining})
                 raise self._publish_error(err, attempt) from err
             remaining, errors = self._record(remaining, response)
@@ -230,16 +207,47 @@ class _Publisher:
         self.box.mark_sent(deliveries, now=self.now)
         retry: list[_Entry] = []
         errors: dict[str, str] = {}
-        permanent: list[_Entry] = []
+        topic: list[_Entry] = []
+        refused: list[_Entry] = []
         for item in response.get("Failed", []):
             entry = by_id[item["Id"]]
-            errors[entry.entry_id] = f"{item.get('Code', 'Unknown')}: {item.get('Message', '')}"
-            # A sender fault means the request itself is wrong: a retry cannot help. It stays pending, with the error.
-            (permanent if item.get("SenderFault") else retry).append(entry)
-        if permanent:
-            log.error("SNS rejected %d entries: %s", len(permanent), sorted({errors[e.entry_id] for e in permanent}))
-            self._fail(permanent, errors)
+            code = str(item.get("Code", "Unknown"))
+            errors[entry.entry_id] = f"{code}: {item.get('Message', '')}"
+            # A sender fault means the request is wrong: retrying it now cannot help. The topic's faults leave the
+            # alert pending; a refusal of the message itself counts against that alert (see `_refuse`).
+            if not item.get("SenderFault"):
+                retry.append(entry)
+            else:
+                (topic if sns_errors.topic_fault(code) else refused).append(entry)
+        if topic:
+            log.error("SNS rejected %d entries: %s", len(topic), sorted({errors[e.entry_id] for e in topic}))
+            self._fail(topic, errors)
+        for entry in refused:
+            self._refuse(entry, errors[entry.entry_id])
         return retry, errors
+
+    def _isolate(self, entries: Sequence[_Entry], error: str) -> None:
+        """SNS refused the whole call for something in one of `entries`: send them one by one to find which."""
+        if len(entries) > 1:
+            log.warning("SNS refused a batch of %d (%s): sending its entries one by one", len(entries), error)
+            for entry in entries:
+                self.send([entry])
+        else:
+            self._refuse(entries[0], error)
+
+    def _refuse(self, entry: _Entry, error: str) -> None:
+        """SNS refused this entry's message: count it against its alerts (given up when refused too often)."""
+        log.info("SNS refused the message for %s: %s", entry.entry_id, error)
+        errors = dict.fromkeys(entry.alert_ids, error)
+        final = entry.alert_ids if sns_errors.refused_for_good(error) else ()
+        outcome = self.box.record_refusals(errors, now=self.now, final=final)
+        self.given_up |= outcome
+        self.failed |= {alert_id: error for alert_id in entry.alert_ids if alert_id not in outcome.given_up}
+
+    def give_up(self, entry: _Entry, reason: str) -> None:
+        """Never send `entry`: its alerts are given up at once with `reason`."""
+        log.info("not sending %s: %s", entry.entry_id, reason)
+        self.given_up |= self.box.give_up(dict.fromkeys(entry.alert_ids, reason), now=self.now)
 
     def _fail(self, entries: Sequence[_Entry], errors: Mapping[str, str]) -> None:
         failed = {
@@ -249,14 +257,8 @@ class _Publisher:
         self.failed |= failed
 
     def _publish_error(self, err: Exception, attempts: int) -> PublishError:
-        code, message = _error_text(err)
-        hint = _HINTS.get(code, "").format(topic=self.topic_arn)
-        if not hint and isinstance(err, botocore_errors.ConnectionError | botocore_errors.HTTPClientError):
-            hint = "cannot reach SNS: check --endpoint-url / KEYTRAIL_ENDPOINT_URL, the region and the network"
-        if not hint and _retryable(err):
-            hint = f"SNS kept failing after {attempts} attempts: run `keytrail alerts publish` again later"
-        if not hint:
-            hint = "fix the request or the topic, then run `keytrail alerts publish` again"
+        code, message = sns_errors.error_text(err)
+        hint = sns_errors.hint(err, topic=self.topic_arn, attempts=attempts)
         pending = len(self.box.pending())
         return PublishError(f"could not publish ({code}: {message}). {hint}. {pending} alert(s) stay pending.")
 
@@ -268,6 +270,8 @@ class _Publisher:
             failed=dict(self.failed),
             calls=self.calls,
             retries=self.retries,
+            undeliverable=dict(self.given_up.given_up),
+            released=self.given_up.released,
         )
 
 
@@ -290,6 +294,7 @@ def publish_pending(
     (`.fifo`) get MessageDeduplicationId = alert_id and MessageGroupId = detection_id. `on_progress(done, total)`
     follows the messages; `on_accepted(entry ids)` runs after SNS accepted a batch and before the outbox records
     it (a fault-injection point for tests). Raises PublishError (alerts stay pending) when SNS refuses the topic.
+    An alert SNS cannot take is given up (`failed`, reported in `undeliverable`) and never takes a storm-cap slot.
     """
     if storm_cap < 1:
         raise ValueError("storm_cap must be at least 1")
@@ -298,18 +303,28 @@ def publish_pending(
     fifo = topic_arn.endswith(".fifo")
     try:
         with Outbox.open(lake) as box, box.publishing():
-            pending = box.pending()
-            direct, held = pending[:storm_cap], pending[storm_cap:]
-            entries = [_entry(item.alert, fmt, fifo=fifo, created=item.enqueued_at) for item in direct]
+            publisher = _Publisher(
+                box, sns_client, topic_arn, now=now, sleep=sleep, max_attempts=max_attempts, on_accepted=on_accepted
+            )
+            held = box.pending()
+            entries: list[_Entry] = []
+            while held and len(entries) < storm_cap:  # the storm cap's slots go to alerts SNS can take
+                item = held.pop(0)
+                entry = _entry(item.alert, fmt, fifo=fifo, created=item.enqueued_at)
+                if reason := _too_big(entry):
+                    publisher.give_up(entry, reason)
+                else:
+                    entries.append(entry)
             if held:
                 summary = storm_summary([item.alert for item in held], storm_cap=storm_cap)
                 delivers = tuple(item.alert.alert_id for item in held)
                 entry = _entry(summary, fmt, fifo=fifo, created=now)
-                entries.append(dataclasses.replace(entry, alert_ids=delivers, summary_id=summary.alert_id))
+                entry = dataclasses.replace(entry, alert_ids=delivers, summary_id=summary.alert_id)
+                if reason := _too_big(entry):
+                    publisher.give_up(entry, f"its storm-cap summary {summary.alert_id[:12]} was {reason}")
+                else:
+                    entries.append(entry)
                 log.warning("storm cap %d reached: %d alerts go in one summary message", storm_cap, len(held))
-            publisher = _Publisher(
-                box, sns_client, topic_arn, now=now, sleep=sleep, max_attempts=max_attempts, on_accepted=on_accepted
-            )
             done = 0
             for batch in plan_batches(entries):
                 publisher.send(batch)

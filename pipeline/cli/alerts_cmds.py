@@ -1,4 +1,4 @@
-"""`keytrail alerts list|publish|show`: the alert outbox in the lake, and publishing it to SNS."""
+"""`keytrail alerts list|publish|show|retry|repair`: the alert outbox in the lake, and publishing it to SNS."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,17 +14,19 @@ from rich.json import JSON
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from pipeline import safe_text
+from pipeline.alerting import outbox_store
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.messages import FORMATS, short_name
 from pipeline.alerting.outbox import STATES, Outbox, OutboxEntry, OutboxError
 from pipeline.alerting.publish import queue_and_publish
-from pipeline.alerting.sns import PublishError
+from pipeline.alerting.sns import PublishError, PublishReport
 from pipeline.catalog import Query
 from pipeline.cli.common import fail, severity_markup
 from pipeline.settings import Settings
 from pipeline.times import display
 
-_STATE_STYLE = {"pending": "yellow", "sent": "green", "suppressed": "dim"}
+_STATE_STYLE = {"pending": "yellow", "sent": "green", "suppressed": "dim", "failed": "red"}
 
 LakeOption = typer.Option(None, "--lake", help="The lake directory (default: KEYTRAIL_LAKE or ./keytrail-lake).")
 
@@ -146,8 +149,9 @@ def queue_and_publish_with_progress(
     show_queued: bool = True,
 ) -> None:
     """`queue_and_publish` with a rich progress bar: `detect --publish`, and `alerts publish` (no alerts to queue,
-    `show_queued=False`). Exits 1 with what to do when nothing could be published (no topic, SNS refused) or an
-    alert failed."""
+    `show_queued=False`). Exits 1 with what to do when the alerts could not be queued (the outbox is damaged,
+    read-only or on a full disk: `detect` printed them before), nothing could be published (no topic, SNS
+    refused), or an alert failed in this run."""
     columns = (TextColumn("publishing alerts"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("publish", total=None)
@@ -167,15 +171,39 @@ def queue_and_publish_with_progress(
             )
         except PublishError as err:
             raise fail(console, str(err)) from None
+        except OutboxError as err:  # before anything was queued or sent
+            lost = f"the {len(alerts)} finding(s) printed above were not queued: " if alerts else ""
+            raise fail(console, lost + str(err)) from None
     if report.not_published:
         raise fail(console, report.not_published)
     assert report.published is not None
     console.print(f"published from {lake}: {report.published}")
-    for alert_id, error in sorted(report.published.failed.items()):
-        console.print(f"  [red]{alert_id[:12]}[/red] {error}")
-    if report.published.failed:
-        console.print("the failed alerts stay pending: see `keytrail alerts show ID`, then publish again")
+    if _print_failures(console, report.published):
         raise typer.Exit(1)
+
+
+def _print_failures(console: Console, report: PublishReport) -> bool:
+    """Say what failed in this publish run and what to do about it; True when anything did."""
+    for alert_id, error in sorted(report.failed.items()):
+        console.print(f"  [red]{alert_id[:12]}[/red] {safe_text.markup(error)}")
+    if report.failed:
+        console.print(
+            "SNS did not take these in this run; they stay pending and the next publish tries again "
+            "(`keytrail alerts show ID` says why)"
+        )
+    for alert_id, reason in sorted(report.undeliverable.items()):
+        console.print(f"  [red]{alert_id[:12]}[/red] {safe_text.markup(reason)}")
+    if report.undeliverable:
+        console.print(
+            f"{len(report.undeliverable)} alert(s) could not be delivered and are now failed (they block nothing): "
+            "`keytrail alerts show ID` says why; once the cause is fixed, `keytrail alerts retry ID` queues one again"
+        )
+    if report.released:
+        console.print(
+            f"{len(report.released)} alert(s) they had suppressed are pending again: "
+            "`keytrail alerts publish` sends them"
+        )
+    return bool(report.failed or report.undeliverable)
 
 
 def show(
@@ -204,15 +232,71 @@ def show(
     console.print(table)
 
 
+def retry(
+    alert_ids: Annotated[list[str] | None, typer.Argument(help="Failed alerts' ids (or first characters).")] = None,
+    every: bool = typer.Option(False, "--all", help="Every failed alert."),
+    lake: Path | None = LakeOption,
+) -> None:
+    """Put failed alerts back in the queue (pending), once what made SNS refuse them is fixed.
+
+    Example: keytrail alerts retry 3f9c2a1b7d40 --lake ./demo-lake
+    """
+    console = Console()
+    if not alert_ids and not every:
+        raise fail(console, "name the failed alerts to retry (`keytrail alerts list --state failed`), or --all", 2)
+    lake = _lake(lake, Settings.from_env())
+    now = dt.datetime.now(dt.UTC)
+    try:
+        with Outbox.open(lake, create=False) as box:
+            wanted = [e.alert.alert_id for e in box.entries("failed")] if every else list(alert_ids or ())
+            retried = [box.retry(alert_id, now=now) for alert_id in wanted]
+    except OutboxError as err:
+        raise fail(console, str(err)) from None
+    for entry in retried:
+        console.print(f"{entry.alert.alert_id[:12]} is pending again")
+    console.print(f"{len(retried)} alert(s) queued again: `keytrail alerts publish` sends them")
+
+
+def repair(lake: Path | None = LakeOption) -> None:
+    """Check the lake's alert outbox; if it is damaged, move it aside (renamed with the time) and start a fresh one.
+
+    Example: keytrail alerts repair --lake ./demo-lake
+    """
+    console = Console()
+    lake = _lake(lake, Settings.from_env())
+    try:
+        done = outbox_store.repair(lake, now=dt.datetime.now(dt.UTC))
+    except OutboxError as err:
+        raise fail(console, str(err)) from None
+    path = safe_text.markup(done.path)
+    if not done.exists:
+        console.print(f"no alert outbox at {path}: nothing to repair")
+        return
+    if not done.moved:
+        console.print(f"the alert outbox {path} is healthy: left as it is")
+        return
+    console.print(f"the alert outbox {path} was damaged ({safe_text.markup(done.problem)})")
+    for source, target in done.moved:
+        console.print(f"moved {safe_text.markup(source)} aside to {safe_text.markup(target)}")
+    console.print(
+        f"created a fresh outbox at {path}. The alerts the damaged one held are not in it: run `keytrail detect "
+        f"--lake {safe_text.markup(lake)} --since ... --publish` over the affected time to queue them again "
+        "(alerts already sent will be sent again; subscribers deduplicate on alert_id)"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add `keytrail alerts ...` to the app."""
     alerts = typer.Typer(
         name="alerts",
-        help="The alert outbox: list alerts, publish pending ones to SNS, show one in full.\n\n"
+        help="The alert outbox: list alerts, publish pending ones to SNS, show one in full, retry failed ones, "
+        "repair a damaged outbox.\n\n"
         "Example: keytrail alerts list --lake ./demo-lake",
         no_args_is_help=True,
     )
     alerts.command("list")(list_alerts)
     alerts.command("publish")(publish)
     alerts.command("show")(show)
+    alerts.command("retry")(retry)
+    alerts.command("repair")(repair)
     app.add_typer(alerts, name="alerts")

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline import catalog
+from pipeline.alerting.outbox import OutboxError
 from pipeline.cli.common import fail
 from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
@@ -54,7 +55,7 @@ def report_command(
 
             built = report.build(lake_path, start, end, now=now, run_detections=detections)
             report.write(built, out)
-    except (catalog.CatalogError, duckdb.Error, OSError) as exc:
+    except (catalog.CatalogError, duckdb.Error, OSError, OutboxError) as exc:
         raise fail(err, str(exc)) from None
     err.print(f"{len(built.alerts)} alert(s), {built.totals['events']:,} events -> {escape(str(out))}")
 
