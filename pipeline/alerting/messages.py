@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
-from pipeline import __version__
+from pipeline import __version__, safe_text
 from pipeline.alerting.alert import SEVERITY_RANK, Alert, make_alert_id
 from pipeline.callers import display_name
 from pipeline.times import epoch_ms
@@ -23,7 +22,7 @@ from pipeline.times import epoch_ms
 MAX_MESSAGE_BYTES = 262_144
 MAX_SUBJECT_CHARS = 100
 FORMATS: tuple[str, ...] = ("json", "ocsf")
-ELLIPSIS = "…"
+ELLIPSIS = "..."  # ASCII: a Subject is printable ASCII only
 _NAME_CHARS = 32  # each short name in a Subject, so both fit beside a typical title
 
 SUMMARY_DETECTION_ID = "keytrail_storm_summary"
@@ -37,7 +36,6 @@ OCSF_SEVERITY: dict[str, tuple[int, str]] = {
     "critical": (5, "Critical"),
 }
 _RESOURCE_TYPES = {"kms": "AWS::KMS::Key", "secretsmanager": "AWS::SecretsManager::Secret"}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 # -- names and Subject ---------------------------------------------------------------------------------
@@ -49,16 +47,24 @@ def short_name(arn: str | None) -> str | None:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
 
 
 def subject(alert: Alert) -> str:
-    """`[HIGH] KMS decrypt volume spike: etl-worker on etl-key`, at most 100 characters."""
-    principal, resource = short_name(alert.principal_arn), short_name(alert.resource_arn)
+    """`[HIGH] KMS decrypt volume spike: etl-worker on etl-key`, at most 100 printable ASCII characters.
+
+    SNS takes printable ASCII only in a Subject (no line breaks, no control characters): any run of whitespace
+    (line breaks and separators such as U+0085 and U+2028 included) becomes one space, and every other
+    character outside printable ASCII (ESC, NUL, a bidi override, an accent) a `?` (`safe_text.subject`).
+    """
+    principal, resource = (_one_line(short_name(arn)) for arn in (alert.principal_arn, alert.resource_arn))
     who = " on ".join(_clip(name, _NAME_CHARS) for name in (principal, resource) if name)
-    text = f"[{alert.severity.upper()}] {alert.title}" + (f": {who}" if who else "")
-    # SNS rejects line breaks and control characters in a Subject.
-    return _clip(_CONTROL.sub(" ", text), MAX_SUBJECT_CHARS)
+    text = f"[{alert.severity.upper()}] {_one_line(alert.title)}" + (f": {who}" if who else "")
+    return _clip(text, MAX_SUBJECT_CHARS)
+
+
+def _one_line(text: str | None) -> str:
+    return safe_text.subject(" ".join(text.split())) if text else ""
 
 
 # -- MessageAttributes ---------------------------------------------------------------------------------
