@@ -8,18 +8,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.json import JSON
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from pipeline import safe_text
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.messages import FORMATS, short_name
 from pipeline.alerting.outbox import STATES, Outbox, OutboxEntry, OutboxError
 from pipeline.alerting.publish import queue_and_publish
 from pipeline.alerting.sns import PublishError
 from pipeline.catalog import Query
-from pipeline.cli.common import fail, severity_markup
+from pipeline.cli.common import fail, make_console, severity_markup
 from pipeline.settings import Settings
 from pipeline.times import display
 
@@ -55,7 +56,7 @@ def list_alerts(
 
     Example: keytrail alerts list --lake ./demo-lake --state pending
     """
-    console = Console()
+    console = make_console()
     if output not in ("table", "json"):
         raise fail(console, f"unknown --format {output!r}: use table or json")
     lake = _lake(lake, Settings.from_env())
@@ -68,7 +69,7 @@ def list_alerts(
         for entry in entries:
             typer.echo(json.dumps({**entry.alert.to_dict(), "outbox": _outbox_fields(entry)}))
         return
-    table = Table(title=f"alerts in {lake}" + (f" ({state})" if state else ""))
+    table = Table(title=f"alerts in {safe_text.markup(lake)}" + (f" ({state})" if state else ""))
     # Narrow terminals: the SNS MessageId gives way, and long ids fold onto more lines instead of "kms_…".
     with_message = console.width >= 140
     columns = ("alert", "state", "severity", "detection", "principal", "first seen")
@@ -77,16 +78,19 @@ def list_alerts(
     for entry in entries:
         alert = entry.alert
         message = (entry.message_id or "") + (" (summary)" if entry.delivery == "summary" else "")
-        cells = [
+        cells: list[RenderableType] = [
             alert.alert_id[: 12 if with_message else 8],
             f"[{_STATE_STYLE[entry.state]}]{entry.state}[/]",
             severity_markup(alert.severity),
-            alert.detection_id,
-            short_name(alert.principal_arn) or "",
+            safe_text.terminal(alert.detection_id),
+            safe_text.terminal(short_name(alert.principal_arn) or ""),
             display(alert.first_seen),
         ]
         if with_message:
-            cells.append(message or (f"[red]{entry.last_error}[/red]" if entry.last_error else ""))
+            cells.append(
+                safe_text.markup(message)
+                or (f"[red]{safe_text.markup(entry.last_error)}[/red]" if entry.last_error else "")
+            )
         table.add_row(*cells)
     console.print(table)
     if not entries:
@@ -112,7 +116,7 @@ def publish(
 
     Example: keytrail alerts publish --lake ./demo-lake --topic-arn arn:aws:sns:us-east-1:123456789012:keytrail
     """
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if fmt not in FORMATS:
         raise fail(console, f"unknown --format {fmt!r}: use {' or '.join(FORMATS)}")
     settings = Settings.from_env()
@@ -170,9 +174,9 @@ def queue_and_publish_with_progress(
     if report.not_published:
         raise fail(console, report.not_published)
     assert report.published is not None
-    console.print(f"published from {lake}: {report.published}")
+    console.print(f"published from {safe_text.markup(lake)}: {report.published}")
     for alert_id, error in sorted(report.published.failed.items()):
-        console.print(f"  [red]{alert_id[:12]}[/red] {error}")
+        console.print(f"  [red]{safe_text.markup(alert_id[:12])}[/red] {safe_text.markup(error)}")
     if report.published.failed:
         console.print("the failed alerts stay pending: see `keytrail alerts show ID`, then publish again")
         raise typer.Exit(1)
@@ -186,7 +190,7 @@ def show(
 
     Example: keytrail alerts show 3f9c2a1b7d40 --lake ./demo-lake
     """
-    console = Console()
+    console = make_console()
     lake = _lake(lake, Settings.from_env())
     try:
         with Outbox.open(lake, create=False) as box:
@@ -194,13 +198,14 @@ def show(
             history = box.history(entry.alert.alert_id)
     except OutboxError as err:
         raise fail(console, str(err)) from None
-    console.print(JSON(json.dumps(entry.alert.to_dict())))
-    console.print(JSON(json.dumps(_outbox_fields(entry))))
+    # ensure_ascii: JSON escapes for what a trail may hold (U+202E, U+2028, ...); rich's default prints them raw.
+    console.print(JSON(json.dumps(entry.alert.to_dict()), ensure_ascii=True))
+    console.print(JSON(json.dumps(_outbox_fields(entry)), ensure_ascii=True))
     table = Table(title="history")
     for column in ("at", "event", "detail"):
         table.add_column(column)
     for event in history:
-        table.add_row(display(event.at), event.event, event.detail or "")
+        table.add_row(display(event.at), safe_text.terminal(event.event), safe_text.terminal(event.detail or ""))
     console.print(table)
 
 
