@@ -256,3 +256,11 @@ def test_ingest_summary_with_markup_in_a_file_name(tmp_path: Path) -> None:
     result = keytrail("ingest", str(trail), "--lake", str(tmp_path / "lake"))
     printed = assert_shown_safely(result)
     assert "events kept" in printed
+
+
+def test_printing_modules_make_consoles_only_through_the_factory() -> None:
+    # A bare Console() turns `:secret:` into an emoji: the CLI, the demo and the flows use make_console.
+    root = Path(__file__).resolve().parent.parent
+    modules = [*(root / "pipeline" / "cli").glob("*.py"), root / "pipeline" / "demo.py", *(root / "flows").glob("*.py")]
+    bare = [str(p.relative_to(root)) for p in modules if p.name != "common.py" and "Console(" in p.read_text()]
+    assert len(modules) > 10 and bare == []
