@@ -21,6 +21,7 @@ from flows.pipeline import keytrail_pipeline
 from pipeline import aws
 from pipeline import demo as parts
 from pipeline.alerting.outbox import Outbox, OutboxEntry
+from pipeline.cli.common import make_console
 from pipeline.lake import committed_files
 from pipeline.simulate.results import SimulationResult
 from pipeline.simulate.run import simulate
@@ -74,7 +75,7 @@ def run_demo(
     for the final day, and check every SNS message a subscriber got against the outbox."""
     if days < 2:
         raise ValueError("the demo needs at least 2 days: history for the baselines, then the final day")
-    console = console or Console()
+    console = console or make_console()
     started = time.monotonic()
     lake = lake.resolve()
     parts.prepare_lake(lake)

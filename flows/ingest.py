@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.clients import s3_client_for
 from flows.logs import route_library_logs
-from pipeline import ingest, s3
+from pipeline import ingest, s3, safe_text
 from pipeline.ingest import IngestReport
 from pipeline.s3 import LogObject, TrailDay
 from pipeline.settings import Settings
@@ -41,14 +41,18 @@ def discover_days(
 ) -> list[TrailDay]:
     client = s3_client_for(source, endpoint_url, region)
     days = s3.discover_partitions(source, client, since, until, accounts, regions)
-    get_run_logger().info("%s: %d account/region/day partitions in [%s, %s]", source, len(days), since, until)
+    get_run_logger().info(
+        "%s: %d account/region/day partitions in [%s, %s]", safe_text.visible(source), len(days), since, until
+    )
     return days
 
 
 @task(name="list-day", task_run_name="list {day.account}/{day.region}/{day.day}", **_IO)
 def list_day(day: TrailDay, endpoint_url: str | None, region: str | None) -> list[LogObject]:
     objects = s3.list_objects(day, s3_client_for(day.source, endpoint_url, region))
-    get_run_logger().info("%s/%s/%s: %d objects listed", day.account, day.region, day.day, len(objects))
+    # Account and region are folder names under AWSLogs/: whoever can write to the bucket chose them.
+    where = safe_text.visible(f"{day.account}/{day.region}/{day.day}")
+    get_run_logger().info("%s: %d objects listed", where, len(objects))
     return objects
 
 
@@ -65,7 +69,7 @@ def ingest_chunk(
     report = ingest.ingest_objects(objects, Path(lake), event_sources=event_sources, s3_client=client)
     get_run_logger().info(
         "%s: %d objects read, %d skipped, %d quarantined; %d events kept, %d duplicates",
-        label,
+        safe_text.visible(label),
         report.objects_read,
         report.objects_skipped,
         report.objects_quarantined,

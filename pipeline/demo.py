@@ -24,6 +24,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import safe_text
 from pipeline.alerting.alert import Alert, alert_order
 from pipeline.alerting.messages import short_name
 from pipeline.alerting.outbox import OutboxEntry
@@ -315,9 +316,9 @@ def alerts_table(entries: Sequence[OutboxEntry]) -> Table:
             alert.first_seen.strftime("%m-%d %H:%M"),
             alert.alert_id[:12],
             *state,
-            alert.detection_id,
-            short_name(alert.principal_arn) or "-",
-            short_name(alert.resource_arn) or "-",
+            safe_text.terminal(alert.detection_id),
+            safe_text.terminal(short_name(alert.principal_arn) or "-"),
+            safe_text.terminal(short_name(alert.resource_arn) or "-"),
         )
     return table
 
@@ -328,7 +329,7 @@ def messages_table(messages: Sequence[ReceivedMessage]) -> Table:
     table.add_column("alert_id", no_wrap=True, min_width=12)
     table.add_column("Subject", overflow="ellipsis", no_wrap=True)
     for message in sorted(messages, key=lambda m: (m.subject, m.alert_id or "")):
-        table.add_row((message.alert_id or "-")[:12], message.subject)
+        table.add_row(safe_text.terminal((message.alert_id or "-")[:12]), safe_text.terminal(message.subject))
     return table
 
 
@@ -339,7 +340,9 @@ def incidents_table(found: Mapping[str, str | None], incidents: Sequence[Injecte
         table.add_column(column)
     for incident in incidents:
         alert_id = found.get(incident.name)
-        table.add_row(incident.name, incident.detection_id, alert_id[:12] if alert_id else "[red]missed")
+        table.add_row(
+            incident.name, incident.detection_id, safe_text.markup(alert_id[:12]) if alert_id else "[red]missed"
+        )
     return table
 
 
@@ -381,15 +384,16 @@ def render_summary(
         console.print(
             f"[red]SNS messages do not match the outbox: {len(result.missing)} missing, {len(result.unexpected)} "
             f"unexpected, {len(result.duplicates)} duplicated, {len(result.pending)} still pending "
-            f"(`keytrail alerts list --lake {lake}` shows why)."
+            f"(`keytrail alerts list --lake {safe_text.markup(lake)}` shows why)."
         )
     console.print(incidents_table(incident_alerts(incidents, [e.alert for e in entries]), incidents))
     facts_table = Table(show_header=False, box=None)
     for name, value in facts.items():
-        facts_table.add_row(f"[bold]{name}", str(value))
+        facts_table.add_row(f"[bold]{safe_text.markup(name)}", safe_text.terminal(value))
     console.print(facts_table)
-    console.print(f"\nThe lake is in [bold]{lake}[/]. Try next:")
+    console.print(f"\nThe lake is in [bold]{safe_text.markup(lake)}[/]. Try next:")
     top = min((e.alert for e in entries), key=alert_order, default=None)
     for command in next_commands(lake, top):
-        console.print(f"  {command}", soft_wrap=True, highlight=False, markup=False)
+        # No markup, but visible: the commands hold the top alert's principal, from the trail.
+        console.print(f"  {safe_text.visible(command)}", soft_wrap=True, highlight=False, markup=False)
     return result

@@ -14,6 +14,8 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from pipeline import safe_text
+
 # Outcome colours: success, authorization denial, any other error.
 OUTCOME_COLOURS: dict[str, str] = {"ok": "#2b8a3e", "denied": "#c92a2a", "error": "#e67700"}
 _MAX_SERIES = 8  # more colours than this is unreadable: the rest are summed as "other"
@@ -62,7 +64,7 @@ def stacked_over_time(
     bottom = [0.0] * len(times)
     for name in [column for column in wide.columns if column != time]:
         heights = [float(v) for v in wide[name].to_list()]
-        axes.bar(times, heights, width=width, bottom=bottom, label=name, align="edge")
+        axes.bar(times, heights, width=width, bottom=bottom, label=safe_text.plot_label(name), align="edge")
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     axes.set_ylabel(value)
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
@@ -78,7 +80,7 @@ def top_bars(frame: pl.DataFrame, *, label: str, value: str, title: str, max_lab
         _empty(axes)
         return figure
     ordered = frame.sort(value)
-    labels = [_shorten(str(text), max_label) for text in ordered[label].to_list()]
+    labels = [safe_text.plot_label(_shorten(str(text), max_label)) for text in ordered[label].to_list()]
     axes.barh(labels, [float(v) for v in ordered[value].to_list()], color="#1c7ed6")
     axes.set_xlabel(value)
     axes.tick_params(axis="y", labelsize="small")
@@ -109,7 +111,7 @@ def timeline(frame: pl.DataFrame, *, title: str) -> Figure:
             label=f"{outcome} ({part.height})",
             alpha=0.75,
         )
-    axes.set_yticks(range(len(names)), names, fontsize="small")
+    axes.set_yticks(range(len(names)), [safe_text.plot_label(name) for name in names], fontsize="small")
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     figure.autofmt_xdate()
     return figure

@@ -2,13 +2,13 @@
 look than read: alerts by severity with their runbooks, volume charts, top principals/keys/secrets, denied calls.
 
 `build` gathers the data (I/O: the lake, the outbox, the detections); `render` is pure and escapes every value
-with html.escape; charts are inline base64 PNGs, the CSS is inline: no external assets, safe to mail or attach.
+with `safe_text.html_text` (control, bidi and line-separator characters from a trail show as escapes); charts
+are inline base64 PNGs, the CSS is inline: no external assets, safe to mail or attach.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline import analysis, detect, plots
+from pipeline import analysis, detect, plots, safe_text
 from pipeline.alerting.alert import SEVERITIES, Alert, alert_order
 from pipeline.alerting.outbox import OutboxEntry
 from pipeline.times import iso
@@ -143,8 +143,8 @@ figure img{max-width:100%}figcaption{color:#495057}
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(_text(value), quote=True)
+def _e(value: Any, *, multiline: bool = False) -> str:
+    return safe_text.html_text(_text(value), multiline=multiline)
 
 
 def _text(value: Any) -> str:
@@ -220,7 +220,7 @@ def _alert(item: ReportAlert) -> str:
     context = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in a.context.items())
     return (
         f"<h4>{_e(a.title)}</h4><table>{rows}</table>"
-        f"<details open><summary>Runbook</summary><p>{_e(a.runbook)}</p></details>"
+        f"<details open><summary>Runbook</summary><p>{_e(a.runbook, multiline=True)}</p></details>"
         + (f"<details><summary>Context</summary><table>{context}</table></details>" if context else "")
         + f'<p class="muted">Evidence: keytrail query run alert_evidence --param alert_id={_e(a.alert_id[:12])}</p>'
     )

@@ -9,11 +9,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from pipeline import demo
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.outbox import OutboxEntry
+from pipeline.cli.common import make_console
 from pipeline.simulate.results import InjectedIncident
 
 pytest_plugins = ["prefect_fixtures"]
@@ -108,7 +108,7 @@ def test_demo_messages_match_the_outbox_and_every_incident_alerts(
     from flows.demo import run_demo
 
     before = {name: os.environ.get(name) for name in ("KEYTRAIL_TOPIC_ARN", "KEYTRAIL_ENDPOINT_URL", "AWS_PROFILE")}
-    console = Console(record=True, width=160)
+    console = make_console(record=True, width=160)  # as `keytrail demo` makes it
     with demo.demo_environment():
         # Same code path as `keytrail demo`, on 3 days of a lighter trail (~2k objects instead of ~9k).
         outcome = run_demo(tmp_path / "lake", days=3, seed=7, today=dt.date(2024, 5, 9), events_per_day=2000,

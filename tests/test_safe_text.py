@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
+from matplotlib.figure import Figure
 from rich.console import Console
 
 from pipeline import safe_text
@@ -68,3 +70,26 @@ def test_html_text_escapes_tags_quotes_and_controls() -> None:
     shown = safe_text.html_text('<script>alert("x")</script>\x1b\u202e')
     assert "<" not in shown and '"' not in shown and "\x1b" not in shown and "\u202e" not in shown
     assert shown.startswith("&lt;script&gt;")
+
+
+def test_multiline_keeps_line_feeds_and_escapes_the_rest() -> None:
+    assert safe_text.visible("one\ntwo\x1b\u2028three", multiline=True) == "one\ntwo\\x1b\\u2028three"
+    assert safe_text.visible("one\ntwo") == "one\\x0atwo"  # by default a line feed is shown too
+    assert safe_text.markup("[/b]\nx\r", multiline=True) == "\\[/b]\nx\\x0d"
+    assert safe_text.html_text("<a>\n\x85", multiline=True) == "&lt;a&gt;\n\\x85"
+
+
+@pytest.mark.parametrize("text", [*HOSTILE, "tag\U000e0041char", "ünïcödé → ✓", "\U0001f600"])
+def test_json_text_decodes_to_the_same_value_without_hidden_characters(text: str) -> None:
+    document = json.dumps({"value": text, "list": [text]}, ensure_ascii=False)
+    shown = safe_text.json_text(document)
+    assert json.loads(shown) == {"value": text, "list": [text]}
+    assert not any(c in shown for c in "\x1b\x00\x85\u2028\u2029\u202e\u200b\x7f\U000e0041")
+    assert ("✓" in shown) == ("✓" in text)  # visible non-ASCII stays as it is
+
+
+def test_plot_label_is_never_mathtext() -> None:
+    assert safe_text.plot_label("user/$\\frac{$\x1b") == "user/\\$\\frac{\\$\\x1b"
+    figure = Figure()
+    figure.add_subplot().barh([safe_text.plot_label("arn:aws:iam::1:user/$\\notacommand{$")], [1.0])
+    figure.savefig(io.BytesIO(), format="png")  # an unknown $\name$ would raise while drawing

@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
-from pipeline import __version__
+from pipeline import __version__, safe_text
 from pipeline.alerting.alert import SEVERITY_RANK, Alert, make_alert_id
 from pipeline.callers import display_name
 from pipeline.times import epoch_ms
@@ -27,7 +26,7 @@ MAX_SUBJECT_CHARS = 100
 MAX_FIELD_CHARS = 2_048  # an alert's text field, when the message is over budget (IAM allows ARNs of 2,048)
 MAX_ATTRIBUTE_CHARS = 256  # a MessageAttribute value: ids and names, never evidence
 FORMATS: tuple[str, ...] = ("json", "ocsf")
-ELLIPSIS = "…"
+ELLIPSIS = "..."  # ASCII: a Subject is printable ASCII only
 _NAME_CHARS = 32  # each short name in a Subject, so both fit beside a typical title
 
 SUMMARY_DETECTION_ID = "keytrail_storm_summary"
@@ -41,7 +40,6 @@ OCSF_SEVERITY: dict[str, tuple[int, str]] = {
     "critical": (5, "Critical"),
 }
 _RESOURCE_TYPES = {"kms": "AWS::KMS::Key", "secretsmanager": "AWS::SecretsManager::Secret"}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 # -- names and Subject ---------------------------------------------------------------------------------
@@ -53,16 +51,24 @@ def short_name(arn: str | None) -> str | None:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
 
 
 def subject(alert: Alert) -> str:
-    """`[HIGH] KMS decrypt volume spike: etl-worker on etl-key`, at most 100 characters."""
-    principal, resource = short_name(alert.principal_arn), short_name(alert.resource_arn)
+    """`[HIGH] KMS decrypt volume spike: etl-worker on etl-key`, at most 100 printable ASCII characters.
+
+    SNS takes printable ASCII only in a Subject (no line breaks, no control characters): any run of whitespace
+    (line breaks and separators such as U+0085 and U+2028 included) becomes one space, and every other
+    character outside printable ASCII (ESC, NUL, a bidi override, an accent) a `?` (`safe_text.subject`).
+    """
+    principal, resource = (_one_line(short_name(arn)) for arn in (alert.principal_arn, alert.resource_arn))
     who = " on ".join(_clip(name, _NAME_CHARS) for name in (principal, resource) if name)
-    text = f"[{alert.severity.upper()}] {alert.title}" + (f": {who}" if who else "")
-    # SNS rejects line breaks and control characters in a Subject.
-    return _clip(_CONTROL.sub(" ", text), MAX_SUBJECT_CHARS)
+    text = f"[{alert.severity.upper()}] {_one_line(alert.title)}" + (f": {who}" if who else "")
+    return _clip(text, MAX_SUBJECT_CHARS)
+
+
+def _one_line(text: str | None) -> str:
+    return safe_text.subject(" ".join(text.split())) if text else ""
 
 
 # -- MessageAttributes ---------------------------------------------------------------------------------
@@ -80,7 +86,7 @@ def message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
         "alert_id": alert.alert_id,
     }
     return {
-        name: {"DataType": "String", "StringValue": _clip(_CONTROL.sub(" ", value), MAX_ATTRIBUTE_CHARS)}
+        name: {"DataType": "String", "StringValue": _clip(_one_line(value), MAX_ATTRIBUTE_CHARS)}
         for name, value in values.items()
         if value
     }

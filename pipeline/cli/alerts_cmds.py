@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.json import JSON
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -22,7 +22,7 @@ from pipeline.alerting.outbox import STATES, Outbox, OutboxEntry, OutboxError
 from pipeline.alerting.publish import queue_and_publish
 from pipeline.alerting.sns import PublishError, PublishReport
 from pipeline.catalog import Query
-from pipeline.cli.common import fail, severity_markup
+from pipeline.cli.common import fail, make_console, severity_markup
 from pipeline.settings import Settings
 from pipeline.times import display
 
@@ -58,7 +58,7 @@ def list_alerts(
 
     Example: keytrail alerts list --lake ./demo-lake --state pending
     """
-    console = Console()
+    console = make_console()
     if output not in ("table", "json"):
         raise fail(console, f"unknown --format {output!r}: use table or json")
     lake = _lake(lake, Settings.from_env())
@@ -71,7 +71,7 @@ def list_alerts(
         for entry in entries:
             typer.echo(json.dumps({**entry.alert.to_dict(), "outbox": _outbox_fields(entry)}))
         return
-    table = Table(title=f"alerts in {lake}" + (f" ({state})" if state else ""))
+    table = Table(title=f"alerts in {safe_text.markup(lake)}" + (f" ({state})" if state else ""))
     # Narrow terminals: the SNS MessageId gives way, and long ids fold onto more lines instead of "kms_…".
     with_message = console.width >= 140
     columns = ("alert", "state", "severity", "detection", "principal", "first seen")
@@ -80,16 +80,19 @@ def list_alerts(
     for entry in entries:
         alert = entry.alert
         message = (entry.message_id or "") + (" (summary)" if entry.delivery == "summary" else "")
-        cells = [
+        cells: list[RenderableType] = [
             alert.alert_id[: 12 if with_message else 8],
             f"[{_STATE_STYLE[entry.state]}]{entry.state}[/]",
             severity_markup(alert.severity),
-            alert.detection_id,
-            short_name(alert.principal_arn) or "",
+            safe_text.terminal(alert.detection_id),
+            safe_text.terminal(short_name(alert.principal_arn) or ""),
             display(alert.first_seen),
         ]
         if with_message:
-            cells.append(message or (f"[red]{entry.last_error}[/red]" if entry.last_error else ""))
+            cells.append(
+                safe_text.markup(message)
+                or (f"[red]{safe_text.markup(entry.last_error)}[/red]" if entry.last_error else "")
+            )
         table.add_row(*cells)
     console.print(table)
     if not entries:
@@ -115,7 +118,7 @@ def publish(
 
     Example: keytrail alerts publish --lake ./demo-lake --topic-arn arn:aws:sns:us-east-1:123456789012:keytrail
     """
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if fmt not in FORMATS:
         raise fail(console, f"unknown --format {fmt!r}: use {' or '.join(FORMATS)}")
     settings = Settings.from_env()
@@ -177,7 +180,7 @@ def queue_and_publish_with_progress(
     if report.not_published:
         raise fail(console, report.not_published)
     assert report.published is not None
-    console.print(f"published from {lake}: {report.published}")
+    console.print(f"published from {safe_text.markup(lake)}: {report.published}")
     if _print_failures(console, report.published):
         raise typer.Exit(1)
 
@@ -185,14 +188,14 @@ def queue_and_publish_with_progress(
 def _print_failures(console: Console, report: PublishReport) -> bool:
     """Say what failed in this publish run and what to do about it; True when anything did."""
     for alert_id, error in sorted(report.failed.items()):
-        console.print(f"  [red]{alert_id[:12]}[/red] {safe_text.markup(error)}")
+        console.print(f"  [red]{safe_text.markup(alert_id[:12])}[/red] {safe_text.markup(error)}")
     if report.failed:
         console.print(
             "SNS did not take these in this run; they stay pending and the next publish tries again "
             "(`keytrail alerts show ID` says why)"
         )
     for alert_id, reason in sorted(report.undeliverable.items()):
-        console.print(f"  [red]{alert_id[:12]}[/red] {safe_text.markup(reason)}")
+        console.print(f"  [red]{safe_text.markup(alert_id[:12])}[/red] {safe_text.markup(reason)}")
     if report.undeliverable:
         console.print(
             f"{len(report.undeliverable)} alert(s) could not be delivered and are now failed (they block nothing): "
@@ -214,7 +217,7 @@ def show(
 
     Example: keytrail alerts show 3f9c2a1b7d40 --lake ./demo-lake
     """
-    console = Console()
+    console = make_console()
     lake = _lake(lake, Settings.from_env())
     try:
         with Outbox.open(lake, create=False) as box:
@@ -222,13 +225,14 @@ def show(
             history = box.history(entry.alert.alert_id)
     except OutboxError as err:
         raise fail(console, str(err)) from None
-    console.print(JSON(json.dumps(entry.alert.to_dict())))
-    console.print(JSON(json.dumps(_outbox_fields(entry))))
+    # ensure_ascii: JSON escapes for what a trail may hold (U+202E, U+2028, ...); rich's default prints them raw.
+    console.print(JSON(json.dumps(entry.alert.to_dict()), ensure_ascii=True))
+    console.print(JSON(json.dumps(_outbox_fields(entry)), ensure_ascii=True))
     table = Table(title="history")
     for column in ("at", "event", "detail"):
         table.add_column(column)
     for event in history:
-        table.add_row(display(event.at), event.event, event.detail or "")
+        table.add_row(display(event.at), safe_text.terminal(event.event), safe_text.terminal(event.detail or ""))
     console.print(table)
 
 
@@ -241,7 +245,7 @@ def retry(
 
     Example: keytrail alerts retry 3f9c2a1b7d40 --lake ./demo-lake
     """
-    console = Console()
+    console = make_console()
     if not alert_ids and not every:
         raise fail(console, "name the failed alerts to retry (`keytrail alerts list --state failed`), or --all", 2)
     lake = _lake(lake, Settings.from_env())
@@ -262,7 +266,7 @@ def repair(lake: Path | None = LakeOption) -> None:
 
     Example: keytrail alerts repair --lake ./demo-lake
     """
-    console = Console()
+    console = make_console()
     lake = _lake(lake, Settings.from_env())
     try:
         done = outbox_store.repair(lake, now=dt.datetime.now(dt.UTC))

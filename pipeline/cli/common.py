@@ -1,13 +1,15 @@
-"""What every command group needs the same way: failing with a clear message, reading date flags, showing a
-severity."""
+"""What every command group needs the same way: a console, failing with a clear message, reading date flags,
+showing a severity."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+
+from pipeline import safe_text
 
 SEVERITY_STYLE: dict[str, str] = {
     "critical": "bold red",
@@ -18,9 +20,16 @@ SEVERITY_STYLE: dict[str, str] = {
 }
 
 
+def make_console(*, stderr: bool = False, **options: Any) -> Console:
+    """The one way the CLI makes a rich Console. What it prints is data: no emoji codes (`:secret:` inside a
+    Secrets Manager ARN stays text) and no automatic highlighting of numbers, paths or ARNs in it."""
+    return Console(stderr=stderr, emoji=False, highlight=False, **options)
+
+
 def fail(console: Console, message: str, code: int = 1) -> typer.Exit:
-    """Print an error and return the Exit to raise. Escaped: messages hold paths, ARNs and `[...]` hints."""
-    console.print(f"[red]error:[/red] {escape(message)}")
+    """Print an error and return the Exit to raise. Escaped: messages hold paths, ARNs and `[...]` hints, and
+    what they quote from a trail may hold control characters; their own line breaks are kept."""
+    console.print(f"[red]error:[/red] {safe_text.markup(message, multiline=True)}")
     return typer.Exit(code)
 
 

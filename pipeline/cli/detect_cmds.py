@@ -15,15 +15,14 @@ import duckdb
 import typer
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from pipeline import cases, catalog, detect, times
+from pipeline import cases, catalog, detect, safe_text, times
 from pipeline.alerting.alert import Alert
 from pipeline.callers import display_name
 from pipeline.cli import alerts_cmds
-from pipeline.cli.common import fail, severity_markup
+from pipeline.cli.common import fail, make_console, severity_markup
 from pipeline.settings import Settings
 
 DEFAULT_WINDOW = dt.timedelta(hours=1)
@@ -101,8 +100,8 @@ def _findings_table(alerts: Sequence[Alert], since: dt.datetime, until: dt.datet
     for alert in alerts:
         table.add_row(
             severity_markup(alert.severity),
-            alert.detection_id,
-            escape(f"{_short(alert.principal_arn)} -> {_short(alert.resource_arn)}"),
+            safe_text.terminal(alert.detection_id),
+            safe_text.terminal(f"{_short(alert.principal_arn)} -> {_short(alert.resource_arn)}"),
             f"{alert.first_seen:%m-%d %H:%M}",
             f"{alert.event_count:,}",
         )
@@ -136,7 +135,7 @@ def detect_command(
 ) -> None:
     now = dt.datetime.now(dt.UTC)  # the only clock read of a detect run
     settings = Settings.from_env()
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     if output not in ("table", "json"):
         raise typer.BadParameter(f"{output!r}: use table or json", param_hint="--format")
     try:
@@ -166,11 +165,11 @@ def detect_command(
         raise fail(err, str(exc)) from None
     if output == "json":
         for alert in alerts:
-            typer.echo(alert.to_json())
+            typer.echo(safe_text.json_text(alert.to_json()))
     elif alerts:
-        Console().print(_findings_table(alerts, *window))
+        make_console().print(_findings_table(alerts, *window))
     else:
-        Console().print(f"no findings for {window[0].isoformat()} .. {window[1].isoformat()}")
+        make_console().print(f"no findings for {window[0].isoformat()} .. {window[1].isoformat()}")
     if publish:
         alerts_cmds.queue_and_publish_with_progress(
             err,
@@ -227,7 +226,7 @@ def cases_command(
 
     Example: keytrail test kms_decrypt_volume_spike
     """
-    console = Console()
+    console = make_console()
     try:
         selected = catalog.load(None, queries)
     except catalog.CatalogError as exc:
@@ -250,7 +249,7 @@ def cases_command(
     for result in results:
         table.add_row(
             result.query_id,
-            escape(result.case_name),
+            safe_text.markup(result.case_name),
             "firing" if result.firing else "quiet",
             str(result.rows),
             f"{result.seconds * 1000:.0f}",
@@ -259,7 +258,7 @@ def cases_command(
     console.print(table)
     failed = [r for r in results if not r.passed]
     for result in failed:
-        console.print(escape(result.detail), style="red")
+        console.print(safe_text.terminal(result.detail, style="red", multiline=True))
     if failed:
         console.print(f"[red]{len(failed)} of {total} case(s) failed[/red]")
         raise typer.Exit(1)

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -27,7 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from pipeline import aws, lake, times
-from pipeline.cli.common import fail, parse_date
+from pipeline.cli.common import fail, make_console, parse_date
 from pipeline.ingest import IngestReport, ingest
 from pipeline.s3 import SourceError
 from pipeline.settings import Settings
@@ -114,7 +113,7 @@ def ingest_command(
     ] = None,
 ) -> None:
     settings = Settings.from_env()
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     start, end = _date(since, "--since"), _date(until, "--until")
     try:
         times.check_days(start, end)
@@ -159,7 +158,7 @@ def ingest_command(
             raise fail(console, _aws_error(exc, source)) from None
         except OSError as exc:
             raise fail(console, f"{exc}: check that --lake {lake_path} is writable, then rerun") from None
-    out = Console()
+    out = make_console()
     out.print(_summary(report, lake_path))
     if report.objects_listed == 0:
         hint = (
@@ -184,7 +183,7 @@ def compact_command(
     Example: keytrail compact --lake ./lake --date 2024-05-01
     """
     settings = Settings.from_env()
-    console = Console()
+    console = make_console()
     lake_path = lake_path if lake_path is not None else settings.lake
     if not lake.events_dir(lake_path).is_dir():
         raise fail(console, f"{lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}` first")

@@ -1,4 +1,8 @@
-"""Query results on the terminal or in a file: a rich table, CSV, JSON lines or Parquet (`--format`, `--output`)."""
+"""Query results on the terminal or in a file: a rich table, CSV, JSON lines or Parquet (`--format`, `--output`).
+
+Table cells show trail values through `safe_text.terminal`; JSON lines escape hidden characters (the decoded
+values are the exact ones); CSV and Parquet hold the values verbatim: they are data files, not terminal text.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from pipeline import safe_text
+from pipeline.cli.common import make_console
 from pipeline.times import iso
 
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
@@ -28,7 +32,7 @@ def write_result(table: pa.Table, fmt: str, output: Path | None, *, title: str) 
         assert output is not None
         pq.write_table(table, output, compression="zstd")
     elif fmt == "table":
-        console = Console(file=output.open("w") if output else None, width=200 if output else None)
+        console = make_console(file=output.open("w") if output else None, width=200 if output else None)
         console.print(_rich_table(table, title))
         if table.num_rows > TABLE_MAX_ROWS:
             console.print(f"… {table.num_rows - TABLE_MAX_ROWS} more rows: use --format csv --output FILE")
@@ -39,15 +43,15 @@ def write_result(table: pa.Table, fmt: str, output: Path | None, *, title: str) 
         else:
             typer.echo(text, nl=False)
     if output:
-        Console(stderr=True).print(f"{table.num_rows} rows written to {escape(str(output))}")
+        make_console(stderr=True).print(f"{table.num_rows} rows written to {safe_text.markup(output)}")
 
 
 def _rich_table(table: pa.Table, title: str) -> Table:
-    view = Table(title=escape(f"{title} ({table.num_rows} rows)"))
+    view = Table(title=safe_text.terminal(f"{title} ({table.num_rows} rows)"))
     for name in table.column_names:
-        view.add_column(escape(name), overflow="fold")
+        view.add_column(safe_text.terminal(name), overflow="fold")
     for row in table.slice(0, TABLE_MAX_ROWS).to_pylist():
-        view.add_row(*(escape(_cell(value)) for value in row.values()))
+        view.add_row(*(safe_text.terminal(_cell(value)) for value in row.values()))
     return view
 
 
@@ -81,7 +85,8 @@ def _plain(value: Any) -> Any:
 
 def _json_lines(table: pa.Table) -> str:
     return "".join(
-        msgspec.json.encode({k: _plain(v) for k, v in row.items()}).decode() + "\n" for row in table.to_pylist()
+        safe_text.json_text(msgspec.json.encode({k: _plain(v) for k, v in row.items()}).decode()) + "\n"
+        for row in table.to_pylist()
     )
 
 

@@ -13,12 +13,10 @@ from typing import Annotated, Any
 import duckdb
 import pyarrow as pa
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from pipeline import catalog, investigate, lake, query_examples, times
-from pipeline.cli.common import fail
+from pipeline import catalog, investigate, lake, query_examples, safe_text, times
+from pipeline.cli.common import fail, make_console
 from pipeline.cli.output import FORMATS, write_result
 from pipeline.engine import Engine, QueryRefused, readable_partitions
 from pipeline.investigate import InvestigationError
@@ -47,7 +45,7 @@ query_app = typer.Typer(
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    return fail(Console(stderr=True), message, code)
+    return fail(make_console(stderr=True), message, code)
 
 
 def _lake(option: Path | None) -> Path:
@@ -75,8 +73,8 @@ def list_command(queries: QueriesOption = None) -> None:
         table.add_column(column, no_wrap=column == "id")
     for query in _load(queries):
         required = ", ".join(p.name for p in query.params if p.required) or "-"
-        table.add_row(query.id, escape(query.title), required)
-    Console().print(table)
+        table.add_row(safe_text.terminal(query.id), safe_text.terminal(query.title), safe_text.terminal(required))
+    make_console().print(table)
 
 
 @query_app.command("show")
@@ -97,25 +95,26 @@ def show_command(
     except InvestigationError as exc:
         raise _fail(str(exc)) from None
     lake_path = _lake(lake_option)
-    console = Console()
-    console.print(f"[bold]{query.id}[/bold]: {escape(query.title)}\n")
-    console.print(escape(query.description) + "\n")
+    console = make_console()
+    console.print(f"[bold]{safe_text.markup(query.id)}[/bold]: {safe_text.markup(query.title)}\n")
+    console.print(safe_text.markup(query.description, multiline=True) + "\n")
     params = Table(title="params (--param name=value)")
     params.add_column("name", no_wrap=True)
     params.add_column("type", no_wrap=True)
     params.add_column("default", max_width=28, overflow="fold")
     params.add_column("help", ratio=1, overflow="fold")
     for name, type_, default, help_text in investigate.describe_params(query):
-        params.add_row(name, escape(type_), escape(default), escape(help_text))
+        params.add_row(*(safe_text.terminal(cell, multiline=True) for cell in (name, type_, default, help_text)))
     console.print(params)
     console.print("\n[bold]next steps[/bold]")
     for step in query.next_steps:
-        console.print(f"  • {escape(step)}")
+        console.print(f"  • {safe_text.markup(step, multiline=True)}")
     values = _lake_example(query, lake_path)
     where = f"on {lake_path}" if values is not None else "(illustrative values)"
-    console.print(f"\n[bold]example[/bold] {escape(where)}")
-    # Plain print: the command must stay copyable (no wrapping, no markup).
-    typer.echo(investigate.example_command(query, values, lake_path=lake_path if values is not None else None))
+    console.print(f"\n[bold]example[/bold] {safe_text.markup(where)}")
+    # Plain print: the command must stay copyable (no wrapping, no markup); its values may come from the lake.
+    example = investigate.example_command(query, values, lake_path=lake_path if values is not None else None)
+    typer.echo(safe_text.visible(example))
 
 
 def _lake_example(query: catalog.Query, lake_path: Path) -> dict[str, Any] | None:
@@ -163,7 +162,7 @@ def run_command(
         resolved = investigate.resolve(query, values, now=now, lake_path=lake_path)
     except InvestigationError as exc:
         raise _fail(str(exc)) from None
-    with Console(stderr=True).status(f"running {query.id}", spinner="dots"):
+    with make_console(stderr=True).status(f"running {safe_text.markup(query.id)}", spinner="dots"):
         try:
             table = investigate.run(lake_path, resolved)
         except (ValueError, duckdb.Error, pa.ArrowException) as exc:

@@ -8,12 +8,10 @@ from typing import Annotated
 
 import duckdb
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from pipeline import catalog
+from pipeline import catalog, safe_text
 from pipeline.alerting.outbox import OutboxError
-from pipeline.cli.common import fail
+from pipeline.cli.common import fail, make_console
 from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
 from pipeline.times import check_window, iso, parse_time
@@ -41,7 +39,7 @@ def report_command(
     Example: keytrail report --lake ./demo-lake --since 2024-05-01 --until 2024-05-09 --out report.html
     """
     now = dt.datetime.now(dt.UTC)  # the only clock read: relative times resolve against it
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     lake_path = lake if lake is not None else Settings.from_env().lake
     try:
         check_lake(lake_path)
@@ -57,7 +55,7 @@ def report_command(
             report.write(built, out)
     except (catalog.CatalogError, duckdb.Error, OSError, OutboxError) as exc:
         raise fail(err, str(exc)) from None
-    err.print(f"{len(built.alerts)} alert(s), {built.totals['events']:,} events -> {escape(str(out))}")
+    err.print(f"{len(built.alerts)} alert(s), {built.totals['events']:,} events -> {safe_text.markup(out)}")
 
 
 def register(app: typer.Typer) -> None:

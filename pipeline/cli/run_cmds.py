@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from pipeline.cli.common import fail
+from pipeline import safe_text
+from pipeline.cli.common import fail, make_console
 from pipeline.settings import Settings
 
 _DEMO_HELP = (
@@ -47,7 +47,7 @@ def demo_command(
     days: Annotated[int, typer.Option("--days", min=2, max=31, help="Days of CloudTrail to simulate.")] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Simulation seed (same seed, same trail).")] = 7,
 ) -> None:
-    console = Console()
+    console = make_console()
     from pipeline.demo import demo_environment
 
     with demo_environment():
@@ -79,7 +79,7 @@ def serve_command(
         str | None, typer.Option("--dask-address", help="Dask scheduler, e.g. tcp://10.0.0.5:8786.")
     ] = None,
 ) -> None:
-    console = Console()
+    console = make_console()
     from pipeline.times import parse_duration
 
     try:
@@ -114,7 +114,10 @@ def serve_command(
         task_runner=task_runner,
         dask_address=dask_address,
     )
-    console.print(f"serving keytrail-pipeline every {every} and keytrail-compact at '{compact_cron}' (UTC)")
+    console.print(
+        f"serving keytrail-pipeline every {safe_text.markup(every)} and keytrail-compact at "
+        f"'{safe_text.markup(compact_cron)}' (UTC)"
+    )
     serve_forever(build_deployments(options))
 
 

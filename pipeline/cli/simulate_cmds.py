@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline import aws
-from pipeline.cli.common import fail, parse_date
+from pipeline import aws, safe_text
+from pipeline.cli.common import fail, make_console, parse_date
 from pipeline.settings import Settings
 from pipeline.simulate import ALL_INCIDENTS, DEFAULT_EVENTS_PER_DAY, MANIFEST, SimulationResult, simulate
 
@@ -53,7 +52,7 @@ def _start(value: str | None, days: int) -> dt.date:
 
 
 def _summary(result: SimulationResult) -> Table:
-    table = Table(title=f"simulated trail in {result.out}", show_header=False)
+    table = Table(title=f"simulated trail in {safe_text.markup(result.out)}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
     share = (result.kms_events + result.secrets_events) / result.events if result.events else 0.0
@@ -83,7 +82,7 @@ def _incidents(result: SimulationResult) -> Table:
     for incident in result.incidents:
         who = (incident.principal_arn or "(service event)").rsplit("/", 1)[-1]
         when = f"{incident.start:%Y-%m-%d %H:%M}-{incident.end:%H:%M}"
-        table.add_row(incident.name, incident.detection_id, who, when, str(len(incident.event_ids)))
+        table.add_row(incident.name, incident.detection_id, safe_text.terminal(who), when, str(len(incident.event_ids)))
     return table
 
 
@@ -94,7 +93,7 @@ def _ensure_bucket(client: object, out: str, console: Console) -> None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
-    console.print(f"bucket s3://{escape(bucket)} ready")
+    console.print(f"bucket s3://{safe_text.markup(bucket)} ready")
 
 
 def simulate_command(
@@ -125,7 +124,7 @@ def simulate_command(
     ] = False,
 ) -> None:
     settings = Settings.from_env()
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     names = _incident_names(incidents)
     first = _start(start, days)
     client = None
@@ -162,12 +161,15 @@ def simulate_command(
             raise fail(console, f"cannot reach S3 ({exc}); check --endpoint-url, then rerun") from None
         except OSError as exc:
             raise fail(console, f"{exc}: check that --out {out} is writable") from None
-    report = Console()
+    report = make_console()
     report.print(_summary(result))
     if result.incidents:
         report.print(_incidents(result))
     where = out.rstrip("/") + "/" + MANIFEST
-    report.print(f"incidents and look-alikes: {escape(where)}; next: keytrail ingest {escape(out)} --lake ./lake")
+    report.print(
+        f"incidents and look-alikes: {safe_text.markup(where)}; next: keytrail ingest {safe_text.markup(out)} "
+        "--lake ./lake"
+    )
 
 
 def register(app: typer.Typer) -> None:
