@@ -123,6 +123,7 @@ def _session() -> Iterator[duckdb.DuckDBPyConnection]:
     )
     try:
         con.execute("SET TimeZone = 'UTC'")  # date_trunc('hour', ...) follows the session zone
+        con.execute("SET threads = 1")  # a batch's rollup is small: a second thread costs CPU, saves ~0.1 s
         for macro in _MACROS:
             con.execute(macro)
         yield con
