@@ -273,7 +273,7 @@ def report(facts: dict[str, Any], measured: dict[str, h.Measured], repeat: int) 
             ],
             [
                 "rollups: bytes of rollups/ / events/",
-                f"{share:.1%} ({h.mb(one.data['rollup_bytes'])} / {h.mb(one.data['events_bytes'])})",
+                f"{share:.1%} ({one.data['rollup_bytes'] / 1e3:,.0f} kB / {one.data['events_bytes'] / 1e3:,.0f} kB)",
                 f"<= {TARGET_ROLLUP_BYTES:.0%}",
                 h.verdict(share <= TARGET_ROLLUP_BYTES),
             ],
