@@ -9,9 +9,12 @@ Stages (each in its own child process, see _harness.py), all over the same Cloud
   (b) ingest  `pipeline.ingest.ingest` end to end into a fresh lake, workers=1 and workers=2
   (c) duckdb  the best SQL a user would script: read_json_objects + json_transform to a typed struct, unnest
               Records, keep the two event sources, project the lake's columns, COPY to partitioned Parquet
+  (d) ingest  (b) with workers=1 without the hourly rollups (switched off in the measuring child only): what
+              rollups cost at ingest, and the bytes of rollups/ against events/ in (b)'s lake
 Per-core figures are events (or uncompressed bytes) per CPU-second of the stage's whole process tree.
 Targets (issue 2): (b) >= 40% of (a) per core, >= 2x (c) per core, peak RSS < 512 MB, near-linear 2-worker
-speed-up.
+speed-up. Rollups (issue "detections over history"): at most +15% CPU per event, at most 10% of the events'
+bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ TARGET_FLOOR_SHARE = 0.40
 TARGET_VS_DUCKDB = 2.0
 TARGET_RSS = 512 * 2**20
 TARGET_SPEEDUP = 1.8  # of 2.0 on 2 workers: "near-linear"
+TARGET_ROLLUP_CPU = 0.15  # extra CPU per event for maintaining the hourly rollups at commit
+TARGET_ROLLUP_BYTES = 0.10  # rollups/ against events/
 
 
 # --- the corpus ------------------------------------------------------------------------------------------------
@@ -90,14 +95,23 @@ def child_floor(corpus: Path) -> dict[str, Any]:
     return result
 
 
-def child_ingest(corpus: Path, lake: Path, workers: int) -> dict[str, Any]:
-    from pipeline.ingest import ingest
+def _bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*.parquet"))
 
+
+def child_ingest(corpus: Path, lake: Path, workers: int, rollups: bool = True) -> dict[str, Any]:
+    from pipeline import lake as lakelib
+    from pipeline.ingest import ingest
+    from pipeline.lake import rollups as rollups_module
+
+    if not rollups:  # this measuring process only: the writer stages no rollup file (the parent process writes)
+        rollups_module.stage = lambda events, folder, name: []
     shutil.rmtree(lake, ignore_errors=True)
     result: dict[str, Any] = {}
     try:
         with h.timed_work(result):
             report = ingest(str(corpus), lake, workers=workers)
+        result.update(events_bytes=_bytes(lakelib.events_dir(lake)), rollup_bytes=_bytes(lakelib.rollups_dir(lake)))
     finally:
         shutil.rmtree(lake, ignore_errors=True)
     result.update(events=report.events_seen, kept=report.events_kept, quarantined=report.quarantined_anything)
@@ -136,7 +150,9 @@ def child_duckdb(corpus: Path, out: Path, threads: int) -> dict[str, Any]:
 
 STAGES = {
     "floor": lambda corpus: child_floor(Path(corpus)),
-    "ingest": lambda corpus, lake, workers: child_ingest(Path(corpus), Path(lake), int(workers)),
+    "ingest": lambda corpus, lake, workers, rollups="on": child_ingest(
+        Path(corpus), Path(lake), int(workers), rollups == "on"
+    ),
     "duckdb": lambda corpus, out, threads: child_duckdb(Path(corpus), Path(out), int(threads)),
 }
 
@@ -170,6 +186,7 @@ def main() -> None:
     scratch = args.data / "scratch"
     stages = [("floor", [str(corpus)], "(a) floor")]
     stages += [("ingest", [str(corpus), str(scratch / f"lake-{n}"), str(n)], f"(b) ingest w={n}") for n in (1, 2)]
+    stages.append(("ingest", [str(corpus), str(scratch / "lake-bare"), "1", "off"], "(d) ingest w=1, no rollups"))
     if not args.skip_duckdb:
         # 1 thread is DuckDB's best per core (~25% less CPU than 2 here); 2 threads its best wall time
         stages += [("duckdb", [str(corpus), str(scratch / "duckdb-out"), str(n)], f"(c) duckdb t={n}") for n in (1, 2)]
@@ -187,7 +204,8 @@ def main() -> None:
 STAGES_HELP = """\
 (a) floor      read + isal gunzip + msgspec split of the Records array, 1 process
 (b) ingest w=N pipeline.ingest.ingest into a fresh lake, N worker processes
-(c) duckdb t=N read_json_objects + json_transform + unnest + filter + COPY TO partitioned Parquet, N threads"""
+(c) duckdb t=N read_json_objects + json_transform + unnest + filter + COPY TO partitioned Parquet, N threads
+(d) ingest     (b) w=1 with the hourly rollups switched off: their cost at ingest"""
 
 
 def report(facts: dict[str, Any], measured: dict[str, h.Measured], repeat: int) -> None:
@@ -242,6 +260,24 @@ def report(facts: dict[str, Any], measured: dict[str, h.Measured], repeat: int) 
         ["2-worker speed-up (wall)", f"{speedup:.2f}x", f">= {TARGET_SPEEDUP}x", h.verdict(speedup >= TARGET_SPEEDUP)],
         ["2-worker events/CPU-s", f"{events / two.cpu:,.0f}", "", ""],
     ]
+    bare = next((m for m in measured.values() if m.name.startswith("(d)")), None)
+    if bare is not None:
+        extra = one.cpu / bare.cpu - 1
+        share = one.data["rollup_bytes"] / max(one.data["events_bytes"], 1)
+        lines += [
+            [
+                "rollups: CPU per event, (b) w=1 / (d) - 1",
+                f"{extra:+.1%}",
+                f"<= +{TARGET_ROLLUP_CPU:.0%}",
+                h.verdict(extra <= TARGET_ROLLUP_CPU),
+            ],
+            [
+                "rollups: bytes of rollups/ / events/",
+                f"{share:.1%} ({one.data['rollup_bytes'] / 1e3:,.0f} kB / {one.data['events_bytes'] / 1e3:,.0f} kB)",
+                f"<= {TARGET_ROLLUP_BYTES:.0%}",
+                h.verdict(share <= TARGET_ROLLUP_BYTES),
+            ],
+        ]
     h.table("targets", ["figure", "value", "target", ""], lines)
 
 

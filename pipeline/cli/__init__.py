@@ -33,9 +33,19 @@ def _root(
 
 def _register() -> None:
     # Explicit registration (no import side effects): each module adds its commands to `app`.
-    from pipeline.cli import alerts_cmds, detect_cmds, ingest_cmds, query_cmds, report_cmds, run_cmds, simulate_cmds
+    from pipeline.cli import (
+        alerts_cmds,
+        detect_cmds,
+        ingest_cmds,
+        query_cmds,
+        report_cmds,
+        rollups_cmds,
+        run_cmds,
+        simulate_cmds,
+    )
 
     ingest_cmds.register(app)
+    rollups_cmds.register(app)
     alerts_cmds.register(app)
     detect_cmds.register(app)
     query_cmds.register(app)

@@ -1,8 +1,9 @@
-"""The Parquet lake: partition paths, atomic idempotent batches, the ledger, quarantine, compaction.
+"""The Parquet lake: partition paths, atomic idempotent batches, the ledger, hourly rollups, quarantine, compaction.
 
 Layout under `<lake>/`:
 
     events/event_date=YYYY-MM-DD/<batch>-NNN.parquet   committed events (EVENTS_SCHEMA, zstd, 64k-row groups)
+    rollups/hourly/event_date=YYYY-MM-DD/<batch>.parquet  hourly rollups of the batch's events of that day
     quarantine/objects/<name> + <name>.reason.json     unreadable source objects, verbatim, with the reason
     quarantine/records/<name>.jsonl                     rejected records of readable objects, one per line
     _ledger/batches/<batch>.json                        one record per committed batch: the commit point
@@ -11,28 +12,33 @@ Layout under `<lake>/`:
     _ledger/lock                                        flock: commits, compactions and recovery run one at a time
     _staging/<batch>/...  + <batch>.lock                a writer's files before commit (held flock = alive)
 
-Commit protocol (under the lake lock): recover, drop event_ids already committed, write the intent, rename the
-staged files into `events/`, write the ledger record (the commit point), delete the intent. A crash before the
-ledger record leaves an intent that the next writer's `recover` rolls back (renamed files deleted); after it,
-`recover` only finishes the cleanup. `committed_files` hides the files of unfinished intents, so the engine
-never sees half a batch; plain globs over `events/**/*.parquet` see only committed data once `recover` ran.
+Commit protocol: stage the events and their hourly rollups; then, under the lake lock: recover, drop event_ids
+already committed (and recompute the rollups if rows were dropped: they count committed rows only), write the
+intent (it names the event and the rollup files), rename the staged files into `events/` then `rollups/`, write
+the ledger record (the commit point), delete the intent. A crash before the ledger record leaves an intent that
+the next writer's `recover` rolls back (renamed files deleted); after it, `recover` only finishes the cleanup.
+`committed_files` / `committed_rollup_files` hide the files of unfinished intents, so the engine never sees half
+a batch, nor events without their rollups; plain globs over `events/**/*.parquet` see only committed data once
+`recover` ran. Compaction and `rollups.rebuild` replace a
+day's rollup files through the same protocol (`superseded`), so a day's rollups always equal its events'.
 
 `event_id` is unique across the whole lake, not just per partition (see `ids`).
 
 Modules: `layout` (paths, partitions), `ledger` (records, lock, commit protocol, recovery, what readers see),
 `ids` (the lake-wide event_id index), `writer` (one batch: partition files and per-object accounting),
-`quarantine`, `compaction`.
+`rollups` (compute, stage, read, rebuild), `quarantine`, `compaction`.
 """
 
 from pipeline.lake.compaction import CompactReport, compact
 from pipeline.lake.ids import committed_duplicates
-from pipeline.lake.layout import events_dir, partition_dir, partitions, quarantine_dir
+from pipeline.lake.layout import events_dir, partition_dir, partitions, quarantine_dir, rollups_dir
 from pipeline.lake.ledger import (
     BatchRecord,
     Checkpoint,
     FileEntry,
     ObjectEntry,
     committed_files,
+    committed_rollup_files,
     ingested_objects,
     lake_lock,
     new_batch_id,
@@ -52,6 +58,7 @@ __all__ = [
     "SourceObject",
     "committed_duplicates",
     "committed_files",
+    "committed_rollup_files",
     "compact",
     "events_dir",
     "ingested_objects",
@@ -64,4 +71,5 @@ __all__ = [
     "quarantine_records",
     "read_ledger",
     "recover",
+    "rollups_dir",
 ]

@@ -1,4 +1,5 @@
-"""Compaction: merge a partition's committed files into one file sorted by event_time, atomically."""
+"""Compaction: merge a partition's committed files into one file sorted by event_time, atomically, and its
+hourly rollup files into one (recomputed from the merged events: same content, so the same totals)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.lake import rollups
 from pipeline.lake.files import ROW_GROUP_ROWS, SCHEMA, parquet_writer
 from pipeline.lake.layout import partition_dir, staging_dir
 from pipeline.lake.ledger import (
@@ -18,10 +20,10 @@ from pipeline.lake.ledger import (
     Checkpoint,
     FileEntry,
     committed_files,
+    committed_rollup_files,
     lake_lock,
     new_batch_id,
     publish,
-    recover,
     recover_locked,
     remove_staging,
 )
@@ -48,8 +50,10 @@ def compact(
     committed). Reads the whole partition into memory: partitions are one day of KMS/SM events.
     """
     lake = Path(lake)
-    recover(lake)
-    before = committed_files(lake, day, day)
+    with lake_lock(lake):  # the day's events and rollups as one commit left them: they agree
+        recover_locked(lake)
+        before = committed_files(lake, day, day)
+        rollups_before = committed_rollup_files(lake, day, day)
     if len(before) <= 1:
         rows = pq.ParquetFile(before[0]).metadata.num_rows if before else 0
         return CompactReport(day, len(before), len(before), rows, None)
@@ -65,18 +69,20 @@ def compact(
         writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         writer.close()
         target = partition_dir(lake, day) / staged.name
+        rollup_moves, rollup_entries = rollups.moves(lake, rollups.stage(table, staging / "rollups", batch_id))
         with lake_lock(lake):
             recover_locked(lake)
-            if any(not path.exists() for path in before):
+            if any(not path.exists() for path in before + rollups_before):
                 raise RuntimeError(f"partition {day} changed during compaction (another compact?): run it again")
             record = BatchRecord(
                 batch_id=batch_id,
                 kind="compact",
                 committed_at=iso(now) if now is not None else None,
                 files=[FileEntry(target.relative_to(lake).as_posix(), table.num_rows)],
-                superseded=[path.relative_to(lake).as_posix() for path in before],
+                superseded=[path.relative_to(lake).as_posix() for path in before + rollups_before],
+                rollups=rollup_entries,
             )
-            publish(lake, record, [(staged, target)], checkpoint)
+            publish(lake, record, [(staged, target)], checkpoint, rollup_moves)
     remove_staging(staging)
     log.info("compacted %s: %d files -> 1 (%d rows)", day, len(before), table.num_rows)
     return CompactReport(day, len(before), 1, table.num_rows, target)

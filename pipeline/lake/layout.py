@@ -1,4 +1,4 @@
-"""Where things live in a lake: the folders of events, quarantine, ledger and staging, and the partitions."""
+"""Where things live in a lake: the folders of events, rollups, quarantine, ledger and staging, and the partitions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ _PARTITION_PREFIX = "event_date="
 
 def events_dir(lake: Path) -> Path:
     return Path(lake) / "events"
+
+
+def rollups_dir(lake: Path) -> Path:
+    """The hourly rollups, partitioned by day like the events (see `rollups`)."""
+    return Path(lake) / "rollups" / "hourly"
 
 
 def quarantine_dir(lake: Path) -> Path:
@@ -55,15 +60,20 @@ def partition_day(name: str) -> dt.date | None:
         return None
 
 
-def partition_dirs(lake: Path, start: dt.date | None, end: dt.date | None) -> list[Path]:
-    """The partition folders of the days in [start, end] (inclusive; None = unbounded), sorted."""
+def rollup_partition_dir(lake: Path, day: dt.date) -> Path:
+    return rollups_dir(lake) / partition_name(day)
+
+
+def partition_dirs(lake: Path, start: dt.date | None, end: dt.date | None, rollups: bool = False) -> list[Path]:
+    """The partition folders of the days in [start, end] (inclusive; None = unbounded), sorted: the events',
+    or with `rollups` the hourly rollups'."""
+    root = rollups_dir(lake) if rollups else events_dir(lake)
     if start is not None and end is not None:
         if end < start:
             return []
         if (end - start).days <= 366:  # probe the range's days: cost follows the range, not the lake
             days = (start + dt.timedelta(days=offset) for offset in range((end - start).days + 1))
-            return [path for path in (partition_dir(lake, day) for day in days) if path.is_dir()]
-    root = events_dir(lake)
+            return [path for path in (root / partition_name(day) for day in days) if path.is_dir()]
     if not root.is_dir():
         return []
     found = []
@@ -74,6 +84,6 @@ def partition_dirs(lake: Path, start: dt.date | None, end: dt.date | None) -> li
     return sorted(found)
 
 
-def partitions(lake: Path) -> list[dt.date]:
-    """Every partition day present in the lake."""
-    return [day for folder in partition_dirs(lake, None, None) if (day := partition_day(folder.name))]
+def partitions(lake: Path, rollups: bool = False) -> list[dt.date]:
+    """Every partition day present in the lake (with `rollups`: every day holding rollup files)."""
+    return [day for folder in partition_dirs(lake, None, None, rollups) if (day := partition_day(folder.name))]

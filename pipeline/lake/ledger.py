@@ -56,17 +56,24 @@ class FileEntry(msgspec.Struct):
 
 
 class BatchRecord(msgspec.Struct, omit_defaults=True):
-    """A ledger record (also the shape of an intent). `kind` is 'ingest' or 'compact'."""
+    """A ledger record (also the shape of an intent). `kind` is 'ingest', 'compact' or 'rollup' (a rebuild).
+    `files` are event files, `rollups` the hourly rollup files committed with them (see `rollups`)."""
 
     batch_id: str
     kind: str
     committed_at: str | None  # None when the caller passed no `now` (library code reads no clock)
     files: list[FileEntry] = msgspec.field(default_factory=list)
-    superseded: list[str] = msgspec.field(default_factory=list)  # files a compaction replaced
+    superseded: list[str] = msgspec.field(default_factory=list)  # files a compaction or rebuild replaced
     id_index: str | None = None
     objects: list[ObjectEntry] = msgspec.field(default_factory=list)
     events_kept: int = 0
     events_duplicate: int = 0
+    rollups: list[FileEntry] = msgspec.field(default_factory=list)
+
+    @property
+    def published(self) -> list[FileEntry]:
+        """Every file the record renames into the lake: events, then rollups."""
+        return self.files + self.rollups
 
 
 _record_decoder = msgspec.json.Decoder(BatchRecord)
@@ -132,7 +139,7 @@ def recover_locked(lake: Path) -> int:
             for rel in intent.superseded:
                 _unlink(Path(lake) / rel)
         else:  # not committed: undo the renames
-            for entry in intent.files:
+            for entry in intent.published:
                 _unlink(Path(lake) / entry.path)
             if intent.id_index:
                 _unlink(Path(lake) / intent.id_index)
@@ -168,7 +175,8 @@ def recover(lake: Path) -> int:
 
 
 def _hidden_files(lake: Path) -> set[Path]:
-    """Files in events/ that readers must not see: those of commits or compactions still in progress."""
+    """Files in events/ or rollups/ that readers must not see: those of commits, compactions or rebuilds still in
+    progress."""
     hidden: set[Path] = set()
     intents = intents_dir(lake)
     for intent_path in intents.glob("*.json") if intents.is_dir() else []:
@@ -179,18 +187,26 @@ def _hidden_files(lake: Path) -> set[Path]:
         if _committed(lake, intent.batch_id):
             hidden.update(Path(lake) / rel for rel in intent.superseded)
         else:
-            hidden.update(Path(lake) / entry.path for entry in intent.files)
+            hidden.update(Path(lake) / entry.path for entry in intent.published)
     return hidden
 
 
-def committed_files(lake: Path, start: dt.date | None = None, end: dt.date | None = None) -> list[Path]:
-    """The committed Parquet files of the partitions in [start, end] (inclusive; None = unbounded), sorted."""
+def committed_files(
+    lake: Path, start: dt.date | None = None, end: dt.date | None = None, rollups: bool = False
+) -> list[Path]:
+    """The committed Parquet files of the partitions in [start, end] (inclusive; None = unbounded), sorted: the
+    events', or with `rollups` the hourly rollups' (`committed_rollup_files`)."""
     hidden = _hidden_files(lake)
     files: list[Path] = []
-    for folder in partition_dirs(lake, start, end):
+    for folder in partition_dirs(lake, start, end, rollups):
         files.extend(sorted(path for path in folder.glob("*.parquet") if path not in hidden))
     hidden |= _hidden_files(lake)  # an intent that appeared while listing
     return [path for path in files if path not in hidden]
+
+
+def committed_rollup_files(lake: Path, start: dt.date | None = None, end: dt.date | None = None) -> list[Path]:
+    """The committed hourly rollup files of the days in [start, end], sorted (merge them: `rollups.read`)."""
+    return committed_files(lake, start, end, rollups=True)
 
 
 # --- committing -------------------------------------------------------------------------------------------
@@ -202,11 +218,23 @@ def new_batch_id(now: dt.datetime | None) -> str:
     return f"{stamp(now)}-{suffix}" if now is not None else suffix
 
 
-def publish(lake: Path, record: BatchRecord, moves: list[tuple[Path, Path]], checkpoint: Checkpoint | None) -> None:
-    """Intent, renames, ledger record (the commit point), intent removed. Caller holds the lake lock."""
+def publish(
+    lake: Path,
+    record: BatchRecord,
+    moves: list[tuple[Path, Path]],
+    checkpoint: Checkpoint | None,
+    rollup_moves: list[tuple[Path, Path]] | None = None,
+) -> None:
+    """Intent, renames (events, then rollups), ledger record (the commit point), intent removed. Caller holds the
+    lake lock. The intent names every file of both kinds, so recovery rolls them back or forward together."""
     intent_path = intents_dir(lake) / f"{record.batch_id}.json"
     write_atomic(intent_path, msgspec.json.encode(record))
     for source, target in moves:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    if checkpoint is not None:
+        checkpoint("events-published")  # tests inject a crash here: events renamed, their rollups not yet
+    for source, target in rollup_moves or ():
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
     if checkpoint is not None:

@@ -1,0 +1,241 @@
+"""Hourly rollups of the committed events: what detection baselines read instead of months of raw events.
+
+Grain: one row per hour x account (recipient_account_id) x region x caller (the `caller_arn` macro) x KMS key
+(coalesce(key_arn, key_id)) x secret_id x event_source x event_name x error_code, with the event count,
+first/last seen, a bounded sample of source IPs and, per encryption-context key, its distinct values.
+
+Layout: `rollups/hourly/event_date=YYYY-MM-DD/<batch>.parquet`, one file per committed batch and day, written in
+the same commit as the batch's events (same intent and ledger record: `BatchRecord.rollups`), computed from the
+rows that were actually committed (after the lake-wide duplicate drop). Readers merge a day's files (`read`,
+queries/rollups/merge.sql): re-aggregating is cheap (a day of rollups is ~2% of its events' bytes).
+
+Distinct values are stored, not sketched: the smallest `MAX_SOURCE_IPS` distinct source IPs, and per context key
+(the smallest `MAX_CONTEXT_KEYS` keys) its smallest `MAX_CONTEXT_VALUES` distinct values, each list with an
+overflow flag saying more existed. A count is therefore exact up to its bound and "more than the bound" past it,
+and merging is exact: the smallest N of a union are the smallest N of the parts' smallest N, so files of any
+batching merge to the rollup of all the events at once (a test checks incremental == rebuild). A mergeable
+sketch (HLL) would count past the bound but cannot name values, needs an extension DuckDB would have to load,
+and is approximate below the thresholds detections use (tens of values), where these lists are exact.
+
+`rebuild` recreates a day's rollups from its committed events (atomically, same protocol); compaction recomputes
+a day's rollups along with its merged events file (`compaction`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.lake.layout import partition_name, partitions, rollup_partition_dir, staging_dir
+from pipeline.lake.ledger import (
+    BatchRecord,
+    Checkpoint,
+    FileEntry,
+    committed_files,
+    committed_rollup_files,
+    lake_lock,
+    new_batch_id,
+    publish,
+    recover_locked,
+    remove_staging,
+)
+from pipeline.times import iso
+
+log = logging.getLogger(__name__)
+
+MAX_SOURCE_IPS = 16
+MAX_CONTEXT_KEYS = 16
+MAX_CONTEXT_VALUES = 64  # above the distinct-value thresholds of the context detections (tens)
+
+GROUP_COLUMNS = (
+    "hour",
+    "event_date",
+    "recipient_account_id",
+    "aws_region",
+    "caller_arn",
+    "kms_key",
+    "secret_id",
+    "event_source",
+    "event_name",
+    "error_code",
+)
+_TIME = pa.timestamp("us", tz="UTC")
+_CONTEXT = pa.struct(
+    [
+        pa.field("key", pa.string()),
+        pa.field("values", pa.list_(pa.string())),
+        pa.field("overflow", pa.bool_()),
+    ]
+)
+ROLLUP_SCHEMA = pa.schema(
+    [
+        pa.field("hour", _TIME, nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+        pa.field("recipient_account_id", pa.string()),
+        pa.field("aws_region", pa.string()),
+        pa.field("caller_arn", pa.string()),
+        pa.field("kms_key", pa.string()),  # coalesce(key_arn, key_id): an alias when nothing else named the key
+        pa.field("secret_id", pa.string()),
+        pa.field("event_source", pa.string(), nullable=False),
+        pa.field("event_name", pa.string(), nullable=False),
+        pa.field("error_code", pa.string()),
+        pa.field("events", pa.int64(), nullable=False),
+        pa.field("first_seen", _TIME, nullable=False),
+        pa.field("last_seen", _TIME, nullable=False),
+        pa.field("source_ips", pa.list_(pa.string())),  # the smallest distinct ones, sorted
+        pa.field("source_ips_overflow", pa.bool_()),  # more distinct source IPs than listed
+        pa.field("contexts", pa.list_(_CONTEXT)),  # per context key (sorted): its smallest distinct values
+        pa.field("contexts_overflow", pa.bool_()),  # more context keys than listed
+    ]
+)
+
+
+# --- computing (pure: events in, rollup rows out) -------------------------------------------------------------
+
+
+def _sql(name: str) -> str:
+    from pipeline.catalog import default_queries_dir  # the one place that knows where queries/ is
+
+    return (default_queries_dir() / "rollups" / f"{name}.sql").read_text()
+
+
+@contextlib.contextmanager
+def _session() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A private DuckDB database with the engine's macros (`caller_arn`) and its own spill directory."""
+    from pipeline.engine import _MACROS  # the one definition of the caller; engine imports the lake
+
+    spill = Path(tempfile.mkdtemp(prefix="keytrail-rollups-"))
+    con = duckdb.connect(
+        ":memory:",
+        config={"autoinstall_known_extensions": False, "temp_directory": str(spill), "memory_limit": "512MB"},
+    )
+    try:
+        con.execute("SET TimeZone = 'UTC'")  # date_trunc('hour', ...) follows the session zone
+        con.execute("SET threads = 1")  # a batch's rollup is small: a second thread costs CPU, saves ~0.1 s
+        for macro in _MACROS:
+            con.execute(macro)
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _run(query: str, view: str, source: pa.Table | Sequence[Path]) -> pa.Table:
+    """Run queries/rollups/<query>.sql over `source` (a table, or Parquet files) seen as `view`."""
+    if not isinstance(source, pa.Table) and not source:
+        return ROLLUP_SCHEMA.empty_table()
+    with _session() as con:
+        if isinstance(source, pa.Table):
+            con.register(view, source)
+        else:
+            con.read_parquet([str(path) for path in source], hive_partitioning=False).create_view(view)
+        bounds = {"max_ips": MAX_SOURCE_IPS, "max_keys": MAX_CONTEXT_KEYS, "max_values": MAX_CONTEXT_VALUES}
+        table = con.sql(_sql(query), params=bounds).to_arrow_table()
+    return table.cast(ROLLUP_SCHEMA)
+
+
+def hourly(events: pa.Table | Sequence[Path]) -> pa.Table:
+    """The hourly rollup of committed events (a table, or event Parquet files), sorted by its group columns."""
+    return _run("hourly", "committed_events", events)
+
+
+def merge(rollups: pa.Table | Sequence[Path]) -> pa.Table:
+    """Rollup rows (of any batching) merged into one row per hour and group, sorted: equal to `hourly` of all
+    their events at once."""
+    return _run("merge", "rollup_rows", rollups)
+
+
+def by_day(rollups: pa.Table) -> list[tuple[dt.date, pa.Table]]:
+    """A rollup table split into its days, in day order."""
+    days = rollups.column("event_date")
+    return [(day.as_py(), rollups.filter(pc.equal(days, day))) for day in pc.unique(days).sort()]
+
+
+def stage(events: pa.Table | Sequence[Path], folder: Path, name: str) -> list[tuple[dt.date, Path, int]]:
+    """Compute the rollup of `events` and write one file per day, `<folder>/event_date=D/<name>.parquet`.
+    Returns (day, path, rows) of each file."""
+    staged = []
+    for day, table in by_day(hourly(events)):
+        path = folder / partition_name(day) / f"{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, compression="zstd")
+        staged.append((day, path, table.num_rows))
+    return staged
+
+
+def moves(lake: Path, staged: Sequence[tuple[dt.date, Path, int]]) -> tuple[list[tuple[Path, Path]], list[FileEntry]]:
+    """Where staged rollup files go in the lake, and their ledger entries."""
+    pairs, entries = [], []
+    for day, path, rows in staged:
+        target = rollup_partition_dir(lake, day) / path.name
+        pairs.append((path, target))
+        entries.append(FileEntry(target.relative_to(lake).as_posix(), rows))
+    return pairs, entries
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+
+
+def read(lake: Path, start: dt.date | None = None, end: dt.date | None = None) -> pa.Table:
+    """The committed hourly rollups of the days in [start, end] (inclusive; None = unbounded), merged."""
+    return merge(committed_rollup_files(Path(lake), start, end))
+
+
+# --- rebuilding ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    day: dt.date
+    events: int  # committed events of the day
+    files_before: int  # rollup files replaced
+    rows: int  # rollup rows written
+
+
+def rebuild(
+    lake: Path, day: dt.date, now: dt.datetime | None = None, checkpoint: Checkpoint | None = None
+) -> RebuildReport:
+    """Recreate a day's rollups from its committed events, atomically: one new file replaces the day's rollup
+    files in one commit (readers see the old rollups or the new, never both). Runs under the lake lock, so the
+    day's events cannot change meanwhile (a day of KMS/SM events takes seconds)."""
+    lake = Path(lake)
+    batch_id = new_batch_id(now)
+    staging = staging_dir(lake) / batch_id
+    with lake_lock(lake):
+        recover_locked(lake)
+        staging.mkdir(parents=True, exist_ok=True)
+        with open(staging.with_suffix(".lock"), "a+b") as handle:  # so a crash leaves staging `recover` removes
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            events = committed_files(lake, day, day)
+            before = committed_rollup_files(lake, day, day)
+            staged = stage(events, staging, batch_id)
+            pairs, entries = moves(lake, staged)
+            record = BatchRecord(
+                batch_id=batch_id,
+                kind="rollup",
+                committed_at=iso(now) if now is not None else None,
+                rollups=entries,
+                superseded=[path.relative_to(lake).as_posix() for path in before],
+            )
+            publish(lake, record, [], checkpoint, pairs)
+    remove_staging(staging)
+    count = sum(pq.read_metadata(path).num_rows for path in events)
+    log.info("rebuilt the rollups of %s: %d events -> %d rows", day, count, sum(e.rows for e in entries))
+    return RebuildReport(day, count, len(before), sum(entry.rows for entry in entries))
+
+
+def rebuild_days(lake: Path) -> list[dt.date]:
+    """The days `rebuild` should visit for a whole lake: every day with events or with rollups."""
+    return sorted(set(partitions(lake)) | set(partitions(lake, rollups=True)))
