@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from pipeline import query_spec
+from pipeline import query_spec, sql_files
 from pipeline.params import BUILTINS, coerce, sql_parameters
 from pipeline.query import Case, EventSpec, Param, Query
 from pipeline.validation import KeyPath, SpecError
@@ -48,10 +48,7 @@ class CatalogError(ValueError):
 
 def default_queries_dir() -> Path:
     """`queries/` of the repository (or the copy packaged as pipeline/_queries in a wheel)."""
-    packaged = Path(__file__).resolve().parent / "_queries"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[1] / "queries"
+    return sql_files.queries_dir()
 
 
 def load(kind: str | None = None, queries_dir: Path | str | None = None) -> tuple[Query, ...]:

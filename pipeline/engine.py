@@ -23,6 +23,7 @@ import pyarrow as pa
 from pipeline.catalog import BUILTINS, Query, coerce
 from pipeline.events import COLUMNS, EVENTS_SCHEMA
 from pipeline.lake import committed_files, events_dir, partitions
+from pipeline.sql_files import macros
 from pipeline.times import EARLIEST, LATEST, check_window, display, utc
 
 if TYPE_CHECKING:  # polars costs ~0.3 s to import; only notebooks ask for DataFrames
@@ -207,24 +208,6 @@ class Engine:
         self.close()
 
 
-# SQL helpers any query may call (queries/README.md): a query is one SELECT, so logic shared by several lives here.
-_MACROS = (
-    # 'arn:...:secret:prod/db-AbCdEf' and 'prod/db' are the same secret (a secret ARN ends in a 6-char suffix)
-    "CREATE MACRO secret_name(ref) AS CASE WHEN contains(ref, ':secret:') "
-    "THEN regexp_replace(split_part(ref, ':secret:', 2), '-[A-Za-z0-9]{6}$', '') ELSE ref END",
-    # The caller, the one definition every query uses (Python twin: pipeline/callers.py): a workload role by its
-    # role ARN (session names change every run); a person signed in through IAM Identity Center by the session
-    # ARN (many people share one permission-set role; the session is the person)
-    "CREATE MACRO caller_arn(principal_arn, session_issuer_arn) AS CASE "
-    "WHEN session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%' THEN principal_arn "
-    "ELSE coalesce(session_issuer_arn, principal_arn) END",
-    # Who acted, for summaries that must name every event: the caller, else the AWS service acting for it, else
-    # the account (AWSAccount / AWSService identities carry no ARN)
-    "CREATE MACRO actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS "
-    "coalesce(caller_arn(principal_arn, session_issuer_arn), invoked_by, principal_account_id)",
-)
-
-
 def readable_partitions(lake: Path) -> list[dt.date]:
     """The lake's partition days that readers use: those inside times.EARLIEST .. LATEST.
 
@@ -265,7 +248,7 @@ def _connect() -> tuple[duckdb.DuckDBPyConnection, Path]:
     )
     # TIMESTAMPTZ functions (hour(), time_bucket, date_trunc) follow the session zone: pin UTC.
     con.execute("SET TimeZone = 'UTC'")
-    for macro in _MACROS:
+    for macro in macros():
         con.execute(macro)
     return con, spill_dir
 

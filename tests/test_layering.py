@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LEAVES = ("pipeline.times", "pipeline.safe_text", "pipeline.settings", "pipeline.aws", "pipeline.callers")
+LEAVES = (
+    "pipeline.times",
+    "pipeline.safe_text",
+    "pipeline.settings",
+    "pipeline.aws",
+    "pipeline.callers",
+    "pipeline.sql_files",
+)
 
 CATALOG = ("pipeline.catalog", "pipeline.query_spec", "pipeline.query", "pipeline.params", "pipeline.validation")
 

@@ -51,6 +51,7 @@ from pipeline.lake.ledger import (
     recover_locked,
     remove_staging,
 )
+from pipeline.sql_files import macros, read_sql
 from pipeline.times import iso
 
 log = logging.getLogger(__name__)
@@ -106,16 +107,12 @@ ROLLUP_SCHEMA = pa.schema(
 
 
 def _sql(name: str) -> str:
-    from pipeline.catalog import default_queries_dir  # the one place that knows where queries/ is
-
-    return (default_queries_dir() / "rollups" / f"{name}.sql").read_text()
+    return read_sql("rollups", f"{name}.sql")
 
 
 @contextlib.contextmanager
 def _session() -> Iterator[duckdb.DuckDBPyConnection]:
     """A private DuckDB database with the engine's macros (`caller_arn`) and its own spill directory."""
-    from pipeline.engine import _MACROS  # the one definition of the caller; engine imports the lake
-
     spill = Path(tempfile.mkdtemp(prefix="keytrail-rollups-"))
     con = duckdb.connect(
         ":memory:",
@@ -124,7 +121,7 @@ def _session() -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         con.execute("SET TimeZone = 'UTC'")  # date_trunc('hour', ...) follows the session zone
         con.execute("SET threads = 1")  # a batch's rollup is small: a second thread costs CPU, saves ~0.1 s
-        for macro in _MACROS:
+        for macro in macros():  # caller_arn: the one definition of the caller
             con.execute(macro)
         yield con
     finally:
