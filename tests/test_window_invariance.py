@@ -23,7 +23,6 @@ PENDING = {
     "access_denied_storm",
     "kms_context_scanning",
     "kms_context_schema_break",
-    "kms_decrypt_volume_spike",
     "kms_invalid_ciphertext_burst",
     "secrets_enumeration",
     "secrets_retrieval_spike",
