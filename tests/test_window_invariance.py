@@ -25,7 +25,6 @@ PENDING = {
     "kms_context_schema_break",
     "kms_invalid_ciphertext_burst",
     "secrets_enumeration",
-    "secrets_retrieval_spike",
 }
 DETECTION_CASES = [(q, c) for q in catalog.load("detections") if q.id not in PENDING for c in q.tests]
 
