@@ -20,7 +20,6 @@ from pipeline.times import bucket_start
 DAY = dt.timedelta(days=1)
 # Detections not yet converted to per-bucket baselines (emptied as each one is converted).
 PENDING = {
-    "kms_context_scanning",
     "secrets_enumeration",
 }
 DETECTION_CASES = [(q, c) for q in catalog.load("detections") if q.id not in PENDING for c in q.tests]
