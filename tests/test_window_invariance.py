@@ -18,11 +18,7 @@ from pipeline.alerting.alert import Alert
 from pipeline.times import bucket_start
 
 DAY = dt.timedelta(days=1)
-# Detections not yet converted to per-bucket baselines (emptied as each one is converted).
-PENDING = {
-    "secrets_enumeration",
-}
-DETECTION_CASES = [(q, c) for q in catalog.load("detections") if q.id not in PENDING for c in q.tests]
+DETECTION_CASES = [(q, c) for q in catalog.load("detections") for c in q.tests]
 
 
 def consecutive(since: dt.datetime, until: dt.datetime, width: dt.timedelta) -> list[tuple[dt.datetime, dt.datetime]]:
