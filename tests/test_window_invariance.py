@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
 from pipeline import cases, catalog
 from pipeline.alerting.alert import Alert
+from pipeline.detect import run_detections
+from pipeline.ingest import ingest
+from pipeline.simulate import simulate
 from pipeline.times import bucket_start
 
 DAY = dt.timedelta(days=1)
@@ -70,3 +74,46 @@ def test_the_whole_span_of_a_case_gives_the_same_findings_split_and_unsplit(
     whole = findings(cases.case_alerts(query, given, [(since, until)]))
     split = findings(cases.case_alerts(query, given, consecutive(since, until, DAY)))
     assert_same(whole, split, f"{query.id} / {case.name} over {since}..{until} by day")
+
+
+# --- a simulated trail with incidents: one run == the scheduled runs ---------------------------------------------
+
+SIM_DAYS = 9
+SIM_START = dt.date(2024, 5, 1)
+HOUR = dt.timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def trail_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """9 days of a simulated organization trail with every injected incident (on the last day), ingested."""
+    root = tmp_path_factory.mktemp("invariance")
+    simulate(str(root / "trail"), days=SIM_DAYS, seed=11, start=SIM_START, events_per_day=2_000)
+    lake = root / "lake"
+    lake.mkdir()
+    ingest(str(root / "trail"), lake)
+    return lake
+
+
+def _runs(lake: Path, windows: Iterable[tuple[dt.datetime, dt.datetime]]) -> set[tuple[str, str]]:
+    return findings(a for since, until in windows for a in run_detections(lake, since, until))
+
+
+@pytest.mark.slow
+def test_one_run_over_three_days_equals_the_72_hourly_runs(trail_lake: Path) -> None:
+    until = dt.datetime.combine(SIM_START + dt.timedelta(days=SIM_DAYS), dt.time(), dt.UTC)
+    since = until - dt.timedelta(days=3)
+    one = findings(run_detections(trail_lake, since, until))
+    hourly = _runs(trail_lake, consecutive(since, until, HOUR))
+    assert one, "the incidents of the last day should be found"
+    assert_same(one, hourly, f"simulated trail {since}..{until} by hour")
+
+
+@pytest.mark.slow
+def test_one_run_over_the_whole_trail_equals_the_daily_runs(trail_lake: Path) -> None:
+    """216 hourly runs are slow here: the whole trail is compared with daily runs (each judging its 24 hours
+    bucket by bucket, so a day boundary is a cut like any other); the last 3 days are compared hour by hour above."""
+    since = dt.datetime.combine(SIM_START, dt.time(), dt.UTC)
+    until = since + dt.timedelta(days=SIM_DAYS)
+    one = findings(run_detections(trail_lake, since, until))
+    daily = _runs(trail_lake, consecutive(since, until, DAY))
+    assert_same(one, daily, f"simulated trail {since}..{until} by day")
