@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from pipeline import events
+from pipeline.alerting.alert import Alert
 from pipeline.catalog import Case, EventSpec, Query, Replace, default_queries_dir
+from pipeline.detect import alerts_from_rows
 from pipeline.engine import Engine
 from pipeline.times import cloudtrail, iso, parse_timestamp
 
@@ -136,20 +139,54 @@ def _fill(value: Any, n: int, day: int) -> Any:
     return value
 
 
-def run_case(query: Query, case: Case) -> CaseResult:
-    """Build the case's events, run the query over them, and compare with `expect`."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class CaseInput:
+    """What a case runs on: its normalized events, window, where its lake begins, and the params it binds."""
+
+    table: pa.Table
+    since: dt.datetime
+    until: dt.datetime
+    history_start: dt.datetime
+    params: dict[str, Any]
+
+    def engine(self) -> Engine:
+        """A session over the case's events (the caller closes it); windows other than the case's bind as params."""
+        return Engine.from_table(self.table, since=self.since, until=self.until, history_start=self.history_start)
+
+
+def case_input(query: Query, case: Case) -> CaseInput:
+    """The case's events through the real `events.normalize_many`, with its window and params."""
     since, until = case_window(query, case)
     records = expand_events(case.events, key=f"{query.id}/{case.name}", default_start=since)
     table = events.normalize_many(records, source_object=f"case:{query.id}")
     params: dict[str, Any] = dict(case.params)
     if case.trusted_accounts is not None:
         params["trusted_accounts"] = list(case.trusted_accounts)
+    # Unless the case says otherwise, its lake is warmed up: history reaches a full lookback back.
+    history_start = case.history_start or since - query.lookback
+    return CaseInput(table, since, until, history_start, params)
+
+
+def case_alerts(query: Query, given: CaseInput, windows: Sequence[tuple[dt.datetime, dt.datetime]]) -> list[Alert]:
+    """The alerts of `query` run once per window over the case's events (one session), as detect would make them.
+
+    One window over a range, or consecutive windows like scheduled runs: window invariance compares the two.
+    """
+    found: list[Alert] = []
+    with given.engine() as engine:
+        for since, until in windows:
+            rows = engine.run(query, {**given.params, "since": since, "until": until}).to_pylist()
+            found.extend(alerts_from_rows(query, rows))
+    return found
+
+
+def run_case(query: Query, case: Case) -> CaseResult:
+    """Build the case's events, run the query over them, and compare with `expect`."""
+    started = time.perf_counter()
+    given = case_input(query, case)
     try:
-        # Unless the case says otherwise, its lake is warmed up: history reaches a full lookback back.
-        history_start = case.history_start or since - query.lookback
-        with Engine.from_table(table, since=since, until=until, history_start=history_start) as engine:
-            rows = engine.run(query, params).to_pylist()
+        with given.engine() as engine:
+            rows = engine.run(query, given.params).to_pylist()
     except (duckdb.Error, ValueError) as exc:  # a broken query is a failed case, not a crashed run
         rows, problems = [], [f"the query failed: {type(exc).__name__}: {exc}"]
     else:

@@ -1,7 +1,8 @@
 """Run the detection catalog over a window of the lake and turn result rows into `Alert`s.
 
-The window is [since, until); each detection's baseline is the `lookback` before `since`. The engine reads the
-partitions of [since - the longest lookback, until) once, and every detection runs in that one session.
+The window is [since, until); each detection judges every bucket of it against that bucket's own `lookback`
+(queries/README.md), so one run over a range gives the findings of the scheduled runs covering it. The engine
+reads the partitions of [since - the longest lookback, until) once, and every detection runs in that one session.
 """
 
 from __future__ import annotations

@@ -145,6 +145,7 @@ class Engine:
             "since": since,
             "until": until,
             "baseline_start": since - query.lookback if since is not None else None,
+            "lookback": query.lookback,
             "window": query.window or (until - since if since and until else None),
             "history_start": (
                 coerce("timestamp", builtin["history_start"], where="history_start")

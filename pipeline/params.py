@@ -15,7 +15,7 @@ PARAM_TYPES: tuple[str, ...] = ("int", "float", "str", "bool", "duration", "time
 
 # Names the engine binds itself; a query uses them without declaring them (see queries/README.md).
 BUILTINS: frozenset[str] = frozenset(
-    {"since", "until", "baseline_start", "window", "trusted_accounts", "history_start"}
+    {"since", "until", "baseline_start", "lookback", "window", "trusted_accounts", "history_start"}
 )
 
 _TRUE = {"true", "yes", "1", "on"}

@@ -51,8 +51,13 @@ def test_the_yaml_window_buckets_the_spike(reads_lake: Path) -> None:
     assert alert.first_seen == SINCE and alert.event_count == 240
 
 
+# Each 15-minute bucket is judged with its own lookback, which holds the quarters before it: at spike_factor 1
+# every quarter of the steady 60-read hour still beats its lookback, so all four fire (each with its own id).
+QUARTERLY = {SPIKE: {"window": "15m", "spike_factor": 1.0}}
+
+
 def test_a_narrower_window_gives_each_bucket_its_own_alert_id(reads_lake: Path) -> None:
-    found = run_detections(reads_lake, SINCE, UNTIL, detection_ids=[SPIKE], param_overrides={SPIKE: {"window": "15m"}})
+    found = run_detections(reads_lake, SINCE, UNTIL, detection_ids=[SPIKE], param_overrides=QUARTERLY)
     assert sorted(a.first_seen for a in found) == QUARTERS
     assert all(a.event_count == 60 for a in found)
     assert len({a.alert_id for a in found}) == len(found)
@@ -60,10 +65,28 @@ def test_a_narrower_window_gives_each_bucket_its_own_alert_id(reads_lake: Path) 
 
 def test_the_cli_window_override_reaches_the_alert_ids(reads_lake: Path) -> None:
     window = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat(), "-d", SPIKE, "--format", "json"]
-    result = CliRunner().invoke(app, ["detect", "--lake", str(reads_lake), *window, "--param", f"{SPIKE}.window=15m"])
+    overrides = ["--param", f"{SPIKE}.window=15m", "--param", f"{SPIKE}.spike_factor=1"]
+    result = CliRunner().invoke(app, ["detect", "--lake", str(reads_lake), *window, *overrides])
     assert result.exit_code == 0, result.stderr
     ids = [json.loads(line)["alert_id"] for line in result.stdout.splitlines() if line.strip()]
     assert len(ids) == len(set(ids)) == 4
+
+
+def test_each_narrower_bucket_is_judged_against_the_buckets_before_it(reads_lake: Path) -> None:
+    """At the default spike_factor only 14:00-14:15 is a spike: the later quarters have it in their lookback
+    (the scheduled 15-minute runs would say so too; one run over the hour used to judge all four against
+    the hours before 14:00)."""
+    narrower = {SPIKE: {"window": "15m"}}
+    (alert,) = run_detections(reads_lake, SINCE, UNTIL, detection_ids=[SPIKE], param_overrides=narrower)
+    assert alert.first_seen == SINCE and alert.event_count == 60
+    quarterly = [
+        a.alert_id
+        for start in QUARTERS
+        for a in run_detections(
+            reads_lake, start, start + dt.timedelta(minutes=15), detection_ids=[SPIKE], param_overrides=narrower
+        )
+    ]
+    assert quarterly == [alert.alert_id]
 
 
 @pytest.mark.parametrize("value", ["0s", "lots"])

@@ -35,6 +35,7 @@ def _register() -> None:
     # Explicit registration (no import side effects): each module adds its commands to `app`.
     from pipeline.cli import (
         alerts_cmds,
+        backtest_cmds,
         detect_cmds,
         ingest_cmds,
         query_cmds,
@@ -48,6 +49,7 @@ def _register() -> None:
     rollups_cmds.register(app)
     alerts_cmds.register(app)
     detect_cmds.register(app)
+    backtest_cmds.register(app)
     query_cmds.register(app)
     report_cmds.register(app)
     simulate_cmds.register(app)

@@ -33,7 +33,8 @@ QueriesOption = Annotated[
 
 _DETECT_HELP = (
     "Run the detections over [since, until) of the lake and print the findings.\n\n"
-    "The history before --since (each detection's lookback, e.g. 7 days) is the baseline. Default window: the "
+    "Each bucket is judged against its own lookback (e.g. the 7 days before it), so one run over a range finds "
+    "what the scheduled runs over it find. Default window: the "
     "last hour ending now. Trusted accounts (cross-account and policy detections) come from --trusted-account "
     "or KEYTRAIL_TRUSTED_ACCOUNTS; when none are given, the accounts seen as recipientAccountId in the events "
     "read are trusted. --format json prints one alert per line (the alert contract); the exit code is 0 with "

@@ -3,7 +3,9 @@
 -- many keys or secrets. One denial now and then is normal (a typo, a missing grant); a storm in a sliding
 -- $window is not. Counted per principal, and per source IP when several principals are denied from the same
 -- address (several stolen keys used from one host). Each actor is compared with its worst $window bucket in
--- the lookback, so a monitoring tool that is denied on the same call every minute stays quiet.
+-- the lookback, so a monitoring tool that is denied on the same call every minute stays quiet. One finding per
+-- actor and $window bucket, judged as the scheduled run of that bucket would: the denials of the bucket (their
+-- sliding window may reach into the previous bucket) against the lookback before it.
 WITH denials AS (
     SELECT
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
@@ -30,20 +32,16 @@ by_actor AS (  -- each denial seen from two sides: who, and from where (AWS-inte
     WHERE source_ip IS NOT NULL AND NOT list_contains($ignored_source_ips, source_ip) AND source_ip NOT LIKE '%.amazonaws.com'
 ),
 
-baseline AS (  -- each actor's worst $window bucket before this run
-    SELECT actor_kind, actor, max(denied) AS baseline_max
-    FROM (
-        SELECT actor_kind, actor, time_bucket($window, event_time) AS bucket, count(*) AS denied
-        FROM by_actor
-        WHERE event_time < $since - $window
-        GROUP BY actor_kind, actor, bucket
-    )
-    GROUP BY actor_kind, actor
+bucket_counts AS (  -- denials per actor and $window bucket: the baseline side
+    SELECT actor_kind, actor, time_bucket($window, event_time) AS bucket, count(*) AS denied
+    FROM by_actor
+    GROUP BY actor_kind, actor, bucket
 ),
 
 sliding AS (  -- denials, distinct resources and distinct principals in the $window ending at each denial
     SELECT
         *,
+        time_bucket($window, event_time) AS bucket,
         count(*) OVER w AS in_window,
         count(DISTINCT resource) OVER w AS resources_in_window,
         count(DISTINCT principal_arn) OVER w AS principals_in_window,
@@ -53,10 +51,11 @@ sliding AS (  -- denials, distinct resources and distinct principals in the $win
     WINDOW w AS (PARTITION BY actor_kind, actor ORDER BY event_time RANGE BETWEEN $window PRECEDING AND CURRENT ROW)
 ),
 
-storms AS (
+storms AS (  -- per actor and judged bucket: its first full window (may start a bucket earlier) to its last denial
     SELECT
         actor_kind,
         actor,
+        bucket,
         min(window_first) AS first_seen,
         max(event_time) AS last_seen,
         max(in_window) AS peak,
@@ -65,7 +64,16 @@ storms AS (
     WHERE event_time >= $since
       AND in_window >= $min_denials
       AND (actor_kind = 'principal' OR principals_in_window >= $min_ip_principals)
-    GROUP BY actor_kind, actor
+    GROUP BY actor_kind, actor, bucket
+),
+
+baseline AS (  -- the actor's worst $window bucket in the storm bucket's lookback, before its sliding window
+    SELECT s.actor_kind, s.actor, s.bucket, max(h.denied) AS baseline_max
+    FROM storms AS s
+    JOIN bucket_counts AS h USING (actor_kind, actor)
+    WHERE h.bucket < s.bucket - $window
+      AND h.bucket >= s.bucket - $lookback
+    GROUP BY s.actor_kind, s.actor, s.bucket
 )
 
 SELECT
@@ -89,7 +97,7 @@ SELECT
 FROM storms AS s
 JOIN by_actor AS d
     ON d.actor_kind = s.actor_kind AND d.actor = s.actor AND d.event_time BETWEEN s.first_seen AND s.last_seen
-LEFT JOIN baseline AS b ON b.actor_kind = s.actor_kind AND b.actor = s.actor
-GROUP BY s.actor_kind, s.actor, s.first_seen, s.last_seen, s.peak, s.peak_resources
+LEFT JOIN baseline AS b ON b.actor_kind = s.actor_kind AND b.actor = s.actor AND b.bucket = s.bucket
+GROUP BY s.actor_kind, s.actor, s.bucket, s.first_seen, s.last_seen, s.peak, s.peak_resources
 HAVING s.peak > $baseline_factor * coalesce(any_value(b.baseline_max), 0)
 ORDER BY s.first_seen

@@ -6,6 +6,8 @@
 -- values it ever used in one bucket, and the set of values it already knew. A new tenant or two is
 -- onboarding; a nightly run over the same tenants as every night uses no new values; both stay quiet.
 -- Several context keys scanned together (SecretARN + SecretVersionId) make one finding, not one per key.
+-- Each bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at its end
+-- would: values a long run saw in its first hours are known in its later hours.
 WITH calls AS NOT MATERIALIZED (
     SELECT
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
@@ -42,27 +44,40 @@ candidates AS (  -- recent buckets with enough distinct values to be scanning at
     HAVING count(DISTINCT context_value) >= $min_distinct_values
 ),
 
-history_pairs AS (  -- the lookback, unnested only for the candidates' principal, key and context key
-    SELECT c.principal_arn, c.key_arn, c.bucket, e.key AS context_key, e.value AS context_value
+history_values AS (  -- the distinct values of the candidates' context keys per bucket, for their principal and key
+    SELECT DISTINCT c.principal_arn, c.key_arn, c.bucket, e.key AS context_key, e.value AS context_value
     FROM calls AS c
     SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM candidates) AS k USING (principal_arn, key_arn),
         unnest(map_entries(c.encryption_context)) AS u(e)
-    WHERE c.bucket < time_bucket($window, $since)
+    WHERE c.bucket < (SELECT max(bucket) FROM candidates)
       AND e.key IN (SELECT context_key FROM candidates)
 ),
 
-known_values AS (
-    SELECT DISTINCT principal_arn, key_arn, context_key, context_value FROM history_pairs
+known_values AS (  -- per candidate bucket: the values already used in its lookback [bucket - lookback, bucket)
+    SELECT DISTINCT c.principal_arn, c.key_arn, c.context_key, c.bucket, h.context_value
+    FROM candidates AS c
+    JOIN history_values AS h
+        ON h.principal_arn = c.principal_arn
+        AND h.key_arn = c.key_arn
+        AND h.context_key = c.context_key
+        AND h.bucket < c.bucket
+        AND h.bucket >= c.bucket - $lookback
 ),
 
-baseline AS (  -- the most distinct values the principal ever used in one bucket
-    SELECT principal_arn, key_arn, context_key, max(distinct_values) AS baseline_max_distinct
-    FROM (
-        SELECT principal_arn, key_arn, context_key, bucket, count(DISTINCT context_value) AS distinct_values
-        FROM history_pairs
+baseline AS (  -- per candidate bucket: the most distinct values the principal used in one bucket of its lookback
+    SELECT c.principal_arn, c.key_arn, c.context_key, c.bucket, max(h.distinct_values) AS baseline_max_distinct
+    FROM candidates AS c
+    JOIN (
+        SELECT principal_arn, key_arn, context_key, bucket, count(*) AS distinct_values
+        FROM history_values
         GROUP BY principal_arn, key_arn, context_key, bucket
-    )
-    GROUP BY principal_arn, key_arn, context_key
+    ) AS h
+        ON h.principal_arn = c.principal_arn
+        AND h.key_arn = c.key_arn
+        AND h.context_key = c.context_key
+        AND h.bucket < c.bucket
+        AND h.bucket >= c.bucket - $lookback
+    GROUP BY c.principal_arn, c.key_arn, c.context_key, c.bucket
 ),
 
 recent AS (
@@ -82,14 +97,14 @@ recent AS (
             AS sample_new_values
     FROM recent_pairs AS p
     SEMI JOIN candidates AS c USING (principal_arn, key_arn, context_key, bucket)
-    LEFT JOIN known_values AS k USING (principal_arn, key_arn, context_key, context_value)
+    LEFT JOIN known_values AS k USING (principal_arn, key_arn, context_key, bucket, context_value)
     GROUP BY p.principal_arn, p.key_arn, p.context_key, p.bucket
 ),
 
 scanning AS (  -- buckets over every threshold, per context key
     SELECT r.*, coalesce(b.baseline_max_distinct, 0) AS baseline_max_distinct
     FROM recent AS r
-    LEFT JOIN baseline AS b USING (principal_arn, key_arn, context_key)
+    LEFT JOIN baseline AS b USING (principal_arn, key_arn, context_key, bucket)
     WHERE r.distinct_values >= $min_distinct_values
       AND r.new_values >= $min_new_values
       AND r.distinct_values > $baseline_factor * coalesce(b.baseline_max_distinct, 0)

@@ -5,7 +5,8 @@
 -- T1078), or a deployment that silently changed the binding between data and context (a data-separation
 -- bug). The established set is the principal's own shapes on the key when it has enough history there, else
 -- the key's shapes across all principals (a new replica of the same app is fine). Keys that never had a
--- context stay quiet: there is no schema to break. Only successful calls count.
+-- context stay quiet: there is no schema to break. Only successful calls count. Each $window bucket is judged
+-- with the shapes of its own lookback [bucket - lookback, bucket), as the scheduled run at its end would.
 WITH calls AS (
     SELECT
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
@@ -15,6 +16,7 @@ WITH calls AS (
         event_name,
         source_ip,
         event_time,
+        time_bucket($window, event_time) AS bucket,
         coalesce(list_sort(map_keys(encryption_context)), []) AS context_keys
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
@@ -26,55 +28,74 @@ WITH calls AS (
       AND event_time < $until
 ),
 
-history_shapes AS (  -- how often each principal used each shape on each key in the lookback
-    SELECT principal_arn, key_arn, context_keys, count(*) AS calls
+shape_buckets AS (  -- how often each principal used each shape on each key per bucket: the baseline side
+    SELECT principal_arn, key_arn, context_keys, bucket, count(*) AS calls
     FROM calls
-    WHERE event_time < $since
-    GROUP BY principal_arn, key_arn, context_keys
+    GROUP BY principal_arn, key_arn, context_keys, bucket
+),
+
+judged_shapes AS (  -- shapes used in a bucket of the run often enough to be a finding at all
+    SELECT * FROM shape_buckets WHERE bucket >= time_bucket($window, $since) AND calls >= $min_events
+),
+
+lookback_shapes AS (  -- per judged key and bucket: the shapes used on the key in [bucket - lookback, bucket)
+    SELECT j.key_arn, j.bucket, h.principal_arn, h.context_keys, sum(h.calls) AS calls
+    FROM (SELECT DISTINCT key_arn, bucket FROM judged_shapes) AS j
+    JOIN shape_buckets AS h USING (key_arn)
+    WHERE h.bucket < j.bucket
+      AND h.bucket >= j.bucket - $lookback
+    GROUP BY j.key_arn, j.bucket, h.principal_arn, h.context_keys
 ),
 
 key_shapes AS (  -- every shape the key saw, from anyone
     SELECT
         key_arn,
+        bucket,
         sum(calls) AS key_calls,
         coalesce(sum(calls) FILTER (WHERE len(context_keys) > 0), 0) AS key_calls_with_context,
         list(DISTINCT context_keys) AS key_shapes
-    FROM history_shapes
-    GROUP BY key_arn
+    FROM lookback_shapes
+    GROUP BY key_arn, bucket
 ),
 
 pair_shapes AS (  -- the shapes this principal used on the key
-    SELECT principal_arn, key_arn, sum(calls) AS pair_calls, list(DISTINCT context_keys) AS pair_shapes
-    FROM history_shapes
-    GROUP BY principal_arn, key_arn
+    SELECT principal_arn, key_arn, bucket, sum(calls) AS pair_calls, list(DISTINCT context_keys) AS pair_shapes
+    FROM lookback_shapes
+    GROUP BY principal_arn, key_arn, bucket
 ),
 
 key_baseline AS (  -- keys with an established context schema (enough history, and contexts at all)
-    SELECT key_arn, key_shapes
+    SELECT key_arn, bucket, key_shapes
     FROM key_shapes
     WHERE key_calls >= $min_baseline_calls
       AND key_calls_with_context > 0
 ),
 
-judged AS (  -- each recent call against the principal's own shapes, or the key's for a newcomer
+judged AS (  -- each judged shape against the principal's own shapes, or the key's for a newcomer
     SELECT
-        r.*,
+        j.principal_arn,
+        j.key_arn,
+        j.context_keys,
+        j.bucket,
         CASE WHEN p.pair_calls >= $min_baseline_calls THEN p.pair_shapes ELSE k.key_shapes END AS shapes,
         CASE WHEN p.pair_calls >= $min_baseline_calls THEN 'principal' ELSE 'key' END AS established_by
-    FROM calls AS r
-    JOIN key_baseline AS k USING (key_arn)
-    LEFT JOIN pair_shapes AS p USING (principal_arn, key_arn)
-    WHERE r.event_time >= $since
+    FROM judged_shapes AS j
+    JOIN key_baseline AS k USING (key_arn, bucket)
+    LEFT JOIN pair_shapes AS p USING (principal_arn, key_arn, bucket)
 ),
 
-breaks AS (
-    SELECT * FROM judged WHERE NOT list_contains(shapes, context_keys)
+breaks AS (  -- the calls of each departing shape
+    SELECT c.*, j.shapes, j.established_by
+    FROM calls AS c
+    JOIN judged AS j USING (principal_arn, key_arn, context_keys, bucket)
+    WHERE NOT list_contains(j.shapes, j.context_keys)
 ),
 
-per_shape AS (  -- each departing key set, with its own volume floor
+per_shape AS (  -- each departing key set (over the volume floor: see judged_shapes)
     SELECT
         principal_arn,
         key_arn,
+        bucket,
         any_value(recipient_account_id) AS account_id,
         any_value(aws_region) AS region,
         array_to_string(context_keys, ',') AS context_keys,
@@ -92,11 +113,10 @@ per_shape AS (  -- each departing key set, with its own volume floor
         list(DISTINCT event_name) AS event_names,
         list(DISTINCT source_ip) AS source_ips
     FROM breaks
-    GROUP BY principal_arn, key_arn, context_keys
-    HAVING count(*) >= $min_events
+    GROUP BY principal_arn, key_arn, context_keys, bucket
 )
 
--- one finding per principal and key: several departing shapes at once are one incident, paged once
+-- one finding per principal, key and bucket: several departing shapes at once are one incident, paged once
 SELECT
     principal_arn,
     key_arn AS resource_arn,
@@ -112,5 +132,5 @@ SELECT
     list_sort(list_distinct(flatten(list(event_names)))) AS event_names,
     list_sort(list_distinct(flatten(list(source_ips))))[:$max_listed] AS source_ips
 FROM per_shape
-GROUP BY principal_arn, key_arn
+GROUP BY principal_arn, key_arn, bucket
 ORDER BY first_seen

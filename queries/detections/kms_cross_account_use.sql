@@ -3,7 +3,8 @@
 -- decrypt our data (T1537 / T1550); a trusted account using the key for the first time in the lookback is a
 -- new data path worth a look (a compromised sibling account pivoting, T1078.004). Cross-account calls are
 -- recorded in the key owner's trail with the caller's account in userIdentity.accountId (often type
--- AWSAccount, without an ARN). AWS services acting for us are not callers.
+-- AWSAccount, without an ARN). AWS services acting for us are not callers. Each $window bucket is judged with
+-- its own lookback (what the pair did in [bucket - lookback, bucket)), one finding per pair and bucket.
 WITH crypto AS (
     SELECT
         principal_account_id AS caller_account,
@@ -14,7 +15,8 @@ WITH crypto AS (
         aws_region,
         event_name,
         source_ip,
-        event_time
+        event_time,
+        time_bucket($window, event_time) AS bucket
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($use_events, event_name)
@@ -27,8 +29,22 @@ WITH crypto AS (
       AND event_time < $until
 ),
 
-known_pairs AS (  -- (caller account, key) pairs already seen in the lookback
-    SELECT DISTINCT caller_account, key_arn FROM crypto WHERE event_time < $since
+pair_buckets AS (  -- when each (caller account, key) pair was last used in each bucket: the baseline side
+    SELECT caller_account, key_arn, bucket, max(event_time) AS last_used
+    FROM crypto
+    GROUP BY caller_account, key_arn, bucket
+),
+
+judged_buckets AS (
+    SELECT DISTINCT caller_account, key_arn, bucket FROM crypto WHERE event_time >= $since
+),
+
+known_pairs AS (  -- judged buckets whose pair was used in the bucket's own lookback [bucket - lookback, bucket)
+    SELECT DISTINCT j.caller_account, j.key_arn, j.bucket
+    FROM judged_buckets AS j
+    JOIN pair_buckets AS h USING (caller_account, key_arn)
+    WHERE h.bucket < j.bucket
+      AND h.last_used >= j.bucket - $lookback
 ),
 
 judged AS (
@@ -37,7 +53,7 @@ judged AS (
         NOT list_contains($trusted_accounts, r.caller_account) AS untrusted,
         k.caller_account IS NULL AS new_pair
     FROM crypto AS r
-    LEFT JOIN known_pairs AS k USING (caller_account, key_arn)
+    LEFT JOIN known_pairs AS k USING (caller_account, key_arn, bucket)
     WHERE r.event_time >= $since
 )
 
@@ -58,6 +74,6 @@ SELECT
     list_sort(list(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL))[:$max_listed] AS source_ips
 FROM judged
 -- a pair is only "new" once the lake holds a full lookback; an untrusted caller is news from day one
-WHERE untrusted OR (new_pair AND $history_start <= $baseline_start)
-GROUP BY caller_account, key_arn
+WHERE untrusted OR (new_pair AND $history_start <= bucket - $lookback)
+GROUP BY caller_account, key_arn, bucket
 ORDER BY first_seen

@@ -8,6 +8,8 @@
 -- A bucket fires only when it beats both (times their factors) and min_events. A pair with no history at
 -- all fires only on new_pair_min_events (a fresh deployment ramps up; an attacker's new key user rarely
 -- stays small). Buckets are aligned to $window, so overlapping reruns see the same bucket and alert id.
+-- Each bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at its end
+-- would: earlier buckets of a long run are history for later ones.
 WITH calls AS (
     SELECT
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
@@ -45,58 +47,60 @@ buckets AS (
     GROUP BY principal_arn, key_arn, bucket
 ),
 
-recent AS (
-    SELECT * FROM buckets WHERE bucket >= time_bucket($window, $since)
+judged AS (  -- buckets of the run over the lowest floor (usually few): only these are compared with a lookback
+    SELECT *
+    FROM buckets
+    WHERE bucket >= time_bucket($window, $since)
+      AND calls >= least($min_events, $new_pair_min_events)
 ),
 
-history AS (
-    SELECT * FROM buckets WHERE bucket < time_bucket($window, $since)
+history AS (  -- each judged bucket's own lookback: the pair's buckets in [bucket - lookback, bucket)
+    SELECT j.principal_arn, j.key_arn, j.bucket, h.bucket AS past_bucket, h.calls
+    FROM judged AS j
+    JOIN buckets AS h USING (principal_arn, key_arn)
+    WHERE h.bucket < j.bucket
+      AND h.bucket >= j.bucket - $lookback
 ),
 
-history_ranked AS (  -- rank of each past bucket from the busiest down, per pair
+history_ranked AS (  -- rank of each past bucket from the busiest down, per pair and judged bucket
     SELECT
-        principal_arn,
-        key_arn,
-        calls,
-        row_number() OVER (PARTITION BY principal_arn, key_arn ORDER BY calls DESC) AS rank_from_top,
-        count(*) OVER (PARTITION BY principal_arn, key_arn) AS active_buckets,
-        -- every bucket since the pair first appeared, idle ones included
-        (epoch(time_bucket($window, $since)) - epoch(min(bucket) OVER (PARTITION BY principal_arn, key_arn)))
-            // epoch($window) AS total_buckets
+        *,
+        row_number() OVER lookback AS rank_from_top,
+        count(*) OVER lookback AS active_buckets,
+        -- every bucket since the pair first appeared in the lookback, idle ones included
+        (epoch(bucket) - epoch(min(past_bucket) OVER lookback)) // epoch($window) AS total_buckets
     FROM history
+    WINDOW lookback AS (PARTITION BY principal_arn, key_arn, bucket ORDER BY calls DESC
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 ),
 
 typical AS (  -- discrete percentile over all buckets: the k-th busiest with k = ceil((1 - q) * total)
     SELECT
         principal_arn,
         key_arn,
+        bucket,
         any_value(active_buckets) AS active_buckets,
         coalesce(max(calls) FILTER (WHERE rank_from_top = ceil((1 - $baseline_quantile) * total_buckets)), 0)
             AS typical_calls
     FROM history_ranked
-    GROUP BY principal_arn, key_arn
+    GROUP BY principal_arn, key_arn, bucket
 ),
 
 same_hour AS (  -- the busiest past bucket at this hour of day (circular distance: 23:00 is next to 00:00)
-    SELECT
-        r.principal_arn,
-        r.key_arn,
-        r.bucket,
-        max(h.calls) AS same_hour_max
-    FROM recent AS r
-    JOIN history AS h USING (principal_arn, key_arn)
-    WHERE least(abs(hour(r.bucket) - hour(h.bucket)), 24 - abs(hour(r.bucket) - hour(h.bucket))) <= $hour_tolerance
-    GROUP BY r.principal_arn, r.key_arn, r.bucket
+    SELECT principal_arn, key_arn, bucket, max(calls) AS same_hour_max
+    FROM history
+    WHERE least(abs(hour(bucket) - hour(past_bucket)), 24 - abs(hour(bucket) - hour(past_bucket))) <= $hour_tolerance
+    GROUP BY principal_arn, key_arn, bucket
 ),
 
 scored AS (
     SELECT
-        r.*,
+        j.*,
         coalesce(t.active_buckets, 0) AS active_buckets,
         coalesce(t.typical_calls, 0) AS typical_calls,
         coalesce(s.same_hour_max, 0) AS same_hour_max
-    FROM recent AS r
-    LEFT JOIN typical AS t USING (principal_arn, key_arn)
+    FROM judged AS j
+    LEFT JOIN typical AS t USING (principal_arn, key_arn, bucket)
     LEFT JOIN same_hour AS s USING (principal_arn, key_arn, bucket)
 )
 
@@ -117,7 +121,7 @@ SELECT
     source_ips
 FROM scored
 -- "no history" only means something once the lake holds a full lookback (else: warming up, stay quiet)
-WHERE (active_buckets = 0 AND calls >= $new_pair_min_events AND $history_start <= $baseline_start)
+WHERE (active_buckets = 0 AND calls >= $new_pair_min_events AND $history_start <= bucket - $lookback)
    OR (
        active_buckets > 0
        AND calls >= $min_events

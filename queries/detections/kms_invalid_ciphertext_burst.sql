@@ -3,7 +3,9 @@
 -- (a corrupted record, a retry); a burst from one principal is somebody guessing contexts or replaying
 -- stolen ciphertexts outside the application (T1552, T1110-style trial and error). Counted in a sliding
 -- $window per principal; a principal that fails this often every day (a known broken job) is compared with
--- its own worst bucket in the lookback and stays quiet unless it gets much worse.
+-- its own worst bucket in the lookback and stays quiet unless it gets much worse. One finding per principal and
+-- $window bucket, judged as the scheduled run of that bucket would: the failures of the bucket (their sliding
+-- window may reach into the previous bucket) against the lookback before it.
 WITH failures AS (
     SELECT
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
@@ -22,20 +24,16 @@ WITH failures AS (
       AND event_time < $until
 ),
 
-baseline AS (  -- the principal's worst $window bucket before this run
-    SELECT principal_arn, max(failures) AS baseline_max
-    FROM (
-        SELECT principal_arn, time_bucket($window, event_time) AS bucket, count(*) AS failures
-        FROM failures
-        WHERE event_time < $since - $window
-        GROUP BY principal_arn, bucket
-    )
-    GROUP BY principal_arn
+bucket_counts AS (  -- failures per principal and $window bucket: the baseline side
+    SELECT principal_arn, time_bucket($window, event_time) AS bucket, count(*) AS failures
+    FROM failures
+    GROUP BY principal_arn, bucket
 ),
 
 sliding AS (  -- failures in the $window ending at each failure
     SELECT
         *,
+        time_bucket($window, event_time) AS bucket,
         count(*) OVER w AS in_window,
         min(event_time) OVER w AS window_first
     FROM failures
@@ -43,12 +41,26 @@ sliding AS (  -- failures in the $window ending at each failure
     WINDOW w AS (PARTITION BY principal_arn ORDER BY event_time RANGE BETWEEN $window PRECEDING AND CURRENT ROW)
 ),
 
-bursts AS (  -- per principal: from the start of its first full window to its last failure in the run
-    SELECT principal_arn, min(window_first) AS first_seen, max(event_time) AS last_seen, max(in_window) AS peak
+bursts AS (  -- per principal and judged bucket: first full window (may start a bucket earlier) to last failure
+    SELECT
+        principal_arn,
+        bucket,
+        min(window_first) AS first_seen,
+        max(event_time) AS last_seen,
+        max(in_window) AS peak
     FROM sliding
     WHERE in_window >= $min_failures
       AND event_time >= $since
-    GROUP BY principal_arn
+    GROUP BY principal_arn, bucket
+),
+
+baseline AS (  -- the principal's worst $window bucket in the burst bucket's lookback, before its sliding window
+    SELECT b.principal_arn, b.bucket, max(h.failures) AS baseline_max
+    FROM bursts AS b
+    JOIN bucket_counts AS h USING (principal_arn)
+    WHERE h.bucket < b.bucket - $window
+      AND h.bucket >= b.bucket - $lookback
+    GROUP BY b.principal_arn, b.bucket
 )
 
 SELECT
@@ -67,7 +79,7 @@ SELECT
     list_sort(list(DISTINCT f.source_ip))[:$max_listed] AS source_ips
 FROM bursts AS b
 JOIN failures AS f ON f.principal_arn = b.principal_arn AND f.event_time BETWEEN b.first_seen AND b.last_seen
-LEFT JOIN baseline AS base ON base.principal_arn = b.principal_arn
-GROUP BY b.principal_arn, b.first_seen, b.last_seen, b.peak
+LEFT JOIN baseline AS base ON base.principal_arn = b.principal_arn AND base.bucket = b.bucket
+GROUP BY b.principal_arn, b.bucket, b.first_seen, b.last_seen, b.peak
 HAVING b.peak > $baseline_factor * coalesce(any_value(base.baseline_max), 0)
 ORDER BY b.first_seen

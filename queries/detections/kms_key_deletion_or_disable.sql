@@ -3,7 +3,8 @@
 -- Turning rotation off weakens the key quietly. Only successful calls count (a denied attempt is
 -- access_denied_storm's business); principals listed in `allowed_principals` (a key-lifecycle automation
 -- role, matched as the session or its role) are expected to do this and stay quiet. One finding per caller
--- session, key and action.
+-- session, key and action per $window bucket (the bucket a scheduled run judges), so one run over a long
+-- range finds what the scheduled runs found.
 WITH lifecycle_calls AS (
     SELECT
         principal_arn,  -- the session as recorded, not caller_arn(): a one-shot action (queries/README.md)
@@ -13,6 +14,7 @@ WITH lifecycle_calls AS (
         aws_region,
         event_name,
         event_time,
+        time_bucket($window, event_time) AS bucket,
         source_ip,
         user_agent,
         try_cast(json_extract_string(request_parameters, '$.pendingWindowInDays') AS INTEGER) AS pending_days
@@ -45,5 +47,5 @@ SELECT
     any_value(role_arn) AS role_arn,
     any_value(user_agent) AS user_agent
 FROM not_allowed
-GROUP BY principal_arn, key_arn, event_name
+GROUP BY principal_arn, key_arn, event_name, bucket
 ORDER BY first_seen

@@ -3,11 +3,13 @@
 -- accounts, exposes everything encrypted under the key (T1098 account manipulation, exfiltration by sharing
 -- the key, T1537). CreateGrant to a grantee outside the trusted accounts does the same without touching the
 -- policy. The policy document sits as JSON text inside requestParameters.policy (PutKeyPolicy, CreateKey);
--- it is parsed here statement by statement. The key's own account is always trusted.
+-- it is parsed here statement by statement. The key's own account is always trusted. One finding per caller
+-- and key per $window bucket (the bucket a scheduled run judges).
 WITH policy_calls AS (
     SELECT
         event_id,
         event_time,
+        time_bucket($window, event_time) AS bucket,
         event_name,
         principal_arn,  -- the session as recorded, not caller_arn(): a one-shot action (queries/README.md)
         coalesce(key_arn, key_id) AS key_arn,
@@ -89,12 +91,12 @@ grant_exposures AS (  -- CreateGrant: the grantee's account is the ARN's, or the
 ),
 
 exposures AS (
-    SELECT event_id, event_time, event_name, principal_arn, key_arn, recipient_account_id, aws_region, source_ip,
-           sid, granted, exposure, granted_account
+    SELECT event_id, event_time, bucket, event_name, principal_arn, key_arn, recipient_account_id, aws_region,
+           source_ip, sid, granted, exposure, granted_account
     FROM policy_exposures
     UNION ALL
-    SELECT event_id, event_time, event_name, principal_arn, key_arn, recipient_account_id, aws_region, source_ip,
-           sid, granted, exposure, granted_account
+    SELECT event_id, event_time, bucket, event_name, principal_arn, key_arn, recipient_account_id, aws_region,
+           source_ip, sid, granted, exposure, granted_account
     FROM grant_exposures
 ),
 
@@ -125,5 +127,5 @@ SELECT
     list_sort(list(DISTINCT event_name)) AS event_names,
     list_sort(list(DISTINCT source_ip)) AS source_ips
 FROM untrusted
-GROUP BY principal_arn, key_arn
+GROUP BY principal_arn, key_arn, bucket
 ORDER BY first_seen

@@ -3,11 +3,13 @@
 -- Successful DeleteSecret calls only; the StartSecretVersionDelete / EndSecretVersionDelete service events
 -- that follow are bookkeeping, not a second finding. A secret the same principal created shortly before
 -- (`ephemeral_max_age`: CI test stacks, Stratus/Terraform teardown) is its own scratch data and stays quiet.
--- One finding per principal and deletion mode per window; `forced` drives the severity.
+-- One finding per principal and deletion mode per $window bucket (the bucket a scheduled run judges, whose
+-- lookback holds the creations); `forced` drives the severity.
 WITH lifecycle_calls AS (  -- successful deletions in the window, creations in lookback + window
     SELECT
         event_id,
         event_time,
+        time_bucket($window, event_time) AS bucket,
         event_name,
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,  -- see queries/README.md
         principal_arn AS session_arn,
@@ -52,6 +54,7 @@ lasting_secrets AS (
         AND c.secret_name = d.secret_name
         AND c.created_at <= d.event_time
         AND c.created_at >= d.event_time - $ephemeral_max_age
+        AND c.created_at >= d.bucket - $lookback
 )
 
 SELECT
@@ -71,5 +74,5 @@ SELECT
     list_sort(list(DISTINCT source_ip)) AS source_ips,
     list_sort(list(DISTINCT session_arn)) AS sessions
 FROM lasting_secrets
-GROUP BY principal_arn, forced
+GROUP BY principal_arn, forced, bucket
 ORDER BY first_seen

@@ -2,12 +2,14 @@
 -- secretsmanager-retrieve-secrets reads 20 secrets in 4 s; BatchGetSecretValue returns up to 20 per call).
 -- Public rules count ">= 20 distinct secrets in a few minutes", which pages every time a service that
 -- loads its 25 config secrets restarts. Here a secret counts only at its FIRST read by the principal in the
--- lookback + window, so a deploy pipeline reading its usual dozen (or its usual fifty) stays quiet, re-reads
+-- bucket's lookback, so a deploy pipeline reading its usual dozen (or its usual fifty) stays quiet, re-reads
 -- of a set already reported are not a new burst, and the same role suddenly reading 20 secrets it never
 -- touched fires. Second branch: an identity with no Secrets Manager history that discovers secrets
 -- (ListSecrets, or BatchGetSecretValue by filter, which lists and reads in one call) and reads them:
 -- discovery + collection by a fresh identity, even below the count.
--- A burst may start up to `burst` before the window; it is reported by the run in which it crosses.
+-- A burst may start up to `burst` before its bucket; it is reported for the bucket in which it crosses. Each
+-- $window bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at its end
+-- would: a secret read in the lookback of the bucket is familiar, however long the run.
 WITH sm_calls AS (
     SELECT
         event_id,
@@ -37,78 +39,88 @@ secret_refs AS (  -- one row per (call, secret it names), a call naming none kee
     FROM sm_calls AS c, unnest(coalesce(c.secret_ids, [NULL::VARCHAR])) AS s(secret)
 ),
 
-secret_reads AS (
-    SELECT * FROM secret_refs WHERE is_read AND secret IS NOT NULL
+secret_reads AS (  -- each read with the principal's previous read of the same secret (null: none since the lookback)
+    SELECT
+        *,
+        lag(event_time) OVER (PARTITION BY principal_arn, secret_name ORDER BY event_time, event_id) AS previous_read
+    FROM secret_refs
+    WHERE is_read AND secret IS NOT NULL
 ),
 
-first_reads AS (  -- each (principal, secret) pair at its first read in lookback + window
-    SELECT *
-    FROM secret_reads
-    QUALIFY row_number() OVER (PARTITION BY principal_arn, secret_name ORDER BY event_time, event_id) = 1
+judged_buckets AS (  -- each bucket of the run is judged as the scheduled run at its end would judge it
+    SELECT DISTINCT principal_arn, time_bucket($window, event_time) AS bucket FROM sm_calls WHERE event_time >= $since
 ),
 
-unfamiliar_reads AS (  -- first reads that happened after the current burst could have started
-    SELECT * FROM first_reads WHERE event_time >= $since - $burst
+unfamiliar_reads AS (  -- per judged bucket: first reads in its lookback, from when a burst crossing in it could start
+    SELECT r.*, b.bucket
+    FROM secret_reads AS r
+    JOIN judged_buckets AS b USING (principal_arn)
+    WHERE r.event_time >= b.bucket - $burst
+      AND r.event_time < b.bucket + $window
+      AND (r.previous_read IS NULL OR r.previous_read < b.bucket - $lookback)
 ),
 
 burst_counts AS (  -- secrets first read within the trailing `burst` ending at each first read
     SELECT
         *,
         count(*) OVER (
-            PARTITION BY principal_arn ORDER BY event_time RANGE BETWEEN $burst PRECEDING AND CURRENT ROW
+            PARTITION BY principal_arn, bucket ORDER BY event_time RANGE BETWEEN $burst PRECEDING AND CURRENT ROW
         ) AS unfamiliar_in_burst
     FROM unfamiliar_reads
 ),
 
-burst_triggers AS (  -- first read of the window where the count crosses the threshold
-    SELECT principal_arn, min(event_time) AS crossed_at
+burst_triggers AS (  -- first read of the bucket where the count crosses the threshold
+    SELECT principal_arn, bucket, min(event_time) AS crossed_at
     FROM burst_counts
     WHERE unfamiliar_in_burst >= $min_distinct_secrets
-      AND event_time >= $since
-    GROUP BY principal_arn
+      AND event_time >= bucket
+    GROUP BY principal_arn, bucket
 ),
 
 burst_evidence AS (
-    SELECT b.*, 'mass_read_of_unfamiliar_secrets' AS reason
+    SELECT b.* EXCLUDE (previous_read), 'mass_read_of_unfamiliar_secrets' AS reason
     FROM burst_counts AS b
-    JOIN burst_triggers AS t USING (principal_arn)
+    JOIN burst_triggers AS t USING (principal_arn, bucket)
     WHERE b.event_time >= t.crossed_at - $burst
 ),
 
-newcomers AS (  -- principals without any Secrets Manager call before the current burst could have started
+newcomers AS (  -- per judged bucket: principals without any Secrets Manager call in [bucket - lookback, bucket - burst)
     -- (only meaningful once the lake holds a full lookback: while it warms up, everyone looks new)
-    SELECT principal_arn
-    FROM sm_calls
-    WHERE event_time >= $since - $burst
-      AND $history_start <= $baseline_start
-    EXCEPT
-    SELECT DISTINCT principal_arn FROM sm_calls WHERE event_time < $since - $burst
+    SELECT j.principal_arn, j.bucket
+    FROM judged_buckets AS j
+    ANTI JOIN sm_calls AS c
+        ON c.principal_arn = j.principal_arn
+        AND c.event_time >= j.bucket - $lookback
+        AND c.event_time < j.bucket - $burst
+    WHERE $history_start <= j.bucket - $lookback
 ),
 
 newcomer_calls AS (
-    SELECT c.*
+    SELECT c.*, n.bucket
     FROM sm_calls AS c
-    SEMI JOIN newcomers AS n USING (principal_arn)
-    WHERE c.event_time >= $since - $burst
+    JOIN newcomers AS n USING (principal_arn)
+    WHERE c.event_time >= n.bucket - $burst
+      AND c.event_time < n.bucket + $window
 ),
 
-discovering_newcomers AS (  -- reported by the run in which discovery + enough reads are first complete
-    SELECT principal_arn
+discovering_newcomers AS (  -- reported by the bucket in which discovery + enough reads are first complete
+    SELECT principal_arn, bucket
     FROM newcomer_calls
-    GROUP BY principal_arn
+    GROUP BY principal_arn, bucket
     HAVING bool_or(is_discovery)
        AND count(*) FILTER (WHERE is_read) >= $new_principal_min_reads
        AND greatest(
            min(event_time) FILTER (WHERE is_discovery),
            list_sort(list(event_time) FILTER (WHERE is_read))[$new_principal_min_reads]
-       ) >= $since
+       ) >= bucket
 ),
 
 newcomer_evidence AS (
-    SELECT r.*, NULL::BIGINT AS unfamiliar_in_burst, 'first_seen_principal_discovery' AS reason
+    SELECT r.*, d.bucket, NULL::BIGINT AS unfamiliar_in_burst, 'first_seen_principal_discovery' AS reason
     FROM secret_refs AS r
-    SEMI JOIN discovering_newcomers AS d USING (principal_arn)
-    WHERE r.event_time >= $since - $burst
+    JOIN discovering_newcomers AS d USING (principal_arn)
+    WHERE r.event_time >= d.bucket - $burst
+      AND r.event_time < d.bucket + $window
       AND (r.is_discovery OR r.is_read)
 ),
 
@@ -134,5 +146,5 @@ SELECT
     list_slice(list_sort(list(DISTINCT secret) FILTER (WHERE secret IS NOT NULL)), 1, $max_listed) AS secrets,
     list_sort(list(DISTINCT source_ip)) AS source_ips
 FROM evidence
-GROUP BY principal_arn
+GROUP BY principal_arn, bucket
 ORDER BY first_seen

@@ -6,10 +6,12 @@
 -- aws:PrincipalAccount, aws:SourceAccount, ... — the `restricting_condition_keys` setting). An org-scoped
 -- "*" (Principal "*" + aws:PrincipalOrgID) is how AWS recommends sharing inside an organization: quiet.
 -- Trusted accounts: the `trusted_accounts` setting, else every account that recorded events in the lake.
+-- One finding per caller and secret per $window bucket (the bucket a scheduled run judges).
 WITH policy_calls AS (
     SELECT
         event_id,
         event_time,
+        time_bucket($window, event_time) AS bucket,
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,  -- see queries/README.md
         recipient_account_id,
         aws_region,
@@ -100,5 +102,5 @@ SELECT
     bool_or(block_public_policy) AS block_public_policy
 FROM exposing
 WHERE len(exposed_to) > 0
-GROUP BY principal_arn, secret_id
+GROUP BY principal_arn, secret_id, bucket
 ORDER BY first_seen

@@ -4,6 +4,8 @@
 -- principal's typical busy-hour count (median over active buckets) and its biggest count at the same hour
 -- of day (+/- `hour_tolerance` hours, so a nightly job that starts a little late is still "usual").
 -- A (principal, secret) pair with no history at all fires only on a large volume.
+-- Each $window bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at
+-- its end would: earlier buckets of a long run are history for later ones.
 -- BatchGetSecretValue counts once for every secret it names; a filter-based batch names none and is left
 -- to secrets_enumeration.
 WITH secret_reads AS (
@@ -44,30 +46,29 @@ bucketed AS (
     GROUP BY ALL
 ),
 
-current_buckets AS (
-    SELECT * FROM bucketed WHERE last_seen >= $since
+judged AS (  -- buckets of the run over the volume floor (usually few): only these are compared with a lookback
+    SELECT * FROM bucketed WHERE last_seen >= $since AND reads >= $min_reads
 ),
 
-history AS (
-    SELECT * FROM bucketed WHERE last_seen < $since
+history AS (  -- each judged bucket's own lookback: the pair's buckets in [bucket - lookback, bucket)
+    SELECT j.principal_arn, j.secret_name, j.bucket, h.bucket AS past_bucket, h.reads
+    FROM judged AS j
+    JOIN bucketed AS h USING (principal_arn, secret_name)
+    WHERE h.bucket < j.bucket
+      AND h.bucket >= j.bucket - $lookback
 ),
 
 typical AS (  -- the principal's usual busy bucket for this secret
-    SELECT principal_arn, secret_name, median(reads) AS typical_reads, count(*) AS active_buckets
+    SELECT principal_arn, secret_name, bucket, median(reads) AS typical_reads, count(*) AS active_buckets
     FROM history
     GROUP BY ALL
 ),
 
 same_hour AS (  -- the biggest count at this hour of day (circular distance, so 23:00 is next to 00:00)
-    SELECT
-        c.principal_arn,
-        c.secret_name,
-        c.bucket,
-        max(h.reads) AS same_hour_max
-    FROM current_buckets AS c
-    JOIN history AS h USING (principal_arn, secret_name)
+    SELECT principal_arn, secret_name, bucket, max(reads) AS same_hour_max
+    FROM history
     WHERE least(
-        abs(hour(c.bucket) - hour(h.bucket)), 24 - abs(hour(c.bucket) - hour(h.bucket))
+        abs(hour(bucket) - hour(past_bucket)), 24 - abs(hour(bucket) - hour(past_bucket))
     ) <= $hour_tolerance
     GROUP BY ALL
 ),
@@ -79,8 +80,8 @@ scored AS (
         coalesce(t.active_buckets, 0) AS active_buckets,
         coalesce(s.same_hour_max, 0) AS same_hour_max,
         greatest(t.typical_reads, s.same_hour_max, $baseline_floor) AS expected_reads
-    FROM current_buckets AS c
-    LEFT JOIN typical AS t USING (principal_arn, secret_name)
+    FROM judged AS c
+    LEFT JOIN typical AS t USING (principal_arn, secret_name, bucket)
     LEFT JOIN same_hour AS s USING (principal_arn, secret_name, bucket)
 )
 
@@ -102,7 +103,7 @@ SELECT
 FROM scored
 WHERE reads >= $min_reads
   AND (
-      (active_buckets = 0 AND reads >= $new_pair_min_reads AND $history_start <= $baseline_start)
+      (active_buckets = 0 AND reads >= $new_pair_min_reads AND $history_start <= bucket - $lookback)
       OR (active_buckets > 0 AND reads >= $spike_factor * expected_reads)
   )
 ORDER BY first_seen

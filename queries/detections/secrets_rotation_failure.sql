@@ -3,11 +3,13 @@
 -- (CancelRotateSecret) or breaks the rotation function. Secrets Manager reports failures as service events
 -- (eventType AwsServiceEvent) with no caller identity: the secret is named only in additionalEventData /
 -- serviceEventDetails / the requestID ("Rotation-<secret arn>-<uuid>"), so it is recovered from there.
--- RotationSucceeded / RotationStarted and failed CancelRotateSecret calls are not findings.
+-- RotationSucceeded / RotationStarted and failed CancelRotateSecret calls are not findings. One finding per
+-- secret and kind per $window bucket (the bucket a scheduled run judges).
 WITH rotation_events AS (
     SELECT
         event_id,
         event_time,
+        time_bucket($window, event_time) AS bucket,
         event_name,
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,  -- see queries/README.md
         coalesce(recipient_account_id, principal_account_id) AS account_id,
@@ -46,5 +48,5 @@ SELECT
     list_sort(list(DISTINCT event_name)) AS operations,
     list_sort(list(DISTINCT error_message) FILTER (WHERE error_message IS NOT NULL)) AS error_messages
 FROM rotation_events
-GROUP BY secret, finding_kind
+GROUP BY secret, finding_kind, bucket
 ORDER BY first_seen
