@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from pipeline import backtest, catalog, detect, times
 from pipeline.alerting.alert import Alert
-from pipeline.cli.common import fail
+from pipeline.cli.common import fail, make_console
 from pipeline.cli.detect_cmds import QueriesOption, parse_param_overrides
 from pipeline.cli.output import write_result
 from pipeline.settings import Settings
@@ -60,7 +60,7 @@ def backtest_command(
 ) -> None:
     now = dt.datetime.now(dt.UTC)  # the only clock read of a backtest
     settings = Settings.from_env()
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     if output not in _FORMATS:
         raise typer.BadParameter(f"{output!r}: use {', '.join(_FORMATS)}", param_hint="--format")
     try:

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline import lake
-from pipeline.cli.common import fail, parse_date
+from pipeline import lake, safe_text
+from pipeline.cli.common import fail, make_console, parse_date
 from pipeline.lake import rollups
 from pipeline.settings import Settings
 
@@ -37,13 +36,13 @@ def rebuild_command(
     Example: keytrail rollups rebuild --lake ./lake --date 2024-05-01
     """
     settings = Settings.from_env()
-    console = Console()
+    console = make_console()
     lake_path = lake_path if lake_path is not None else settings.lake
     if not lake.events_dir(lake_path).is_dir():
         raise fail(console, f"{lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}` first")
     days = [parse_date(value, "--date") for value in date or ()] or rollups.rebuild_days(lake_path)
     now = dt.datetime.now(dt.UTC)
-    table = Table(title=f"rollups rebuilt in {lake_path}")
+    table = Table(title=f"rollups rebuilt in {safe_text.markup(lake_path)}")
     for column in ("day", "events", "files replaced", "rollup rows"):
         table.add_column(column, justify="right")
     with Progress(
