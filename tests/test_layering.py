@@ -45,7 +45,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     },
     **{name: (*CATALOG, "pipeline.alerting.alert", *LEAVES) for name in CATALOG},
     "pipeline.engine": (*CATALOG, "pipeline.events", "pipeline.lake", *LEAVES),
-    "pipeline.cases": (*CATALOG, "pipeline.engine", "pipeline.events", *LEAVES),
+    "pipeline.cases": (
+        *CATALOG,
+        "pipeline.engine",
+        "pipeline.detect",
+        "pipeline.alerting.alert",
+        "pipeline.events",
+        *LEAVES,
+    ),
     "pipeline.detect": (*CATALOG, "pipeline.engine", "pipeline.alerting.alert", *LEAVES),
     "pipeline.alerting": (
         "pipeline.alerting",
