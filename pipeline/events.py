@@ -228,7 +228,12 @@ def split_records(data: bytes) -> list[msgspec.Raw]:
     except msgspec.ValidationError as exc:
         raise LogFormatError(f"not a CloudTrail log file: {exc}") from None
     except msgspec.DecodeError as exc:
-        raise LogFormatError(f"invalid JSON: {exc}") from None
+        # One bad record (a lone surrogate escape msgspec refuses, say) must not take the object down: when
+        # the Records array itself is intact, split it flat and let each record decode (or fail) on its own.
+        try:
+            return [msgspec.Raw(raw) for raw in split_records_flat(data)]
+        except LogFormatError:
+            raise LogFormatError(f"invalid JSON: {exc}") from None
     except RecursionError:  # a record nested too deep even to skip: split without recursing, decode one by one
         return [msgspec.Raw(raw) for raw in split_records_flat(data)]
 

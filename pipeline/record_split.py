@@ -1,10 +1,11 @@
 """Split a log object's `Records` array into raw records without recursing (pure).
 
 msgspec's decoders recurse once per nesting level, so one record nested a few thousand levels deep makes the
-whole object undecodable (RecursionError), even into `msgspec.Raw` slices. This scanner finds the boundaries of
-the array's elements with a flat loop over the JSON's strings and brackets, so each record can then be decoded
-(or rejected) on its own and a deep record cannot take its neighbours down with it. It is the fallback of
-`events.split_records` for that case only: the regular path stays msgspec's.
+whole object undecodable (RecursionError), even into `msgspec.Raw` slices; and one string msgspec refuses (a
+lone surrogate escape such as "\\ud800", which a Java-made log can hold) makes the whole object "malformed".
+This scanner finds the boundaries of the array's elements with a flat loop over the JSON's strings and
+brackets, so each record can then be decoded (or rejected) on its own and cannot take its neighbours down with
+it. It is the fallback of `events.split_records` for those cases only: the regular path stays msgspec's.
 """
 
 from __future__ import annotations

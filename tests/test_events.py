@@ -192,3 +192,17 @@ def test_a_record_too_deep_to_decode_is_rejected_and_its_neighbours_kept() -> No
     assert [(r.index, r.raw) for r in result.rejected] == [(1, b'{"x": ' + _deep(3000) + b"}")]
     user_agent = events.ROW_FIELDS.index("user_agent")
     assert [row[user_agent] for row in result.rows] == ['a "[{,:}]" b'] * 2  # decoded as usual
+
+
+def test_a_string_msgspec_refuses_rejects_one_record_not_the_object() -> None:
+    """A lone surrogate escape is legal JSON syntax (a Java-made log can hold one) but msgspec calls the whole
+    document malformed, even inside a part it keeps raw: that made the whole object unreadable."""
+    good = _record()
+    text = json.dumps({"Records": [good, _record(eventID="lone", userAgent="MARK"), good | {"eventID": "2"}]})
+    payload = text.replace('"MARK"', '"\\ud800 lone"').encode()
+    result = events.rows_from_log(payload, "k", events.DEFAULT_SOURCES)
+    assert [row[0] for row in result.rows] == [good["eventID"], "2"]
+    assert [r.index for r in result.rejected] == [1] and "malformed" in result.rejected[0].reason
+    truncated = payload[: len(payload) // 2]  # the array itself is broken: the whole object is
+    with pytest.raises(events.LogFormatError, match="invalid JSON"):
+        events.rows_from_log(truncated, "k", events.DEFAULT_SOURCES)
