@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import logging
 import os
 import re
@@ -158,11 +157,6 @@ _OUTSIDE_FOLDER = "in a folder linked from outside its trail: not read"
 _NOT_UTF8 = "the file name is not valid UTF-8 (shown with \\x escapes): not read; rename it"
 
 
-@functools.lru_cache(maxsize=1024)
-def _real(folder: str) -> str:
-    return os.path.realpath(folder)
-
-
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -196,7 +190,7 @@ class _LocalStore:
         top = self.root / prefix
         if not top.is_dir():
             return
-        root = _real(self.bucket)
+        root = os.path.realpath(self.bucket)  # once per day folder: ~80 us, too slow per file
         # A day folder reached through a symlink out of the trail: its files are outside too.
         folder_refused = None if _inside(os.path.realpath(top), root) else _OUTSIDE_FOLDER
         # Plain os/str calls, not a Path per file: a trail has tens of thousands of small files. An unreadable
@@ -207,10 +201,16 @@ class _LocalStore:
             below = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             key_prefix = "" if below == "." else below + "/"
             for name in sorted(filenames):
-                yield self._object(os.path.join(dirpath, name), key_prefix + name, root, folder_refused)
+                found = self._object(os.path.join(dirpath, name), key_prefix + name, root, folder_refused)
+                if found is not None:
+                    yield found
 
-    def _object(self, path: str, key: str, root: str, refused: str | None) -> LogObject:
-        info = os.lstat(path)  # a regular file: the same as stat; a symlink: followed only if it stays inside
+    def _object(self, path: str, key: str, root: str, refused: str | None) -> LogObject | None:
+        """The object at `path`; None when it vanished since the folder was read."""
+        try:
+            info = os.lstat(path)  # a regular file: the same as stat; a symlink: followed only if it stays inside
+        except FileNotFoundError:
+            return None
         if stat.S_ISLNK(info.st_mode) and refused is None:
             if _inside(os.path.realpath(path), root):
                 with contextlib.suppress(OSError):  # dangling or looping: reading it will say why
