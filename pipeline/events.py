@@ -64,6 +64,8 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.ingest_failures import DECODE_ERRORS, RECORD_ERRORS, LogFormatError, record_fault
+from pipeline.record_split import split_records_flat
 from pipeline.times import EARLIEST, LATEST, display, parse_timestamp
 
 KMS_SOURCE = "kms.amazonaws.com"
@@ -201,10 +203,6 @@ class _RecordEnvelope(msgspec.Struct):
     Records: list[Record]
 
 
-class LogFormatError(ValueError):
-    """The object is not a CloudTrail log file (not JSON, or no `Records` array)."""
-
-
 @dataclass(frozen=True)
 class RejectedRecord:
     """A record that could not be normalized, with the reason. Kept for the quarantine."""
@@ -231,14 +229,21 @@ def split_records(data: bytes) -> list[msgspec.Raw]:
     except msgspec.ValidationError as exc:
         raise LogFormatError(f"not a CloudTrail log file: {exc}") from None
     except msgspec.DecodeError as exc:
-        raise LogFormatError(f"invalid JSON: {exc}") from None
+        # One bad record (a lone surrogate escape msgspec refuses, say) must not take the object down: when
+        # the Records array itself is intact, split it flat and let each record decode (or fail) on its own.
+        try:
+            return [msgspec.Raw(raw) for raw in split_records_flat(data)]
+        except LogFormatError:
+            raise LogFormatError(f"invalid JSON: {exc}") from None
+    except RecursionError:  # a record nested too deep even to skip: split without recursing, decode one by one
+        return [msgspec.Raw(raw) for raw in split_records_flat(data)]
 
 
 def event_source_of(raw: msgspec.Raw | bytes) -> str | None:
     """The eventSource of a raw record, or None when it has none (or is not an object)."""
     try:
         return _head_decoder.decode(raw).eventSource
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except DECODE_ERRORS:
         return None
 
 
@@ -246,7 +251,7 @@ def _event_sources(data: bytes, raws: list[msgspec.Raw]) -> list[str | None]:
     """The eventSource of every record, in one decode of the whole object (one call per record if it fails)."""
     try:
         return [head.eventSource for head in _heads_decoder.decode(data).Records]
-    except (msgspec.ValidationError, msgspec.DecodeError):  # a record that is not an object, say
+    except DECODE_ERRORS:  # a record that is not an object, an eventSource that is not UTF-8, ...
         return [event_source_of(raw) for raw in raws]
 
 
@@ -679,7 +684,7 @@ def rows_from_log(
         # array, reading each record's eventSource and decoding the kept ones, even though the other
         # services' records get decoded too.
         records = _records_decoder.decode(data).Records
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except DECODE_ERRORS:
         # Some record has another shape (maybe one we do not even keep), or the object is not a log file:
         # record by record, so exactly the bad records are rejected (and the error says why).
         return _rows_record_by_record(data, source_object, wanted, when)
@@ -711,8 +716,8 @@ def _add_row(
         return f"cannot normalize: {utf8}"
     try:
         rows.append(row_of(record, source_object))
-    except (msgspec.ValidationError, msgspec.DecodeError, TypeError, ValueError) as exc:
-        return f"cannot normalize: {exc}"
+    except RECORD_ERRORS as exc:
+        return f"cannot normalize: {record_fault(exc)}"
     return None
 
 
@@ -723,15 +728,15 @@ def _rows_record_by_record(data: bytes, source_object: str, wanted: frozenset[st
     rows: list[tuple[Any, ...]] = []
     rejected: list[RejectedRecord] = []
     decode = _record_decoder.decode
-    errors = (msgspec.ValidationError, msgspec.DecodeError)
     for index, source in enumerate(_event_sources(data, raws)):
         if source is not None and source not in wanted:
             continue
         raw = raws[index]
         try:
             record = decode(raw)
-        except errors as exc:
-            rejected.append(RejectedRecord(index, f"wrong field type: {exc}", bytes(raw)))
+        except DECODE_ERRORS as exc:
+            kind = "wrong field type" if isinstance(exc, msgspec.ValidationError) else "cannot decode"
+            rejected.append(RejectedRecord(index, f"{kind}: {record_fault(exc)}", bytes(raw)))
             continue
         if record.eventSource not in wanted:
             continue

@@ -6,9 +6,11 @@ duplicated eventID (in listing order) is the one kept whatever the timing: a cra
 with exactly the rows of a clean run. The lake's `BatchWriter` records each object's result in its ledger
 entry; the report sums the entries of the batches the run committed.
 
-Bad input never stops a run and never vanishes: an unreadable object (corrupt gzip, not JSON, no `Records`,
-empty) is kept verbatim under `quarantine/objects/` with its reason; records with wrong field types are kept
-under `quarantine/records/`; both are counted in the report and in the ledger, so a rerun skips them.
+Bad input never stops a run and never vanishes: a bad object (corrupt gzip, not JSON, no `Records`, empty, a
+symlink out of the trail, ...) is kept under `quarantine/objects/` with its reason; bad records (wrong field
+types, invalid UTF-8, nested too deep, ...) under `quarantine/records/`; both are counted in the report and in
+the ledger, so a rerun skips them. A fault of the run (the lake cannot be written, the source cannot be read)
+raises `RunFault` with one line saying what to do. `ingest_failures` defines which is which.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import lake
+from pipeline import lake, safe_text
 from pipeline.events import DEFAULT_SOURCES
+from pipeline.ingest_failures import reading_source, writing_lake
 from pipeline.ingest_workers import GroupResult, ObjectResult, few_collections, read_groups
 from pipeline.s3 import LogObject, list_source
 
@@ -136,11 +139,12 @@ class _Run:
         spans = _spans(group)
         added_through = -1  # the last object whose rows are in the open batch
         for index, result in enumerate(group.objects):
-            if index in spans:
-                batch, last = spans[index]
-                self._open().add(batch, [(other.obj, other.rows) for other in group.objects[index : last + 1]])
-                added_through = last
-            self.consume(result)
+            with writing_lake(self.lake):
+                if index in spans:
+                    batch, last = spans[index]
+                    self._open().add(batch, [(other.obj, other.rows) for other in group.objects[index : last + 1]])
+                    added_through = last
+                self.consume(result)
             yield result
             if index >= added_through and self.writer is not None and self.writer.rows >= MAX_BATCH_EVENTS:
                 self.commit()
@@ -150,15 +154,15 @@ class _Run:
         source = result.obj.source
         self.report.bytes_read += result.obj.size
         if result.error is not None:
-            kept_at = writer.record_unreadable(result.obj, result.error, result.payload or b"")
+            kept_at = writer.record_unreadable(result.obj, result.error, result.payload)
             self.report.quarantine.append(QuarantineEntry(source, result.error, self._rel(kept_at)))
-            log.warning("quarantined %s: %s", source, result.error)
+            log.warning("quarantined %s: %s", safe_text.visible(source), safe_text.visible(result.error))
             return
         kept_at = writer.record_read(result.obj, result.seen, result.rejected)
         if kept_at is not None:
             reason = f"{len(result.rejected)} record(s) rejected; first: {result.rejected[0].reason}"
             self.report.quarantine.append(QuarantineEntry(source, reason, self._rel(kept_at)))
-            log.warning("%s: %s", source, reason)
+            log.warning("%s: %s", safe_text.visible(source), safe_text.visible(reason))
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.lake).as_posix()
@@ -168,7 +172,8 @@ class _Run:
         if writer is None or writer.empty:
             return
         try:
-            record = writer.commit(self.checkpoint)
+            with writing_lake(self.lake):
+                record = writer.commit(self.checkpoint)
         finally:
             writer.__exit__(None, None, None)
             self.writer = None
@@ -201,8 +206,9 @@ def ingest_objects(
     started = time.perf_counter()
     lake_path = Path(lake_path)
     listed = list(objects)
-    lake.recover(lake_path)
-    done = lake.ingested_objects(lake_path)
+    with writing_lake(lake_path):
+        lake.recover(lake_path)
+        done = lake.ingested_objects(lake_path)
     run = _Run(lake_path, now, checkpoint)
     report = run.report
     report.objects_listed = len(listed)
@@ -261,7 +267,8 @@ def ingest(
 ) -> IngestReport:
     """List `source` (s3://bucket[/prefix] or a folder) within the range and ingest what is new."""
     started = time.perf_counter()
-    objects = list_source(source, s3_client, since, until, accounts, regions)
+    with reading_source(source):
+        objects = list_source(source, s3_client, since, until, accounts, regions)
     report = ingest_objects(
         objects,
         lake_path,

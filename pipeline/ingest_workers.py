@@ -23,8 +23,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import events
-from pipeline.events import LogFormatError, RejectedRecord
+from pipeline import events, ingest_failures
+from pipeline.events import RejectedRecord
+from pipeline.ingest_failures import LogFormatError
 from pipeline.s3 import LogObject, fetch
 
 try:  # isal is ~2x faster than zlib at gunzip; fall back when it is absent
@@ -53,7 +54,7 @@ class ObjectResult:
     rejected: list[RejectedRecord]
     rows: int = 0  # normalized rows this object contributed to its group's batches (consecutive, in order)
     error: str | None = None  # why the object as a whole is unreadable
-    payload: bytes | None = None  # the stored bytes, kept only for the quarantine
+    payload: bytes | None = None  # the stored bytes, kept only for the quarantine (None: they were not read)
 
 
 @dataclass
@@ -82,15 +83,17 @@ def decompress(data: bytes, key: str) -> bytes:
 def read_object(
     obj: LogObject, client: Any | None, event_sources: Sequence[str]
 ) -> tuple[ObjectResult, list[tuple[Any, ...]]]:
-    """Fetch and normalize one object: its result and its rows. Unreadable content -> a result with `error`;
-    I/O errors raise."""
-    fetched = fetch(obj, client)
-    stored = fetched.data
+    """Fetch and normalize one object: its result and its rows. A bad object -> a result with `error`; a fault
+    of the run raises (`ingest_failures` decides which is which, here and in worker processes alike)."""
+    stored: bytes | None = None
     try:
+        fetched = fetch(obj, client)
+        stored = fetched.data
         # When it was written bounds its eventTimes: a record from the far future is rejected, not kept.
         parsed = events.rows_from_log(decompress(stored, obj.key), obj.source, event_sources, fetched.written)
-    except LogFormatError as exc:
-        return ObjectResult(obj, 0, [], error=str(exc), payload=stored), []
+    except Exception as exc:  # object_fault re-raises whatever is not about this object
+        reason = ingest_failures.object_fault(exc, obj.source)
+        return ObjectResult(obj, 0, [], error=reason, payload=stored), []
     return ObjectResult(obj, parsed.seen, parsed.rejected, rows=len(parsed.rows)), parsed.rows
 
 

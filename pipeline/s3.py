@@ -8,20 +8,31 @@ levels down, like the real-data corpus `corpus/<source>/AWSLogs/...`):
     AWSLogs/.../CloudTrail-Digest/... and .../CloudTrail-Insight/...            listed, skipped, counted
 
 Accounts, regions, years, months and days are discovered with Delimiter listings, pruned by the date range,
-so a range never turns into a whole-bucket scan. The Prefect flow maps `list_objects` over the `TrailDay`s
+so a range never turns into a whole-bucket scan.
+
+A local folder is listed without trusting it: a symlink is followed only when its target stays inside the
+trail (otherwise the object is `refused`: reported by name, its target never read, not even stat'ed), and a
+file name that is not UTF-8 is refused too (shown with escapes). `fetch` reads only regular files (never
+blocks on a FIFO). The listing decides; a file swapped for a symlink between listing and reading is not
+re-checked. The Prefect flow maps `list_objects` over the `TrailDay`s
 that `discover_partitions` returns (one task per account/region/day); the CLI does the same in one process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from pipeline.ingest_failures import RefusedObject
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,7 @@ class LogObject:
     etag: str
     size: int
     kind: str = LOG_KIND  # CloudTrail, CloudTrail-Digest or CloudTrail-Insight
+    refused: str | None = None  # why the listing will not let it be read (ingest quarantines it by name)
 
     @property
     def skipped(self) -> bool:
@@ -140,6 +152,24 @@ class _S3Store:
                 )
 
 
+_OUTSIDE = "a symlink to a path outside its trail: not followed, not read"
+_OUTSIDE_FOLDER = "in a folder linked from outside its trail: not read"
+_NOT_UTF8 = "the file name is not valid UTF-8 (shown with \\x escapes): not read; rename it"
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _printable_path(path: str) -> str:
+    """`path` as valid UTF-8: a name that is not (surrogate-escaped by os) gets \\x escapes instead."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
 class _LocalStore:
     def __init__(self, root: Path, stats: ListingStats) -> None:
         self.root = root
@@ -160,21 +190,48 @@ class _LocalStore:
         top = self.root / prefix
         if not top.is_dir():
             return
-        # Plain os/str calls, not a Path per file: a trail has tens of thousands of small files.
-        for dirpath, dirnames, filenames in os.walk(top):
+        root = os.path.realpath(self.bucket)  # once per day folder: ~80 us, too slow per file
+        # A day folder reached through a symlink out of the trail: its files are outside too.
+        folder_refused = None if _inside(os.path.realpath(top), root) else _OUTSIDE_FOLDER
+        # Plain os/str calls, not a Path per file: a trail has tens of thousands of small files. An unreadable
+        # folder raises (a fault of the run) rather than being skipped in silence; symlinked subfolders are
+        # not descended into.
+        for dirpath, dirnames, filenames in os.walk(top, onerror=_raise):
             dirnames.sort()
             below = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             key_prefix = "" if below == "." else below + "/"
             for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                stat = os.stat(path)
-                yield LogObject(
-                    source=path,
-                    bucket=self.bucket,
-                    key=key_prefix + name,
-                    etag=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
-                    size=stat.st_size,
-                )
+                found = self._object(os.path.join(dirpath, name), key_prefix + name, root, folder_refused)
+                if found is not None:
+                    yield found
+
+    def _object(self, path: str, key: str, root: str, refused: str | None) -> LogObject | None:
+        """The object at `path`; None when it vanished since the folder was read."""
+        try:
+            info = os.lstat(path)  # a regular file: the same as stat; a symlink: followed only if it stays inside
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(info.st_mode) and refused is None:
+            if _inside(os.path.realpath(path), root):
+                with contextlib.suppress(OSError):  # dangling or looping: reading it will say why
+                    info = os.stat(path)
+            else:
+                refused = _OUTSIDE
+        bucket = self.bucket
+        if not path.isascii():
+            try:
+                path.encode()
+            except UnicodeEncodeError:
+                refused = _NOT_UTF8
+                path, key, bucket = _printable_path(path), _printable_path(key), _printable_path(bucket)
+        return LogObject(
+            source=path,
+            bucket=bucket,
+            key=key,
+            etag=f"{info.st_mtime_ns:x}-{info.st_size:x}",
+            size=info.st_size,
+            refused=refused,
+        )
 
 
 def parse_source(source: str) -> tuple[str | None, str]:
@@ -361,7 +418,7 @@ def _kind_of(key: str) -> str:
 
 def _with_kind(objects: Iterable[LogObject], kind: str) -> Iterator[LogObject]:
     for obj in objects:
-        yield obj if obj.kind == kind else LogObject(obj.source, obj.bucket, obj.key, obj.etag, obj.size, kind)
+        yield obj if obj.kind == kind else dataclasses.replace(obj, kind=kind)
 
 
 def list_source(
@@ -394,12 +451,20 @@ class Fetched:
 
 
 def fetch(obj: LogObject, client: Any | None = None) -> Fetched:
-    """Read one object's stored bytes. S3 needs `client`."""
+    """Read one object's stored bytes. S3 needs `client`. Raises RefusedObject for an object the listing refused
+    or a local file that is not a regular file, OSError when the file cannot be read."""
+    if obj.refused is not None:
+        raise RefusedObject(obj.refused)
     if obj.is_s3:
         if client is None:
             raise SourceError(f"{obj.source}: reading S3 needs an S3 client")
         response = client.get_object(Bucket=obj.bucket, Key=obj.key)
         return Fetched(response["Body"].read(), response.get("LastModified"))
-    with open(obj.source, "rb") as handle:  # not Path(...).read_bytes(): its path parsing costs ~10 us a file
-        written = dt.datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, dt.UTC)
-        return Fetched(handle.read(), written)
+    # Not Path(...).read_bytes(): its path parsing costs ~10 us a file. O_NONBLOCK: opening a FIFO must not wait
+    # for a writer (it is refused just below); it changes nothing for a regular file.
+    descriptor = os.open(obj.source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(descriptor, "rb") as handle:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise RefusedObject("not a regular file (a FIFO, socket, device or folder): not read")
+        return Fetched(handle.read(), dt.datetime.fromtimestamp(status.st_mtime, dt.UTC))

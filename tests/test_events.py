@@ -211,3 +211,60 @@ def test_real_corpus_normalizes_without_rejections(realdata) -> None:
         kept += len(result.rows)
     facts = json.loads((realdata / "facts.json").read_text())
     assert kept == facts["kms"]["events"] + facts["secretsmanager"]["events"]
+
+
+def _deep(levels: int) -> bytes:
+    return b'{"a": ' * levels + b"1" + b"}" * levels
+
+
+DEEP = _deep(5000)
+TOO_DEEP_CASES = {
+    "truncated": (b'{"Records": [' + DEEP + b", {}", "no complete Records array"),
+    "trailing": (b'{"Records": [' + DEEP + b"]} trailing", "trailing characters"),
+    "records-not-array": (b'{"x": ' + DEEP + b', "Records": {"a": 1}}', "Records is not an array"),
+    "empty-element": (b'{"Records": [' + DEEP + b", , {}]}", "empty element"),
+    "no-records": (b'{"other": [' + DEEP + b"]}", "no complete Records array"),
+    "unterminated": (b'{"Records": [' + DEEP + b', "unterminated]}', "unterminated string"),
+    "unbalanced": (b'{"Records": [' + DEEP + b"]}}", "unbalanced|trailing"),
+}
+
+
+@pytest.mark.parametrize(("payload", "reason"), TOO_DEEP_CASES.values(), ids=TOO_DEEP_CASES.keys())
+def test_too_deep_to_decode_objects_are_split_flat_or_rejected_whole(payload: bytes, reason: str) -> None:
+    with pytest.raises(events.LogFormatError, match=reason):
+        events.rows_from_log(payload, "k", events.DEFAULT_SOURCES)
+
+
+def test_the_flat_split_wants_an_object_at_the_top() -> None:
+    from pipeline.record_split import split_records_flat
+
+    with pytest.raises(events.LogFormatError, match="top level is not an object"):
+        split_records_flat(b"[" + DEEP + b"]")
+    assert split_records_flat(b' {"Records": [ ]} ') == []
+    assert split_records_flat(b'{"Records": [1], "Records": [ {"a": "]"} , 2 ]}') == [b'{"a": "]"}', b"2"]
+
+
+def test_a_record_too_deep_to_decode_is_rejected_and_its_neighbours_kept() -> None:
+    good = _record()
+    text = json.dumps({"Records": [good, {"x": "MARK"}, good | {"eventID": "second"}]}).encode()
+    # strings with brackets, commas and escaped quotes must not confuse the flat split
+    text = text.replace(b'"MARK"', _deep(3000)).replace(b"aws-sdk-java/2.20.0", b'a \\"[{,:}]\\" b')
+    result = events.rows_from_log(text, "k", events.DEFAULT_SOURCES)
+    assert result.seen == 3 and [row[0] for row in result.rows] == [good["eventID"], "second"]
+    assert [(r.index, r.raw) for r in result.rejected] == [(1, b'{"x": ' + _deep(3000) + b"}")]
+    user_agent = events.ROW_FIELDS.index("user_agent")
+    assert [row[user_agent] for row in result.rows] == ['a "[{,:}]" b'] * 2  # decoded as usual
+
+
+def test_a_string_msgspec_refuses_rejects_one_record_not_the_object() -> None:
+    """A lone surrogate escape is legal JSON syntax (a Java-made log can hold one) but msgspec calls the whole
+    document malformed, even inside a part it keeps raw: that made the whole object unreadable."""
+    good = _record()
+    text = json.dumps({"Records": [good, _record(eventID="lone", userAgent="MARK"), good | {"eventID": "2"}]})
+    payload = text.replace('"MARK"', '"\\ud800 lone"').encode()
+    result = events.rows_from_log(payload, "k", events.DEFAULT_SOURCES)
+    assert [row[0] for row in result.rows] == [good["eventID"], "2"]
+    assert [r.index for r in result.rejected] == [1] and "malformed" in result.rejected[0].reason
+    truncated = payload[: len(payload) // 2]  # the array itself is broken: the whole object is
+    with pytest.raises(events.LogFormatError, match="invalid JSON"):
+        events.rows_from_log(truncated, "k", events.DEFAULT_SOURCES)

@@ -203,3 +203,42 @@ def test_quarantine_entries_are_named_by_object_and_content(lake: Path) -> None:
     other = lakelib.quarantine_object(lake, entry("AWSLogs/x/bad.json.gz"), "s3://bucket/AWSLogs/x/bad.json.gz", b"yy")
     assert other != first and first.read_bytes() == b"xx"
     assert len(list((lake / "quarantine" / "objects").iterdir())) == 4  # two objects + two reason files
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "AWSLogs/1/CloudTrail/us-east-1/2024/05/01/" + "a" * 240 + ".json.gz",
+        "../../../etc/passwd",
+        "/abs/../../..",
+        "..",
+        "",
+        "dir/ends-with/",
+        "x\x00y\n\x1b[2J\u202e[/bold]:secret:",
+        "AWSLogs/" + "é" * 300,
+        "a/" + "\\..\\..\\windows",
+    ],
+)
+def test_quarantine_names_fit_the_filesystem_and_stay_inside_quarantine(lake: Path, key: str) -> None:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
+    kept = lakelib.quarantine_object(lake, entry(key), f"s3://bucket/{key}", b"xx")
+    rejected = [events.RejectedRecord(0, "wrong field type", b'{"eventID": "r"}')]
+    records = lakelib.quarantine_records(lake, entry(key), f"s3://bucket/{key}", rejected)
+    assert kept.parent == lake / "quarantine" / "objects" and records.parent == lake / "quarantine" / "records"
+    written = [path for path in (lake / "quarantine").rglob("*") if path.is_file()]
+    assert len(written) == 3
+    for path in written:
+        assert len(path.name.encode()) <= 120 and set(path.name) <= allowed, path.name
+        assert not path.name.startswith(".")
+    reason = json.loads(kept.with_name(kept.name + ".reason.json").read_text())
+    assert (reason["key"], reason["source"]) == (key, f"s3://bucket/{key}")
+    assert json.loads(records.read_text())["key"] == key
+    assert kept.read_bytes() == b"xx"
+
+
+def test_quarantine_names_keep_a_readable_part_of_the_key(lake: Path) -> None:
+    name = "123837392027_CloudTrail_ap-southeast-2_20230710T1142Z_0123456789abcdef.json.gz"
+    kept = lakelib.quarantine_object(lake, entry(f"AWSLogs/x/{name}"), "s3://bucket/x", b"xx")
+    assert name in kept.name
+    long = lakelib.quarantine_object(lake, entry("AWSLogs/x/" + "b" * 200 + ".json.gz"), "s3://bucket/y", b"xx")
+    assert long.name.endswith(".json.gz") and "bbbbbbbbbbbbbbbb" in long.name

@@ -29,7 +29,10 @@ CATALOG = ("pipeline.catalog", "pipeline.query_spec", "pipeline.query", "pipelin
 ALLOWED: dict[str, tuple[str, ...]] = {
     **{leaf: ("pipeline.times",) for leaf in LEAVES},
     "pipeline.s3": ("pipeline.times",),
-    "pipeline.events": ("pipeline.times",),
+    # the failure model is a leaf the decoder shares with ingest: one mapping of decode errors to bad records
+    "pipeline.ingest_failures": ("pipeline.times",),
+    "pipeline.record_split": ("pipeline.ingest_failures",),
+    "pipeline.events": ("pipeline.times", "pipeline.ingest_failures", "pipeline.record_split"),
     "pipeline.lake": ("pipeline.lake", "pipeline.events", *LEAVES),
     **{
         name: (
@@ -41,7 +44,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
             "pipeline.s3",
             *LEAVES,
         )
-        for name in ("pipeline.ingest", "pipeline.ingest_workers", "pipeline.ingest_failures")
+        for name in ("pipeline.ingest", "pipeline.ingest_workers")
     },
     **{name: (*CATALOG, "pipeline.alerting.alert", *LEAVES) for name in CATALOG},
     "pipeline.engine": (*CATALOG, "pipeline.events", "pipeline.lake", *LEAVES),

@@ -177,3 +177,30 @@ def test_bad_sources_say_what_to_do(tmp_path: Path) -> None:
         s3.discover_partitions("s3://bucket/prefix")
     with pytest.raises(s3.SourceError, match="swap them"):
         s3.discover_partitions(str(tmp_path), since=day_of(2), until=day_of(1))
+
+
+def test_local_listing_survives_hostile_entries(tmp_path: Path) -> None:
+    """Dangling and looping symlinks, a FIFO, a name that is not UTF-8, a link out of the trail: all listed
+    (ingest quarantines what it must not read); none stops the listing. Nothing outside the trail is stat'ed."""
+    import os
+
+    root = tmp_path / "trail"
+    good = write_local(root, log_key(day_of(0), "good"), b"{}")
+    folder = good.parent
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"x" * 1000)
+    (folder / "dangling.json.gz").symlink_to(tmp_path / "nowhere")
+    (folder / "loop.json.gz").symlink_to(folder / "loop.json.gz")
+    (folder / "out.json.gz").symlink_to(outside)
+    os.mkfifo(folder / "fifo.json.gz")
+    with open(os.path.join(os.fsencode(folder), b"bad-\xff.json.gz"), "wb") as handle:
+        handle.write(b"{}")
+    found = {obj.key.rsplit("/", 1)[-1]: obj for obj in s3.list_source(str(root))}
+    assert sorted(found) == sorted(
+        ["bad-\\xff.json.gz", "dangling.json.gz", "fifo.json.gz", good.name, "loop.json.gz", "out.json.gz"]
+    )
+    assert found["out.json.gz"].size == len(str(outside))  # the link's own size, not its target's
+    assert found[good.name].size == 2
+    for obj in found.values():  # every string is valid UTF-8: the ledger, the lake and the report can hold it
+        obj.source.encode()
+        obj.key.encode()

@@ -3,6 +3,9 @@
 Exit codes of `keytrail ingest`: 0 = clean run; 3 = the run completed but something was quarantined (see the
 summary and `<lake>/quarantine/`); 1 = the run failed (nothing half-written: rerun after fixing the cause);
 2 = bad command-line usage.
+
+Everything printed that came from a trail (paths, keys, reasons quoting record values) goes through
+`pipeline.safe_text`, on consoles made with `emoji=False`: a key like `[/bold]:secret:` prints as written.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from typing import Annotated, Any
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -25,9 +27,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pipeline import aws, lake, times
+from pipeline import aws, lake, safe_text, times
 from pipeline.cli.common import fail, make_console, parse_date
 from pipeline.ingest import IngestReport, ingest
+from pipeline.ingest_failures import RunFault
 from pipeline.s3 import SourceError
 from pipeline.settings import Settings
 
@@ -51,7 +54,7 @@ def _date(value: str | None, flag: str) -> dt.date | None:
 
 
 def _summary(report: IngestReport, lake_path: Path) -> Table:
-    table = Table(title=f"ingest into {lake_path}", show_header=False)
+    table = Table(title=f"ingest into {safe_text.markup(lake_path)}", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
     rows: list[tuple[str, Any]] = [
@@ -79,7 +82,9 @@ def _quarantine_table(report: IngestReport) -> Table:
     for column in ("source", "reason", "kept at"):
         table.add_column(column, overflow="fold")
     for entry in report.quarantine[:20]:
-        table.add_row(entry.source, entry.reason, entry.path)
+        table.add_row(
+            safe_text.terminal(entry.source), safe_text.terminal(entry.reason), safe_text.terminal(entry.path)
+        )
     if len(report.quarantine) > 20:
         table.add_row(f"... and {len(report.quarantine) - 20} more", "", "")
     return table
@@ -152,23 +157,24 @@ def ingest_command(
                 progress=progress,
                 now=dt.datetime.now(dt.UTC),
             )
-        except SourceError as exc:
-            raise fail(console, str(exc)) from None
+        except (SourceError, RunFault) as exc:
+            raise fail(console, safe_text.visible(exc)) from None
         except (BotoCoreError, ClientError) as exc:
-            raise fail(console, _aws_error(exc, source)) from None
-        except OSError as exc:
-            raise fail(console, f"{exc}: check that --lake {lake_path} is writable, then rerun") from None
+            raise fail(console, safe_text.visible(_aws_error(exc, source))) from None
+        except OSError as exc:  # outside the failure model's mapping: say what failed, blame nothing
+            raise fail(console, safe_text.visible(f"{exc}; the batch in progress was not committed: rerun")) from None
     out = make_console()
     out.print(_summary(report, lake_path))
     if report.objects_listed == 0:
         hint = (
             "check the prefix (it should hold AWSLogs/, at most two levels down) and --since/--until/--account/--region"
         )
-        out.print(f"[yellow]nothing found under {escape(source)}: {hint}")
+        out.print(f"[yellow]nothing found under {safe_text.markup(source)}: {hint}")
     if report.quarantine:
         out.print(_quarantine_table(report))
     if report.quarantined_anything:
-        out.print(f"[yellow]something was quarantined: see {lake.quarantine_dir(lake_path)} (exit code 3)")
+        where = safe_text.markup(lake.quarantine_dir(lake_path))
+        out.print(f"[yellow]something was quarantined: see {where} (exit code 3)")
         raise typer.Exit(EXIT_QUARANTINED)
 
 

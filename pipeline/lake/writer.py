@@ -159,9 +159,9 @@ class BatchWriter:
         entry.events_rejected = len(rejected)
         return quarantine_records(self.lake, entry, obj.source, rejected)
 
-    def record_unreadable(self, obj: SourceObject, reason: str, data: bytes) -> Path:
-        """Record an object that could not be read: its entry says why, its bytes are quarantined verbatim.
-        Returns where they are kept."""
+    def record_unreadable(self, obj: SourceObject, reason: str, data: bytes | None) -> Path:
+        """Record an object that could not be read: its entry says why, its bytes (None: never read) are
+        quarantined verbatim. Returns where they are kept (or its reason, without bytes)."""
         entry = self._entry(obj)
         entry.status, entry.reason = "quarantined", reason
         return quarantine_object(self.lake, entry, obj.source, data)
