@@ -28,7 +28,7 @@ CATALOG = ("pipeline.catalog", "pipeline.query_spec", "pipeline.query", "pipelin
 # module prefix -> the keytrail modules (prefixes) it may import
 ALLOWED: dict[str, tuple[str, ...]] = {
     **{leaf: ("pipeline.times",) for leaf in LEAVES},
-    "pipeline.s3": ("pipeline.times",),
+    "pipeline.s3": ("pipeline.times", "pipeline.ingest_failures"),
     # the failure model is a leaf the decoder shares with ingest: one mapping of decode errors to bad records
     "pipeline.ingest_failures": ("pipeline.times",),
     "pipeline.record_split": ("pipeline.ingest_failures",),
