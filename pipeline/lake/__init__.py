@@ -4,8 +4,10 @@ Layout under `<lake>/`:
 
     events/event_date=YYYY-MM-DD/<batch>-NNN.parquet   committed events (EVENTS_SCHEMA, zstd, 64k-row groups)
     rollups/hourly/event_date=YYYY-MM-DD/<batch>.parquet  hourly rollups of the batch's events of that day
-    quarantine/objects/<name> + <name>.reason.json     unreadable source objects, verbatim, with the reason
+    quarantine/objects/<name> + <name>.reason.json     bad source objects, verbatim (when read), with the reason
     quarantine/records/<name>.jsonl                     rejected records of readable objects, one per line
+                                                        (<name>: a digest + a sanitised part of the key, <= 120
+                                                        bytes; the full source and key are in the reason / lines)
     _ledger/batches/<batch>.json                        one record per committed batch: the commit point
     _ledger/ids/<batch>.parquet                         the event_ids a batch added (global uniqueness check)
     _ledger/intents/<batch>.json                        a commit in progress (only while one is running)
