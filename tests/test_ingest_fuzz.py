@@ -409,8 +409,11 @@ def check_ingest(objects: list[ObjectCase], workdir: Path) -> None:
     before = _files(lake)
     assert not any(SECRET in data for data in before.values())
     for relative in before:  # 5.
-        assert relative.startswith(("events/", "_ledger/", "quarantine/objects/", "quarantine/records/"))
-        assert "/" not in relative.split("/", 2)[-1] and len(relative.rsplit("/", 1)[-1].encode()) <= 120
+        assert relative.startswith(
+            ("events/", "rollups/hourly/", "_ledger/", "quarantine/objects/", "quarantine/records/")
+        )
+        depth = 3 if relative.startswith("rollups/") else 2  # rollups/hourly/event_date=D/<batch>.parquet
+        assert relative.count("/") <= depth and len(relative.rsplit("/", 1)[-1].encode()) <= 120
 
     again = ingest.ingest(str(root), lake, now=NOW, workers=1)  # 6. a no-op
     assert (again.objects_read, again.objects_quarantined, again.objects_skipped) == (0, 0, len(objects))
