@@ -16,7 +16,7 @@ def _run(script: str, *args: str, data: Path) -> str:
         [sys.executable, str(BENCH / script), *args, "--data", str(data)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=400,  # a hang guard: the tiny run takes ~30-60 s idle, 130 s seen on a loaded machine
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
