@@ -11,13 +11,14 @@ counted in the report and the ledger (`events_rejected`); the rest of the object
 to tell its service (no readable `eventSource`) is rejected too: it could be a KMS event.
 
 **A bad object** — a source object that cannot be read as a CloudTrail log at all: empty, corrupt or truncated
-gzip, not JSON, no `Records` array or not a list, or one the listing refuses to read (a symlink leading out of
-its trail, something that is not a regular file such as a FIFO, a file name that is not UTF-8), or one whose
-read fails for a reason that belongs to that file alone (`OBJECT_ERRNOS`: it vanished, a dangling or looping
-symlink, permission denied, a directory). It is kept under `quarantine/objects/` — verbatim when its bytes
-were read, by name with its reason otherwise (a refused object's target is never read, so never copied) —
-recorded in the ledger as quarantined, counted, and the run goes on. A rerun skips it like any ingested
-object; once fixed, touching (or re-uploading) it gives it a new identity and the next run reads it again.
+gzip, gzip that inflates past `ingest_workers.MAX_LOG_BYTES` (a bomb), not JSON, no `Records` array or not a list,
+or one the listing refuses to read (a symlink leading out of its trail, something that is not a regular file such
+as a FIFO, a file name that is not UTF-8), or one whose read fails for a reason that belongs to that file alone
+(`OBJECT_ERRNOS`: it vanished, a dangling or looping symlink, permission denied, a directory). It is kept under
+`quarantine/objects/` — verbatim when its bytes were read, by name with its reason otherwise (a refused object's
+target is never read, so never copied) — recorded in the ledger as quarantined, counted, and the run goes on. A
+rerun skips it like any ingested object; once fixed, touching (or re-uploading) it gives it a new identity and the
+next run reads it again.
 
 **A fault of the run** — the lake cannot be written (not writable, disk full, not a folder), the source cannot
 be listed or read for a reason that is not about one file (an I/O error, a mount or network gone, out of file

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import itertools
 import multiprocessing
 import sys
@@ -27,6 +28,13 @@ from pipeline import events, ingest_failures
 from pipeline.events import RejectedRecord
 from pipeline.ingest_failures import LogFormatError
 from pipeline.s3 import LogObject, fetch
+
+# Most bytes one log object may inflate to (CloudTrail's own files are tens of MB at most); past it the object is
+# a bad object, quarantined, not a reason to run out of memory.
+MAX_LOG_BYTES = 512 << 20
+# Deflate cannot expand data more than 1032:1, so an object under MAX_LOG_BYTES / 1032 stored bytes is safe to
+# gunzip in one call (the common case: CloudTrail files are KBs to a few MBs compressed).
+_DEFLATE_MAX_RATIO = 1032
 
 try:  # isal is ~2x faster than zlib at gunzip; fall back when it is absent
     from isal import igzip as _gzip
@@ -67,14 +75,21 @@ class GroupResult:
 
 
 def decompress(data: bytes, key: str) -> bytes:
-    """Gunzip when the bytes are gzip; plain JSON passes through. Raises LogFormatError on corrupt gzip."""
+    """Gunzip when the bytes are gzip; plain JSON passes through. Raises LogFormatError on corrupt gzip and on a
+    gzip bomb (more than MAX_LOG_BYTES once inflated): one hostile object must not exhaust the run's memory."""
     if not data:
         raise LogFormatError("empty object")
     if data[:2] == b"\x1f\x8b":
         try:
-            return _gzip.decompress(data)
+            if len(data) * _DEFLATE_MAX_RATIO <= MAX_LOG_BYTES:  # cannot inflate past the cap: the fast one-shot
+                return _gzip.decompress(data)
+            with _gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:  # ~1.6x slower, stops at the cap
+                inflated = stream.read(MAX_LOG_BYTES + 1)
         except Exception as exc:  # isal raises IsalError/EOFError/BadGzipFile; all mean "corrupt"
             raise LogFormatError(f"corrupt gzip: {type(exc).__name__}: {exc}") from None
+        if len(inflated) > MAX_LOG_BYTES:
+            raise LogFormatError(f"inflates to more than {MAX_LOG_BYTES >> 20} MiB (a gzip bomb?): not read further")
+        return inflated
     if key.endswith(".gz"):
         raise LogFormatError("corrupt gzip: the name ends in .gz but the bytes are not gzip")
     return data

@@ -312,3 +312,34 @@ def test_worker_processes_apply_the_same_failure_model(tmp_path: Path, monkeypat
     assert lake_table(two).equals(lake_table(one)) and lake_table(one).num_rows == 4
     counts = [(r.objects_read, r.objects_quarantined, r.events_rejected) for r in (first, second)]
     assert counts == [(6, 2, 2), (6, 2, 2)]
+
+
+def test_a_gzip_bomb_is_a_bad_object_not_an_out_of_memory_run(
+    tmp_path: Path, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small object that inflates past the cap (here 1 MiB, 512 MiB in production) used to be gunzipped whole:
+    enough of them, or one big enough, ran the run out of memory. It is quarantined; the rest is kept."""
+    monkeypatch.setattr(ingest_workers, "MAX_LOG_BYTES", 1 << 20)
+    root = tmp_path / "trail"
+    good_object(root)
+    bomb = gzip.compress(b'{"Records": [' + b" " * (8 << 20) + b"]}", mtime=0)  # 8 MiB of JSON in ~8 KB
+    assert len(bomb) * 1032 > ingest_workers.MAX_LOG_BYTES  # the streamed, capped path
+    write_local(root, log_key(DAY, "bomb"), bomb)
+
+    report = ingest.ingest(str(root), lake, now=NOW, workers=1)
+
+    assert lake_table(lake).column("event_id").to_pylist() == ["good-1"]
+    assert report.objects_quarantined == 1
+    (reason,) = [r for key, r in quarantined(report, lake).items() if "bomb" in key]
+    assert "gzip bomb" in reason["reason"] and "1 MiB" in reason["reason"]
+
+
+def test_gunzip_below_the_cap_is_unchanged_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = json.dumps({"Records": [record("r", f"{DAY}T01:00:00Z")] * 200}).encode()
+    packed = gzip.compress(payload) + gzip.compress(b"")  # two members, as some writers produce
+    assert ingest_workers.decompress(packed, "x.json.gz") == payload  # one-shot path
+    monkeypatch.setattr(ingest_workers, "MAX_LOG_BYTES", len(payload))  # now only the streamed path is safe
+    assert len(packed) * 1032 > ingest_workers.MAX_LOG_BYTES
+    assert ingest_workers.decompress(packed, "x.json.gz") == payload
+    with pytest.raises(ingest_workers.LogFormatError, match="corrupt gzip"):
+        ingest_workers.decompress(packed[:-12], "x.json.gz")
