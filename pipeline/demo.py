@@ -248,7 +248,7 @@ class Reconciliation:
     expected: frozenset[str]
     received: frozenset[str]
     duplicates: tuple[str, ...]
-    pending: tuple[str, ...]  # alerts still waiting in the outbox (a publish failed)
+    pending: tuple[str, ...]  # alerts not delivered: still pending (a publish failed) or failed for good
 
     @property
     def missing(self) -> frozenset[str]:
@@ -274,7 +274,7 @@ def expected_message_ids(entries: Sequence[OutboxEntry]) -> frozenset[str]:
 def reconcile(entries: Sequence[OutboxEntry], messages: Sequence[ReceivedMessage]) -> Reconciliation:
     counts = Counter(m.alert_id for m in messages if m.alert_id)
     duplicates = tuple(sorted(alert_id for alert_id, n in counts.items() if n > 1))
-    pending = tuple(e.alert.alert_id for e in entries if e.state == "pending")
+    pending = tuple(e.alert.alert_id for e in entries if e.state in ("pending", "failed"))
     return Reconciliation(expected_message_ids(entries), frozenset(counts), duplicates, pending)
 
 
@@ -383,7 +383,7 @@ def render_summary(
     else:
         console.print(
             f"[red]SNS messages do not match the outbox: {len(result.missing)} missing, {len(result.unexpected)} "
-            f"unexpected, {len(result.duplicates)} duplicated, {len(result.pending)} still pending "
+            f"unexpected, {len(result.duplicates)} duplicated, {len(result.pending)} undelivered (pending or failed) "
             f"(`keytrail alerts list --lake {safe_text.markup(lake)}` shows why)."
         )
     console.print(incidents_table(incident_alerts(incidents, [e.alert for e in entries]), incidents))

@@ -60,6 +60,9 @@ def test_reconciliation_counts_summaries_and_flags_missing_duplicate_and_pending
     assert demo.reconcile(entries, [*received, demo.parse_envelope(envelope("zz"))]).unexpected == {"zz"}
     pending = demo.reconcile([*entries, entry("e", state="pending", delivery=None)], received)
     assert pending.pending == ("e",) and not pending.matches
+    # an alert SNS refused for good was not delivered either: the demo must not call that a match
+    failed = demo.reconcile([*entries, entry("f", state="failed", delivery=None)], received)
+    assert failed.pending == ("f",) and not failed.matches
 
 
 def test_incidents_are_matched_to_alerts_of_their_detection_near_their_time() -> None:
