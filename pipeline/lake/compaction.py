@@ -4,7 +4,6 @@ hourly rollup files into one (recomputed from the merged events: same content, s
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +13,12 @@ import pyarrow.parquet as pq
 
 from pipeline.lake import rollups
 from pipeline.lake.files import ROW_GROUP_ROWS, SCHEMA, parquet_writer
-from pipeline.lake.layout import partition_dir, staging_dir
+from pipeline.lake.layout import partition_dir
 from pipeline.lake.ledger import (
     BatchRecord,
     Checkpoint,
     FileEntry,
+    claim_staging,
     committed_files,
     committed_rollup_files,
     lake_lock,
@@ -60,10 +60,9 @@ def compact(
     table = pa.concat_tables(pq.read_table(path, schema=SCHEMA) for path in before)
     table = table.sort_by([("event_time", "ascending"), ("event_id", "ascending")])
     batch_id = new_batch_id(now)
-    staging = staging_dir(lake) / batch_id
-    staging.mkdir(parents=True, exist_ok=True)
-    with open(staging.with_suffix(".lock"), "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    with lake_lock(lake):
+        staging, handle = claim_staging(lake, batch_id)
+    with handle:
         staged = staging / f"{batch_id}-000.parquet"
         writer = parquet_writer(staged)
         writer.write_table(table, row_group_size=ROW_GROUP_ROWS)

@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import msgspec
 
@@ -245,6 +246,19 @@ def publish(
     for rel in record.superseded:
         _unlink(Path(lake) / rel)
     intent_path.unlink()
+
+
+def claim_staging(lake: Path, batch_id: str) -> tuple[Path, IO[bytes]]:
+    """Create a writer's staging folder and hold its lock, the sign to `recover` that the writer is alive.
+
+    Call it with the lake lock held, so `recover` never sees the folder before its lock is held (it would take
+    the writer for dead and delete its staging). Closing the returned handle releases the lock.
+    """
+    folder = staging_dir(lake) / batch_id
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder.with_suffix(".lock"), "a+b")  # noqa: SIM115 - held until the caller closes it
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    return folder, handle
 
 
 def remove_staging(folder: Path) -> None:

@@ -9,7 +9,6 @@ are sums of those entries.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import os
 import shutil
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from pipeline.lake.ledger import (
     Checkpoint,
     FileEntry,
     ObjectEntry,
+    claim_staging,
     lake_lock,
     new_batch_id,
     publish,
@@ -82,10 +82,8 @@ class BatchWriter:
         self._rows = 0
 
     def __enter__(self) -> BatchWriter:
-        with lake_lock(self.lake):  # so `recover` never sees the lock file before it is held
-            self.staging.mkdir(parents=True, exist_ok=True)
-            self._lock_handle = open(self.staging.with_suffix(".lock"), "a+b")  # held until __exit__
-            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_EX)
+        with lake_lock(self.lake):
+            self.staging, self._lock_handle = claim_staging(self.lake, self.batch_id)  # held until __exit__
         return self
 
     def __exit__(self, *exc: object) -> None:
