@@ -15,12 +15,11 @@ from typing import Annotated, Any
 import duckdb
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from pipeline import backtest, catalog, detect, times
 from pipeline.alerting.alert import Alert
 from pipeline.cli.common import fail, make_console
-from pipeline.cli.detect_cmds import QueriesOption, parse_param_overrides
+from pipeline.cli.detect_cmds import QueriesOption, detections_progress, parse_param_overrides, run_tracked
 from pipeline.cli.output import write_result
 from pipeline.settings import Settings
 
@@ -107,32 +106,14 @@ def _run_with_progress(
     runs: Sequence[tuple[str, list[str], dict[str, dict[str, Any]]]],
     trusted: tuple[str, ...],
 ) -> dict[str, list[Alert]]:
-    """Each run (name, detection ids, param overrides) over the whole window, with a bar per detection."""
-    found: dict[str, list[Alert]] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
-        for name, ids, overrides in runs:
-            task = progress.add_task(name, total=len(ids))
-
-            def advance(query: catalog.Query, count: int, task: Any = task, name: str = name) -> None:
-                progress.update(task, advance=1, description=f"{name}: {query.id}: {count} finding(s)")
-
-            found[name] = detect.run_detections(
-                lake,
-                *window,
-                queries=detections,
-                detection_ids=ids,
-                param_overrides=overrides,
-                trusted_accounts=trusted,
-                progress=advance,
+    """Each run (name, detection ids, param overrides) over the whole window, with a bar per run."""
+    with detections_progress(err) as progress:
+        return {
+            name: run_tracked(
+                progress, name, lake, window, detections, detection_ids=ids, overrides=overrides, trusted=trusted
             )
-    return found
+            for name, ids, overrides in runs
+        }
 
 
 def register(app: typer.Typer) -> None:

@@ -153,15 +153,17 @@ def detect_command(
         )
     try:
         detections = catalog.load("detections", queries)  # once: for the run and for the re-alert policy
-        alerts = _run_with_progress(
-            err,
-            lake_path,
-            window,
-            detections,
-            detection_ids=detection or None,
-            overrides=overrides,
-            trusted=tuple(trusted_account or settings.trusted_accounts),
-        )
+        with detections_progress(err) as progress:
+            alerts = run_tracked(
+                progress,
+                "detections",
+                lake_path,
+                window,
+                detections,
+                detection_ids=detection or None,
+                overrides=overrides,
+                trusted=tuple(trusted_account or settings.trusted_accounts),
+            )
     except (ValueError, catalog.CatalogError, duckdb.Error) as exc:
         raise fail(err, str(exc)) from None
     if output == "json":
@@ -184,39 +186,39 @@ def detect_command(
         )
 
 
-def _run_with_progress(
-    err: Console,
+def detections_progress(err: Console) -> Progress:
+    """The bar `detect` and `backtest` draw on stderr while detections run (only on a terminal)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
+
+
+def run_tracked(
+    progress: Progress,
+    label: str,
     lake: Path,
     window: tuple[dt.datetime, dt.datetime],
     detections: Sequence[catalog.Query],
     *,
-    detection_ids: list[str] | None,
+    detection_ids: Sequence[str] | None,
     overrides: dict[str, dict[str, Any]],
     trusted: tuple[str, ...],
 ) -> list[Alert]:
+    """`detect.run_detections` with a task on `progress` that advances after each detection."""
     selected = detect.select_detections(detections, detection_ids)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
-        task = progress.add_task("detections", total=len(selected))
+    task = progress.add_task(label, total=len(selected))
 
-        def advance(query: catalog.Query, found: int) -> None:
-            progress.update(task, advance=1, description=f"{query.id}: {found} finding(s)")
+    def advance(query: catalog.Query, found: int) -> None:
+        progress.update(task, advance=1, description=f"{label}: {query.id}: {found} finding(s)")
 
-        return detect.run_detections(
-            lake,
-            *window,
-            queries=detections,
-            detection_ids=[q.id for q in selected],
-            param_overrides=overrides,
-            trusted_accounts=trusted,
-            progress=advance,
-        )
+    return detect.run_detections(
+        lake,
+        *window,
+        queries=detections,
+        detection_ids=[q.id for q in selected],
+        param_overrides=overrides,
+        trusted_accounts=trusted,
+        progress=advance,
+    )
 
 
 def cases_command(
