@@ -170,13 +170,14 @@ def window_files(trail: Path, since: dt.datetime, until: dt.datetime) -> list[st
 def child_duckdb(trail: Path, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
     from pipeline import catalog
     from pipeline.detect import alerts_from_rows, select_detections
-    from pipeline.engine import Engine, _connect
+    from pipeline.duckdb_session import open_session
+    from pipeline.engine import Engine
 
     files = window_files(trail, since, until)
     queries = select_detections(catalog.load("detections"))
     result: dict[str, Any] = {"files": len(files)}
     with h.timed_work(result):
-        con, spill_dir = _connect()  # the engine's own session set-up (UTC, the detections' SQL macros), unlocked
+        con, spill_dir = open_session()  # the engine's own session set-up (UTC, the detections' SQL macros), unlocked
         con.execute("SET preserve_insertion_order = false")  # ~2x less CPU and ~3x less memory for the load
         con.execute(f"CREATE TABLE events AS {h.EVENTS_FROM_JSON_SQL}", {"structure": h.JSON_STRUCTURE, "files": files})
         loaded = time.perf_counter()

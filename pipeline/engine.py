@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -21,9 +19,9 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.catalog import BUILTINS, Query, coerce
+from pipeline.duckdb_session import close_session, open_session
 from pipeline.events import COLUMNS, EVENTS_SCHEMA
-from pipeline.lake import committed_files, events_dir, partitions
-from pipeline.sql_files import macros
+from pipeline.lake import committed_files, events_dir, partition_dir, partitions
 from pipeline.times import EARLIEST, LATEST, check_window, display, utc
 
 if TYPE_CHECKING:  # polars costs ~0.3 s to import; only notebooks ask for DataFrames
@@ -85,7 +83,7 @@ class Engine:
         start = max(since - lookback, EARLIEST).date()
         end = (until - dt.timedelta(microseconds=1)).date()  # until is exclusive
         files = committed_files(lake, start, end)
-        con, spill_dir = _connect()
+        con, spill_dir = open_session()
         if files:
             relation = con.read_parquet([str(f) for f in files], hive_partitioning=True)
             relation.select(*COLUMNS).create_view("events")
@@ -110,7 +108,7 @@ class Engine:
 
         `history_start` defaults to the first event's time: the table is all the history there is.
         """
-        con, spill_dir = _connect()
+        con, spill_dir = open_session()
         con.register("_events_input", table.select(list(COLUMNS)).cast(EVENTS_SCHEMA))
         con.execute("CREATE TABLE events AS SELECT * FROM _events_input")
         con.unregister("_events_input")
@@ -195,9 +193,10 @@ class Engine:
     # --- lifetime -------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._con.close()
-        if self._spill_dir is not None:
-            shutil.rmtree(self._spill_dir, ignore_errors=True)
+        if self._spill_dir is None:
+            self._con.close()
+        else:
+            close_session(self._con, self._spill_dir)
             self._spill_dir = None
 
     def __enter__(self) -> Engine:
@@ -220,7 +219,7 @@ def readable_partitions(lake: Path) -> list[dt.date]:
         if EARLIEST.date() <= day < LATEST.date():
             readable.append(day)
             continue
-        folder = events_dir(Path(lake).resolve()) / f"event_date={day.isoformat()}"
+        folder = partition_dir(Path(lake).resolve(), day)
         if folder not in _skipped:  # once per process: a command or a served flow opens many sessions
             _skipped.add(folder)
             log.warning(
@@ -233,25 +232,6 @@ def readable_partitions(lake: Path) -> list[dt.date]:
 
 
 _skipped: set[Path] = set()
-
-
-def _connect() -> tuple[duckdb.DuckDBPyConnection, Path]:
-    """A private in-memory database (never DuckDB's module-level default connection) and its spill directory.
-
-    DuckDB whitelists its temp directory whatever `allowed_directories` says, and the default is `.tmp` in the
-    working directory: a session spilling there could read whatever sits in ./.tmp. A fresh private directory
-    (mode 0700, removed on close) keeps spilling to disk possible and holds nothing but DuckDB's own files.
-    """
-    spill_dir = Path(tempfile.mkdtemp(prefix="keytrail-duckdb-"))
-    con = duckdb.connect(
-        ":memory:",
-        config={"autoinstall_known_extensions": False, "temp_directory": str(spill_dir / "spill")},
-    )
-    # TIMESTAMPTZ functions (hour(), time_bucket, date_trunc) follow the session zone: pin UTC.
-    con.execute("SET TimeZone = 'UTC'")
-    for macro in macros():
-        con.execute(macro)
-    return con, spill_dir
 
 
 def _empty_events(con: duckdb.DuckDBPyConnection) -> None:

@@ -21,6 +21,7 @@ LEAVES = (
     "pipeline.aws",
     "pipeline.callers",
     "pipeline.sql_files",
+    "pipeline.duckdb_session",
 )
 
 CATALOG = ("pipeline.catalog", "pipeline.query_spec", "pipeline.query", "pipeline.params", "pipeline.validation")
@@ -28,6 +29,7 @@ CATALOG = ("pipeline.catalog", "pipeline.query_spec", "pipeline.query", "pipelin
 # module prefix -> the keytrail modules (prefixes) it may import
 ALLOWED: dict[str, tuple[str, ...]] = {
     **{leaf: ("pipeline.times",) for leaf in LEAVES},
+    "pipeline.duckdb_session": ("pipeline.sql_files",),  # every session defines the shared macros
     "pipeline.s3": ("pipeline.times", "pipeline.ingest_failures"),
     # the failure model is a leaf the decoder shares with ingest: one mapping of decode errors to bad records
     "pipeline.ingest_failures": ("pipeline.times",),

@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +35,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.lake.layout import partition_name, partitions, rollup_partition_dir, staging_dir
+from pipeline.duckdb_session import session
+from pipeline.lake.layout import partition_name, partitions, rollup_partition_dir
 from pipeline.lake.ledger import (
     BatchRecord,
     Checkpoint,
     FileEntry,
+    claim_staging,
     committed_files,
     committed_rollup_files,
     lake_lock,
@@ -51,7 +50,7 @@ from pipeline.lake.ledger import (
     recover_locked,
     remove_staging,
 )
-from pipeline.sql_files import macros, read_sql
+from pipeline.sql_files import read_sql
 from pipeline.times import iso
 
 log = logging.getLogger(__name__)
@@ -112,21 +111,10 @@ def _sql(name: str) -> str:
 
 @contextlib.contextmanager
 def _session() -> Iterator[duckdb.DuckDBPyConnection]:
-    """A private DuckDB database with the engine's macros (`caller_arn`) and its own spill directory."""
-    spill = Path(tempfile.mkdtemp(prefix="keytrail-rollups-"))
-    con = duckdb.connect(
-        ":memory:",
-        config={"autoinstall_known_extensions": False, "temp_directory": str(spill), "memory_limit": "512MB"},
-    )
-    try:
-        con.execute("SET TimeZone = 'UTC'")  # date_trunc('hour', ...) follows the session zone
+    """A keytrail DuckDB session (macros such as `caller_arn`, UTC, a private spill directory), kept small."""
+    with session(memory_limit="512MB") as con:
         con.execute("SET threads = 1")  # a batch's rollup is small: a second thread costs CPU, saves ~0.1 s
-        for macro in macros():  # caller_arn: the one definition of the caller
-            con.execute(macro)
         yield con
-    finally:
-        con.close()
-        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _run(query: str, view: str, source: pa.Table | Sequence[Path]) -> pa.Table:
@@ -209,12 +197,10 @@ def rebuild(
     day's events cannot change meanwhile (a day of KMS/SM events takes seconds)."""
     lake = Path(lake)
     batch_id = new_batch_id(now)
-    staging = staging_dir(lake) / batch_id
     with lake_lock(lake):
         recover_locked(lake)
-        staging.mkdir(parents=True, exist_ok=True)
-        with open(staging.with_suffix(".lock"), "a+b") as handle:  # so a crash leaves staging `recover` removes
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        staging, handle = claim_staging(lake, batch_id)  # so a crash leaves staging `recover` removes
+        with handle:
             events = committed_files(lake, day, day)
             before = committed_rollup_files(lake, day, day)
             staged = stage(events, staging, batch_id)
