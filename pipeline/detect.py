@@ -60,8 +60,7 @@ def with_window(query: Query, overrides: Mapping[str, Any]) -> tuple[Query, dict
     if "window" not in params:
         return query, params
     window = coerce("duration", params.pop("window"), where=f"{query.id}.window")
-    if window <= dt.timedelta(0):
-        raise ValueError(f"{query.id}.window: must be longer than 0s, not {window}")
+    query.check_window(window)
     return dataclasses.replace(query, window=window), params
 
 

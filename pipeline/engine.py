@@ -1,9 +1,12 @@
-"""A locked DuckDB session over the lake: `events` is a view the engine defines itself, values bind as `$name`.
+"""A locked DuckDB session over the lake: `events` and `hourly` are views the engine defines itself, values bind
+as `$name`.
 
-The session reads the committed Parquet files of the partitions a window needs (window + lookback), whitelists
-only the lake's events directory, then disables external access and locks the configuration, so ad-hoc SQL can
-read the lake and nothing else. Only read statements (SELECT, EXPLAIN) are accepted: DuckDB would otherwise
-allow `COPY ... TO` inside the whitelisted directory.
+`events` holds the committed events of the partitions a window needs, `hourly` their hourly rollups
+(pipeline/lake/rollups.py, rows of any batching: detections sum and union them by their own grouping). Detections
+judge the window's buckets from `events` and read their lookback from `hourly`, so a run's cost follows the window,
+not the history. The session whitelists only the lake's events and rollups directories, then disables external
+access and locks the configuration, so ad-hoc SQL can read the lake and nothing else. Only read statements
+(SELECT, EXPLAIN) are accepted: DuckDB would otherwise allow `COPY ... TO` inside the whitelisted directory.
 """
 
 from __future__ import annotations
@@ -21,13 +24,20 @@ import pyarrow as pa
 from pipeline.catalog import BUILTINS, Query, coerce
 from pipeline.duckdb_session import close_session, open_session
 from pipeline.events import COLUMNS, EVENTS_SCHEMA
-from pipeline.lake import committed_files, events_dir, partition_dir, partitions
+from pipeline.lake import committed_files, events_dir, partition_dir, partitions, rollups_dir
+from pipeline.lake import rollups as lake_rollups
+from pipeline.lake.layout import partition_day
+from pipeline.lake.ledger import committed_rollup_files
 from pipeline.times import EARLIEST, LATEST, check_window, display, utc
 
 if TYPE_CHECKING:  # polars costs ~0.3 s to import; only notebooks ask for DataFrames
     import polars as pl
 
 log = logging.getLogger(__name__)
+
+# A day before the lookback is read too: "the same time of day on each day of the lookback" reaches a few hours
+# before its start (kms_decrypt_volume_spike's sustained stretch), and the window's bucket may start before since.
+LOOKBACK_SLACK = dt.timedelta(days=1)
 
 _READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
 
@@ -72,7 +82,8 @@ class Engine:
         *,
         lookback: dt.timedelta = dt.timedelta(0),
     ) -> Engine:
-        """`events` = the committed files of the partitions covering [since - lookback, until).
+        """`events` = the committed files of the partitions covering [since - lookback - a day, until); `hourly` =
+        their rollups.
 
         The window must lie inside times.EARLIEST .. LATEST (ValueError otherwise); partitions outside that span
         (a lake written before ingest rejected such records) are never read.
@@ -80,7 +91,8 @@ class Engine:
         since, until = utc(since), utc(until)
         check_window(since, until)
         lake = Path(lake).resolve()
-        start = max(since - lookback, EARLIEST).date()
+        slack = LOOKBACK_SLACK if lookback else dt.timedelta(0)
+        start = max(since - lookback - slack, EARLIEST).date()
         end = (until - dt.timedelta(microseconds=1)).date()  # until is exclusive
         files = committed_files(lake, start, end)
         con, spill_dir = open_session()
@@ -89,7 +101,8 @@ class Engine:
             relation.select(*COLUMNS).create_view("events")
         else:
             _empty_events(con)
-        _lock(con, [events_dir(lake)])
+        _hourly_view(con, files, committed_rollup_files(lake, start, end))
+        _lock(con, [events_dir(lake), rollups_dir(lake)])
         log.debug("events view over %d files for %s..%s", len(files), start, end)
         days = readable_partitions(lake)
         history_start = dt.datetime.combine(min(days), dt.time(), dt.UTC) if days else None
@@ -112,6 +125,7 @@ class Engine:
         con.register("_events_input", table.select(list(COLUMNS)).cast(EVENTS_SCHEMA))
         con.execute("CREATE TABLE events AS SELECT * FROM _events_input")
         con.unregister("_events_input")
+        _register_table(con, "hourly", lake_rollups.hourly(table))
         _lock(con, [])
         if history_start is None:
             ((history_start,),) = con.execute("SELECT min(event_time) FROM events").fetchall()
@@ -171,10 +185,11 @@ class Engine:
         return self._relation(text, dict(params or {})).to_arrow_table()
 
     def seen_accounts(self) -> tuple[str, ...]:
-        """Accounts seen as recipientAccountId in the session's events: the default trusted set."""
+        """Accounts seen as recipientAccountId in the session's events: the default trusted set (read from their
+        hourly rollups, which name the same accounts at a fraction of the rows)."""
         if self._seen_accounts is None:
             rows = self._con.sql(
-                "SELECT DISTINCT recipient_account_id FROM events WHERE recipient_account_id IS NOT NULL ORDER BY 1"
+                "SELECT DISTINCT recipient_account_id FROM hourly WHERE recipient_account_id IS NOT NULL ORDER BY 1"
             ).fetchall()
             self._seen_accounts = tuple(row[0] for row in rows)
         return self._seen_accounts
@@ -235,9 +250,37 @@ _skipped: set[Path] = set()
 
 
 def _empty_events(con: duckdb.DuckDBPyConnection) -> None:
-    con.register("_events_empty", EVENTS_SCHEMA.empty_table())
-    con.execute("CREATE TABLE events AS SELECT * FROM _events_empty")
-    con.unregister("_events_empty")
+    _register_table(con, "events", EVENTS_SCHEMA.empty_table())
+
+
+def _register_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """`table` copied into the session as `name` (a registered Arrow table would not survive the lock)."""
+    con.from_arrow(table).create(name)
+
+
+def _hourly_view(con: duckdb.DuckDBPyConnection, event_files: Sequence[Path], rollup_files: Sequence[Path]) -> None:
+    """`hourly`: the committed rollup files, plus the rollup of any day whose events have none (a lake written
+    before rollups existed), computed here from its events with a warning to rebuild them once."""
+    covered = {partition_day(path.parent.name) for path in rollup_files}
+    uncovered = [path for path in event_files if partition_day(path.parent.name) not in covered]
+    computed = lake_rollups.ROLLUP_SCHEMA.empty_table()
+    if uncovered:
+        day_events = con.read_parquet([str(f) for f in uncovered], hive_partitioning=True).select(*COLUMNS)
+        computed = lake_rollups.hourly(day_events.to_arrow_table())
+        days = sorted({partition_day(path.parent.name) for path in uncovered}, key=str)
+        log.warning(
+            "no hourly rollups for %d day(s) from %s: computed from their events for this run; "
+            "run `keytrail rollups rebuild` once to store them",
+            len(days),
+            days[0],
+        )
+    _register_table(con, "_hourly_computed", computed)
+    columns = lake_rollups.ROLLUP_SCHEMA.names
+    relation = con.table("_hourly_computed")
+    if rollup_files:
+        stored = con.read_parquet([str(f) for f in rollup_files], hive_partitioning=False).select(*columns)
+        relation = stored.union(relation.select(*columns))
+    relation.create_view("hourly")
 
 
 def _lock(con: duckdb.DuckDBPyConnection, allowed: Sequence[Path]) -> None:

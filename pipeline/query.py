@@ -7,6 +7,7 @@ the CLI) reads only these objects.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ class Case:
         return bool(self.expect)
 
 
+_READS_HOURLY = re.compile(r"\b(FROM|JOIN)\s+hourly\b", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Query:
     """A validated SQL + YAML pair. Detection-only fields are None/empty for investigations."""
@@ -83,6 +87,22 @@ class Query:
     example: Mapping[str, Any] = field(default_factory=dict)  # investigations: param values for `query show`
     enabled: bool = True
     realert: dt.timedelta | None = None  # detections: how long the same finding stays quiet after it paged
+
+    @property
+    def reads_rollups(self) -> bool:
+        """The SQL reads its lookback from the hourly rollups (`FROM hourly`)."""
+        return _READS_HOURLY.search(self.sql) is not None
+
+    def check_window(self, window: dt.timedelta) -> None:
+        """ValueError unless `window` suits this query: above zero, and whole hours when it reads hourly rollups
+        (a 10-minute bucket cannot be compared with hourly history)."""
+        if window <= dt.timedelta(0):
+            raise ValueError(f"{self.id}.window: must be longer than 0s, not {window}")
+        if self.reads_rollups and window % dt.timedelta(hours=1):
+            raise ValueError(
+                f"{self.id}.window: must be a whole number of hours (its lookback comes from the hourly rollups), "
+                f"not {window}"
+            )
 
     def param(self, name: str) -> Param:
         for param in self.params:

@@ -156,14 +156,12 @@ def _detection(spec: DetectionSpec, common: dict[str, Any]) -> Query:
     if spec.severity not in SEVERITIES:
         raise SpecError(("severity",), f"severity {spec.severity!r} must be one of {', '.join(SEVERITIES)}")
     window = _duration(spec.window, ("window",))
-    if window <= dt.timedelta(0):
-        raise SpecError(("window",), "window must be longer than 0s")
     cases: tuple[Case, ...] = common["tests"]
     if not any(c.firing for c in cases):
         raise SpecError(("tests",), "tests: a detection needs at least one firing case (non-empty expect)")
     if all(c.firing for c in cases):
         raise SpecError(("tests",), "tests: a detection needs at least one quiet case (expect: [])")
-    return Query(
+    query = Query(
         **common,
         severity=spec.severity,
         window=window,
@@ -175,6 +173,11 @@ def _detection(spec: DetectionSpec, common: dict[str, Any]) -> Query:
         enabled=spec.enabled,
         realert=None if spec.realert is UNSET else _duration(spec.realert, ("realert",)),
     )
+    try:
+        query.check_window(window)
+    except ValueError as exc:
+        raise SpecError(("window",), str(exc).removeprefix(f"{spec.id}.window: ")) from None
+    return query
 
 
 def _params(specs: Mapping[str, Any], *, detection: bool) -> tuple[Param, ...]:

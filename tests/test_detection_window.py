@@ -1,7 +1,8 @@
 """A detection's `window` is one knob: the buckets its SQL compares ($window) and the bucket of its alert ids.
 
-Overriding it (`--param ID.window=15m`) changes both alike, so each finding of a narrower bucket keeps its own
-alert id (the outbox keeps only the first alert of an id: a shared id would silently drop findings).
+Overriding it (`--param ID.window=2h`) changes both alike, so each finding of another bucket size keeps its own
+alert id (the outbox keeps only the first alert of an id: a shared id would silently drop findings). Detections
+reading their lookback from the hourly rollups take whole hours only (a 15-minute bucket is refused).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from tests.trails import commit_table
 UTC = dt.UTC
 SPIKE = "secrets_retrieval_spike"
 SINCE = dt.datetime(2024, 5, 8, 14, tzinfo=UTC)
-UNTIL = SINCE + dt.timedelta(hours=1)
-QUARTERS = [SINCE + dt.timedelta(minutes=m) for m in (0, 15, 30, 45)]
+UNTIL = SINCE + dt.timedelta(hours=4)
+HOURS = [SINCE + dt.timedelta(hours=h) for h in range(4)]
 
 
 @pytest.fixture(scope="module")
 def reads_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A week of one secret read an hour, then 240 reads spread evenly over 14:00-15:00 on 2024-05-08."""
+    """A week of one secret read an hour, then 240 reads spread evenly over 14:00-18:00 on 2024-05-08."""
     specs = [
         EventSpec(
             base="secrets_get_secret_value",
@@ -37,7 +38,7 @@ def reads_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
             every=dt.timedelta(hours=1),
             days=7,
         ),
-        EventSpec(base="secrets_get_secret_value", at=SINCE, repeat=240, every=dt.timedelta(seconds=15)),
+        EventSpec(base="secrets_get_secret_value", at=SINCE, repeat=240, every=dt.timedelta(minutes=1)),
     ]
     records = cases.expand_events(specs, key="window-lake", default_start=SINCE)
     path = tmp_path_factory.mktemp("window") / "lake"
@@ -47,49 +48,50 @@ def reads_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_yaml_window_buckets_the_spike(reads_lake: Path) -> None:
-    (alert,) = run_detections(reads_lake, SINCE, UNTIL, detection_ids=[SPIKE])
-    assert alert.first_seen == SINCE and alert.event_count == 240
+    (alert,) = run_detections(reads_lake, SINCE, SINCE + dt.timedelta(hours=1), detection_ids=[SPIKE])
+    assert alert.first_seen == SINCE and alert.event_count == 60
 
 
-# Each 15-minute bucket is judged with its own lookback, which holds the quarters before it: at spike_factor 1
-# every quarter of the steady 60-read hour still beats its lookback, so all four fire (each with its own id).
-QUARTERLY = {SPIKE: {"window": "15m", "spike_factor": 1.0}}
+# Each bucket is judged with its own lookback, which holds the buckets before it: at spike_factor 1 every bucket
+# of the steady 60-read hours still beats its lookback, so all fire (each with its own id).
+TWO_HOURLY = {SPIKE: {"window": "2h", "spike_factor": 1.0}}
 
 
-def test_a_narrower_window_gives_each_bucket_its_own_alert_id(reads_lake: Path) -> None:
-    found = run_detections(reads_lake, SINCE, UNTIL, detection_ids=[SPIKE], param_overrides=QUARTERLY)
-    assert sorted(a.first_seen for a in found) == QUARTERS
-    assert all(a.event_count == 60 for a in found)
+def test_a_wider_window_gives_each_bucket_its_own_alert_id(reads_lake: Path) -> None:
+    hourly = run_detections(
+        reads_lake, SINCE, UNTIL, detection_ids=[SPIKE], param_overrides={SPIKE: {"spike_factor": 1}}
+    )
+    assert sorted(a.first_seen for a in hourly) == HOURS and all(a.event_count == 60 for a in hourly)
+    found = run_detections(reads_lake, SINCE, UNTIL, detection_ids=[SPIKE], param_overrides=TWO_HOURLY)
+    assert sorted(a.first_seen for a in found) == HOURS[::2]
+    assert all(a.event_count == 120 for a in found)
     assert len({a.alert_id for a in found}) == len(found)
 
 
 def test_the_cli_window_override_reaches_the_alert_ids(reads_lake: Path) -> None:
     window = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat(), "-d", SPIKE, "--format", "json"]
-    overrides = ["--param", f"{SPIKE}.window=15m", "--param", f"{SPIKE}.spike_factor=1"]
+    overrides = ["--param", f"{SPIKE}.window=2h", "--param", f"{SPIKE}.spike_factor=1"]
     result = CliRunner().invoke(app, ["detect", "--lake", str(reads_lake), *window, *overrides])
     assert result.exit_code == 0, result.stderr
     ids = [json.loads(line)["alert_id"] for line in result.stdout.splitlines() if line.strip()]
-    assert len(ids) == len(set(ids)) == 4
+    assert len(ids) == len(set(ids)) == 2
 
 
-def test_each_narrower_bucket_is_judged_against_the_buckets_before_it(reads_lake: Path) -> None:
-    """At the default spike_factor only 14:00-14:15 is a spike: the later quarters have it in their lookback
-    (the scheduled 15-minute runs would say so too; one run over the hour used to judge all four against
-    the hours before 14:00)."""
-    narrower = {SPIKE: {"window": "15m"}}
-    (alert,) = run_detections(reads_lake, SINCE, UNTIL, detection_ids=[SPIKE], param_overrides=narrower)
+def test_each_bucket_is_judged_against_the_buckets_before_it(reads_lake: Path) -> None:
+    """At the default spike_factor only 14:00-15:00 is a spike: the later hours have it in their lookback
+    (the scheduled hourly runs say so too; one run over the four hours must not judge all four against the
+    hours before 14:00)."""
+    (alert,) = run_detections(reads_lake, SINCE, UNTIL, detection_ids=[SPIKE])
     assert alert.first_seen == SINCE and alert.event_count == 60
-    quarterly = [
+    hourly = [
         a.alert_id
-        for start in QUARTERS
-        for a in run_detections(
-            reads_lake, start, start + dt.timedelta(minutes=15), detection_ids=[SPIKE], param_overrides=narrower
-        )
+        for start in HOURS
+        for a in run_detections(reads_lake, start, start + dt.timedelta(hours=1), detection_ids=[SPIKE])
     ]
-    assert quarterly == [alert.alert_id]
+    assert hourly == [alert.alert_id]
 
 
-@pytest.mark.parametrize("value", ["0s", "lots"])
+@pytest.mark.parametrize("value", ["0s", "lots", "15m"])
 def test_a_bad_window_override_is_refused(reads_lake: Path, value: str) -> None:
     with pytest.raises(ValueError, match=f"{SPIKE}.window"):
         run_detections(reads_lake, SINCE, UNTIL, detection_ids=[SPIKE], param_overrides={SPIKE: {"window": value}})

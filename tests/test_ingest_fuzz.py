@@ -410,9 +410,9 @@ def check_ingest(objects: list[ObjectCase], workdir: Path) -> None:
     assert not any(SECRET in data for data in before.values())
     for relative in before:  # 5.
         assert relative.startswith(
-            ("events/", "rollups/hourly/", "_ledger/", "quarantine/objects/", "quarantine/records/")
+            ("events/", "rollups/hourly-v2/", "_ledger/", "quarantine/objects/", "quarantine/records/")
         )
-        depth = 3 if relative.startswith("rollups/") else 2  # rollups/hourly/event_date=D/<batch>.parquet
+        depth = 3 if relative.startswith("rollups/") else 2  # rollups/hourly-v2/event_date=D/<batch>.parquet
         assert relative.count("/") <= depth and len(relative.rsplit("/", 1)[-1].encode()) <= 120
 
     again = ingest.ingest(str(root), lake, now=NOW, workers=1)  # 6. a no-op

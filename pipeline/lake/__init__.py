@@ -3,7 +3,7 @@
 Layout under `<lake>/`:
 
     events/event_date=YYYY-MM-DD/<batch>-NNN.parquet   committed events (EVENTS_SCHEMA, zstd, 64k-row groups)
-    rollups/hourly/event_date=YYYY-MM-DD/<batch>.parquet  hourly rollups of the batch's events of that day
+    rollups/hourly-v2/event_date=YYYY-MM-DD/<batch>.parquet  hourly rollups of the batch's events of that day
     quarantine/objects/<name> + <name>.reason.json     bad source objects, verbatim (when read), with the reason
     quarantine/records/<name>.jsonl                     rejected records of readable objects, one per line
                                                         (<name>: a digest + a sanitised part of the key, <= 120

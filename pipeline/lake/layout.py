@@ -13,9 +13,14 @@ def events_dir(lake: Path) -> Path:
     return Path(lake) / "events"
 
 
+ROLLUP_VERSION = 2  # bumped when the rollup grain changes (queries/rollups/hourly.sql)
+
+
 def rollups_dir(lake: Path) -> Path:
-    """The hourly rollups, partitioned by day like the events (see `rollups`)."""
-    return Path(lake) / "rollups" / "hourly"
+    """The hourly rollups, partitioned by day like the events (see `rollups`). The folder carries the grain's
+    version: a lake written with an older grain has none here, so readers compute the rollups of those days
+    from their events (with a warning) until `keytrail rollups rebuild` stores them."""
+    return Path(lake) / "rollups" / f"hourly-v{ROLLUP_VERSION}"
 
 
 def quarantine_dir(lake: Path) -> Path:

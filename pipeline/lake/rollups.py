@@ -1,10 +1,13 @@
 """Hourly rollups of the committed events: what detection baselines read instead of months of raw events.
 
-Grain: one row per hour x account (recipient_account_id) x region x caller (the `caller_arn` macro) x KMS key
-(coalesce(key_arn, key_id)) x secret_id x event_source x event_name x error_code, with the event count,
-first/last seen, a bounded sample of source IPs and, per encryption-context key, its distinct values.
+Grain: one row per hour x account (recipient_account_id) x region x caller (the `caller_arn` macro, its account
+and principal type, and the service invoking on its behalf) x KMS key (coalesce(key_arn, key_id)) x secret (one
+row per secret the call names: a BatchGetSecretValue of 5 secrets counts once for each) x encryption-context
+key set (the call's shape, for kms_context_schema_break) x event_source x
+event_name x error_code, with the event count, first/last seen, a bounded sample of source IPs and, per
+encryption-context key, its distinct values.
 
-Layout: `rollups/hourly/event_date=YYYY-MM-DD/<batch>.parquet`, one file per committed batch and day, written in
+Layout: `rollups/hourly-v2/event_date=YYYY-MM-DD/<batch>.parquet`, one file per committed batch and day, written in
 the same commit as the batch's events (same intent and ledger record: `BatchRecord.rollups`), computed from the
 rows that were actually committed (after the lake-wide duplicate drop). Readers merge a day's files (`read`,
 queries/rollups/merge.sql): re-aggregating is cheap (a day of rollups is ~2% of its events' bytes).
@@ -65,8 +68,12 @@ GROUP_COLUMNS = (
     "recipient_account_id",
     "aws_region",
     "caller_arn",
+    "caller_account_id",
+    "principal_type",
+    "invoked_by",
     "kms_key",
     "secret_id",
+    "context_keys",
     "event_source",
     "event_name",
     "error_code",
@@ -86,8 +93,12 @@ ROLLUP_SCHEMA = pa.schema(
         pa.field("recipient_account_id", pa.string()),
         pa.field("aws_region", pa.string()),
         pa.field("caller_arn", pa.string()),
+        pa.field("caller_account_id", pa.string()),  # userIdentity.accountId: names callers without an ARN
+        pa.field("principal_type", pa.string()),
+        pa.field("invoked_by", pa.string()),  # the AWS service calling on the caller's behalf
         pa.field("kms_key", pa.string()),  # coalesce(key_arn, key_id): an alias when nothing else named the key
-        pa.field("secret_id", pa.string()),
+        pa.field("secret_id", pa.string()),  # one row per secret the call names (secret_ids), NULL for none
+        pa.field("context_keys", pa.list_(pa.string())),  # the call's encryption-context key set (sorted), its shape
         pa.field("event_source", pa.string(), nullable=False),
         pa.field("event_name", pa.string(), nullable=False),
         pa.field("error_code", pa.string()),

@@ -6,9 +6,13 @@
 -- values it ever used in one bucket, and the set of values it already knew. A new tenant or two is
 -- onboarding; a nightly run over the same tenants as every night uses no new values; both stay quiet.
 -- Several context keys scanned together (SecretARN + SecretVersionId) make one finding, not one per key.
--- Each bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at its end
--- would: values a long run saw in its first hours are known in its later hours.
-WITH calls AS NOT MATERIALIZED (
+-- Two scales: each $window bucket is judged on the calls of the $scan_window ending with it (3 h: a scan paced
+-- over two hours, or straddling a bucket boundary, is counted whole), with its own lookback
+-- [bucket - lookback, start of that scan window), as the scheduled run at its end would: values a long run saw
+-- in its first hours are known in its later hours. The lookback comes from the
+-- hourly rollups (`hourly`), which keep up to 64 distinct values per context key, group and hour: past that a
+-- principal's known values are a sample and its baseline at least 64, far above this detection's thresholds.
+WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events
     SELECT
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
@@ -22,19 +26,21 @@ WITH calls AS NOT MATERIALIZED (
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($read_events, event_name)
       AND error_code IS NULL
-      -- reads a service makes for the caller that another detection already sees first-hand
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
       AND encryption_context IS NOT NULL
       AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
-      AND event_time >= $baseline_start
+      AND event_time >= time_bucket($window, $since) + $window - $scan_window
       AND event_time < $until
 ),
 
-recent_pairs AS (  -- one row per recent call and context key
-    SELECT c.* EXCLUDE (encryption_context), e.key AS context_key, e.value AS context_value
-    FROM calls AS c, unnest(map_entries(c.encryption_context)) AS u(e)
-    WHERE c.bucket >= time_bucket($window, $since)
-      AND NOT list_contains($ignored_context_keys, e.key)
+recent_pairs AS (  -- one row per recent call, context key and judged bucket whose $scan_window holds the call
+    SELECT c.* EXCLUDE (encryption_context, bucket), j.bucket, e.key AS context_key, e.value AS context_value
+    FROM calls AS c,
+        unnest(map_entries(c.encryption_context)) AS u(e),
+        unnest(generate_series(c.bucket, c.bucket + $scan_window - $window, $window)) AS j(bucket)
+    WHERE NOT list_contains($ignored_context_keys, e.key)
+      AND j.bucket >= time_bucket($window, $since)
+      AND j.bucket < $until
 ),
 
 candidates AS (  -- recent buckets with enough distinct values to be scanning at all; usually none
@@ -44,13 +50,23 @@ candidates AS (  -- recent buckets with enough distinct values to be scanning at
     HAVING count(DISTINCT context_value) >= $min_distinct_values
 ),
 
+history_contexts AS (  -- the lookback side, from the hourly rollups (same filters): the candidates' context keys
+    SELECT caller_arn AS principal_arn, kms_key AS key_arn, time_bucket($window, hour) AS bucket, unnest(contexts) AS c
+    FROM hourly
+    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM candidates) AS k
+        ON k.principal_arn = hourly.caller_arn AND k.key_arn = hourly.kms_key
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($read_events, event_name)
+      AND error_code IS NULL
+      AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
+      AND hour >= time_bucket($window, $since) - $lookback
+      AND hour < (SELECT max(bucket) FROM candidates)
+),
+
 history_values AS (  -- the distinct values of the candidates' context keys per bucket, for their principal and key
-    SELECT DISTINCT c.principal_arn, c.key_arn, c.bucket, e.key AS context_key, e.value AS context_value
-    FROM calls AS c
-    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM candidates) AS k USING (principal_arn, key_arn),
-        unnest(map_entries(c.encryption_context)) AS u(e)
-    WHERE c.bucket < (SELECT max(bucket) FROM candidates)
-      AND e.key IN (SELECT context_key FROM candidates)
+    SELECT DISTINCT principal_arn, key_arn, bucket, c.key AS context_key, unnest(c.values) AS context_value
+    FROM history_contexts
+    WHERE c.key IN (SELECT context_key FROM candidates)
 ),
 
 known_values AS (  -- per candidate bucket: the values already used in its lookback [bucket - lookback, bucket)
@@ -60,7 +76,7 @@ known_values AS (  -- per candidate bucket: the values already used in its lookb
         ON h.principal_arn = c.principal_arn
         AND h.key_arn = c.key_arn
         AND h.context_key = c.context_key
-        AND h.bucket < c.bucket
+        AND h.bucket < c.bucket + $window - $scan_window
         AND h.bucket >= c.bucket - $lookback
 ),
 
@@ -75,30 +91,39 @@ baseline AS (  -- per candidate bucket: the most distinct values the principal u
         ON h.principal_arn = c.principal_arn
         AND h.key_arn = c.key_arn
         AND h.context_key = c.context_key
-        AND h.bucket < c.bucket
+        AND h.bucket < c.bucket + $window - $scan_window
         AND h.bucket >= c.bucket - $lookback
     GROUP BY c.principal_arn, c.key_arn, c.context_key, c.bucket
 ),
 
-recent AS (
+marked AS (  -- each candidate's calls, new values marked; the scan starts with its first new value
     SELECT
-        p.principal_arn,
-        p.key_arn,
-        p.context_key,
-        p.bucket,
-        any_value(p.recipient_account_id) AS account_id,
-        any_value(p.aws_region) AS region,
-        min(p.event_time) AS first_seen,
-        max(p.event_time) AS last_seen,
-        count(DISTINCT p.event_id) AS calls,
-        count(DISTINCT p.context_value) AS distinct_values,
-        count(DISTINCT p.context_value) FILTER (WHERE k.context_value IS NULL) AS new_values,
-        list_sort(list(DISTINCT p.context_value) FILTER (WHERE k.context_value IS NULL))[:$max_listed]
-            AS sample_new_values
+        p.*,
+        k.context_value IS NULL AS is_new,
+        min(p.event_time) FILTER (WHERE k.context_value IS NULL)
+            OVER (PARTITION BY p.principal_arn, p.key_arn, p.context_key, p.bucket) AS scan_start
     FROM recent_pairs AS p
     SEMI JOIN candidates AS c USING (principal_arn, key_arn, context_key, bucket)
     LEFT JOIN known_values AS k USING (principal_arn, key_arn, context_key, bucket, context_value)
-    GROUP BY p.principal_arn, p.key_arn, p.context_key, p.bucket
+),
+
+recent AS (
+    SELECT
+        principal_arn,
+        key_arn,
+        context_key,
+        bucket,
+        any_value(recipient_account_id) AS account_id,
+        any_value(aws_region) AS region,
+        -- the scan's start stays put while the window slides over the same scan: one alert id
+        min(scan_start) AS first_seen,
+        max(event_time) AS last_seen,
+        count(DISTINCT event_id) FILTER (WHERE event_time >= scan_start) AS calls,
+        count(DISTINCT context_value) AS distinct_values,
+        count(DISTINCT context_value) FILTER (WHERE is_new) AS new_values,
+        list_sort(list(DISTINCT context_value) FILTER (WHERE is_new))[:$max_listed] AS sample_new_values
+    FROM marked
+    GROUP BY principal_arn, key_arn, context_key, bucket
 ),
 
 scanning AS (  -- buckets over every threshold, per context key

@@ -6,8 +6,9 @@
 -- bug). The established set is the principal's own shapes on the key when it has enough history there, else
 -- the key's shapes across all principals (a new replica of the same app is fine). Keys that never had a
 -- context stay quiet: there is no schema to break. Only successful calls count. Each $window bucket is judged
--- with the shapes of its own lookback [bucket - lookback, bucket), as the scheduled run at its end would.
-WITH calls AS (
+-- with the shapes of its own lookback [bucket - lookback, bucket), as the scheduled run at its end would;
+-- the lookback comes from the hourly rollups (`hourly`: one row per call shape), the judged buckets from events.
+WITH calls AS (  -- the run's own buckets, from the raw events
     SELECT
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
@@ -24,18 +25,33 @@ WITH calls AS (
       AND error_code IS NULL
       AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND coalesce(key_arn, key_id) IS NOT NULL
-      AND event_time >= $baseline_start
+      AND event_time >= time_bucket($window, $since)
       AND event_time < $until
 ),
 
-shape_buckets AS (  -- how often each principal used each shape on each key per bucket: the baseline side
+judged_shapes AS (  -- shapes used in a bucket of the run often enough to be a finding at all
     SELECT principal_arn, key_arn, context_keys, bucket, count(*) AS calls
     FROM calls
     GROUP BY principal_arn, key_arn, context_keys, bucket
+    HAVING count(*) >= $min_events
 ),
 
-judged_shapes AS (  -- shapes used in a bucket of the run often enough to be a finding at all
-    SELECT * FROM shape_buckets WHERE bucket >= time_bucket($window, $since) AND calls >= $min_events
+shape_buckets AS (  -- the lookback side, from the hourly rollups (same filters): shapes used on the judged keys
+    SELECT
+        caller_arn AS principal_arn,
+        kms_key AS key_arn,
+        coalesce(context_keys, []) AS context_keys,
+        time_bucket($window, hour) AS bucket,
+        sum(events)::BIGINT AS calls
+    FROM hourly
+    SEMI JOIN (SELECT DISTINCT key_arn FROM judged_shapes) AS j ON j.key_arn = hourly.kms_key
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($context_events, event_name)
+      AND error_code IS NULL
+      AND caller_arn IS NOT NULL
+      AND hour >= time_bucket($window, $since) - $lookback
+      AND hour < $until
+    GROUP BY ALL
 ),
 
 lookback_shapes AS (  -- per judged key and bucket: the shapes used on the key in [bucket - lookback, bucket)

@@ -1,16 +1,25 @@
 -- Why: Decrypt / GenerateDataKey / ReEncrypt hand out plaintext keys. Mass decryption is how stolen
 -- credentials turn ciphertext into data (T1530/T1552), and CloudTrail Insights never sees it (read-only
--- calls). Each (principal, key) is compared with ITS OWN lookback, twice:
---   * typical level: the p-th percentile of its hourly counts over the whole lookback, idle hours counted
---     as zero (a big nightly job is a few percent of the hours, so it does not inflate this);
---   * same hour of day: its largest count at this hour (+/- hour_tolerance hours) on previous days, so a
---     scheduled job of the usual size at the usual time is normal.
--- A bucket fires only when it beats both (times their factors) and min_events. A pair with no history at
--- all fires only on new_pair_min_events (a fresh deployment ramps up; an attacker's new key user rarely
--- stays small). Buckets are aligned to $window, so overlapping reruns see the same bucket and alert id.
--- Each bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at its end
--- would: earlier buckets of a long run are history for later ones.
-WITH calls AS (
+-- calls). Each (principal, key) is compared with ITS OWN lookback, at two scales:
+--   * burst: the busiest $window (sliding: ending at any call, so a burst straddling a bucket boundary is
+--     counted whole) against the typical level - the p-th percentile of its hourly counts over the lookback,
+--     idle hours counted as zero (a big nightly job is a few percent of the hours) - and the same hour of day:
+--     its largest count at this hour (+/- hour_tolerance) on previous days, so a scheduled job of the usual
+--     size at the usual time is normal. It fires when it beats both (times their factors) and min_events.
+--   * sustained: the calls of the last $sustained (4 h) against the same stretch of time of day on each
+--     earlier day of the lookback (the largest, +/- hour_tolerance): paced exfiltration at several times the
+--     usual level for hours is found even when no single hour is extreme. Only for pairs active on at least
+--     sustained_min_days days (a new service ramping up has no time-of-day habit yet).
+-- A pair with no history at all fires only on new_pair_min_events in one sliding $window: a fresh deployment
+-- ramps up, an attacker's new key user rarely stays small. People are not workloads: a human principal
+-- (principal_kind: IAM user, Identity Center, console) has its own, lower floors (human_*).
+-- Each bucket is judged with its own lookback [bucket - lookback, bucket - $window), as the scheduled run at its
+-- end would: earlier buckets of a long run are history for later ones (the bucket before is left out: a sliding
+-- window reaching into it must not be its own baseline). The lookback comes from the hourly rollups (`hourly`),
+-- the judged buckets from the raw events, so a run reads raw events only for its own window ($window is a
+-- whole number of hours here: rollups are hourly). A finding is reported in the bucket its peak window ends in,
+-- its alert id bucketed by where that window starts: reruns and longer runs give the same id.
+WITH calls AS (  -- the run's own buckets (and the $window before them, for sliding windows), from raw events
     SELECT
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
@@ -19,7 +28,8 @@ WITH calls AS (
         event_name,
         source_ip,
         event_time,
-        time_bucket($window, event_time) AS bucket
+        time_bucket($window, event_time) AS bucket,
+        principal_kind(principal_type, principal_arn, session_issuer_arn, invoked_by, user_agent) = 'human' AS human
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($read_events, event_name)
@@ -27,38 +37,69 @@ WITH calls AS (
       -- reads a service makes for the caller that another detection already sees first-hand
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
       AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
-      AND event_time >= $baseline_start
+      AND event_time >= time_bucket($window, $since) - $window
       AND event_time < $until
 ),
 
-buckets AS (
+sliding AS (  -- the pair's calls in the $window ending at each call
+    SELECT
+        *,
+        count(*) OVER w AS in_window,
+        min(event_time) OVER w AS window_first
+    FROM calls
+    WINDOW w AS (PARTITION BY principal_arn, key_arn ORDER BY event_time RANGE BETWEEN $window PRECEDING AND CURRENT ROW)
+),
+
+buckets AS (  -- per pair and judged bucket: its own calls and its busiest sliding window
     SELECT
         principal_arn,
         key_arn,
         bucket,
         count(*) AS calls,
-        min(event_time) AS first_seen,
+        min(event_time) AS first_call,
+        max(in_window) AS peak_calls,
+        arg_max(window_first, in_window) AS peak_first,
         max(event_time) AS last_seen,
+        bool_or(human) AS human,
         any_value(recipient_account_id) AS account_id,
-        any_value(aws_region) AS region,
-        list_sort(list(DISTINCT event_name)) AS event_names,
-        list_sort(list(DISTINCT source_ip))[:$max_listed] AS source_ips
-    FROM calls
+        any_value(aws_region) AS region
+    FROM sliding
+    WHERE event_time >= time_bucket($window, $since)
     GROUP BY principal_arn, key_arn, bucket
 ),
 
-judged AS (  -- buckets of the run over the lowest floor (usually few): only these are compared with a lookback
+judged AS (  -- buckets over the lowest floor of any scale (usually few): only these are compared with a lookback
     SELECT *
     FROM buckets
-    WHERE bucket >= time_bucket($window, $since)
-      AND calls >= least($min_events, $new_pair_min_events)
+    WHERE peak_calls >= least($min_events, $new_pair_min_events, $human_min_events, $human_new_pair_min_events)
+       OR calls * epoch($sustained) / epoch($window) >= $sustained_min_events
 ),
 
-history AS (  -- each judged bucket's own lookback: the pair's buckets in [bucket - lookback, bucket)
+past_buckets AS (  -- the lookback side, from the hourly rollups (same filters): the judged pairs' calls per bucket
+    SELECT
+        caller_arn AS principal_arn,
+        kms_key AS key_arn,
+        time_bucket($window, hour) AS bucket,
+        sum(events)::BIGINT AS calls,
+        min(first_seen) AS first_seen
+    FROM hourly
+    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM judged) AS j
+        ON j.principal_arn = hourly.caller_arn AND j.key_arn = hourly.kms_key
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($read_events, event_name)
+      AND error_code IS NULL
+      AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
+      -- the lookback, and the sustained stretch of its first day (the engine reads a day before the lookback)
+      AND hour >= time_bucket($window, $since) - $lookback - $sustained - to_hours($hour_tolerance)
+      AND hour < $until
+    GROUP BY ALL
+),
+
+history AS (  -- each judged bucket's own lookback: the pair's buckets in [bucket - lookback, bucket - $window)
     SELECT j.principal_arn, j.key_arn, j.bucket, h.bucket AS past_bucket, h.calls
     FROM judged AS j
-    JOIN buckets AS h USING (principal_arn, key_arn)
-    WHERE h.bucket < j.bucket
+    JOIN past_buckets AS h USING (principal_arn, key_arn)
+    WHERE h.bucket < j.bucket - $window
       AND h.bucket >= j.bucket - $lookback
 ),
 
@@ -68,7 +109,7 @@ history_ranked AS (  -- rank of each past bucket from the busiest down, per pair
         row_number() OVER lookback AS rank_from_top,
         count(*) OVER lookback AS active_buckets,
         -- every bucket since the pair first appeared in the lookback, idle ones included
-        (epoch(bucket) - epoch(min(past_bucket) OVER lookback)) // epoch($window) AS total_buckets
+        (epoch(bucket - $window) - epoch(min(past_bucket) OVER lookback)) // epoch($window) AS total_buckets
     FROM history
     WINDOW lookback AS (PARTITION BY principal_arn, key_arn, bucket ORDER BY calls DESC
                         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
@@ -80,6 +121,7 @@ typical AS (  -- discrete percentile over all buckets: the k-th busiest with k =
         key_arn,
         bucket,
         any_value(active_buckets) AS active_buckets,
+        count(DISTINCT past_bucket::DATE) AS active_days,
         coalesce(max(calls) FILTER (WHERE rank_from_top = ceil((1 - $baseline_quantile) * total_buckets)), 0)
             AS typical_calls
     FROM history_ranked
@@ -93,39 +135,111 @@ same_hour AS (  -- the busiest past bucket at this hour of day (circular distanc
     GROUP BY principal_arn, key_arn, bucket
 ),
 
+recent_stretch AS (  -- the sustained stretch ending with each judged bucket: its calls and where they start
+    SELECT
+        j.principal_arn,
+        j.key_arn,
+        j.bucket,
+        (j.calls + coalesce(sum(h.calls), 0))::BIGINT AS stretch_calls,
+        least(min(h.first_seen), any_value(j.first_call)) AS stretch_first
+    FROM judged AS j
+    LEFT JOIN past_buckets AS h
+        ON h.principal_arn = j.principal_arn
+        AND h.key_arn = j.key_arn
+        AND h.bucket < j.bucket
+        AND h.bucket > j.bucket - $sustained
+    GROUP BY j.principal_arn, j.key_arn, j.bucket, j.calls
+),
+
+earlier_stretches AS (  -- the same stretch on each earlier day of the lookback, shifted up to hour_tolerance
+    SELECT j.principal_arn, j.key_arn, j.bucket, d.day_back, o.shift, sum(h.calls)::BIGINT AS calls
+    FROM judged AS j
+    CROSS JOIN range(1, epoch($lookback)::BIGINT // 86400 + 1) AS d(day_back)
+    CROSS JOIN range(-$hour_tolerance, $hour_tolerance + 1) AS o(shift)
+    JOIN past_buckets AS h
+        ON h.principal_arn = j.principal_arn
+        AND h.key_arn = j.key_arn
+        AND h.bucket <= j.bucket - to_days(d.day_back) + to_hours(o.shift)
+        AND h.bucket > j.bucket - to_days(d.day_back) + to_hours(o.shift) - $sustained
+    GROUP BY ALL
+),
+
+sustained AS (
+    SELECT
+        r.principal_arn,
+        r.key_arn,
+        r.bucket,
+        r.stretch_calls,
+        r.stretch_first,
+        coalesce(max(e.calls), 0) AS stretch_expected
+    FROM recent_stretch AS r
+    LEFT JOIN earlier_stretches AS e USING (principal_arn, key_arn, bucket)
+    GROUP BY ALL
+),
+
 scored AS (
     SELECT
         j.*,
         coalesce(t.active_buckets, 0) AS active_buckets,
         coalesce(t.typical_calls, 0) AS typical_calls,
-        coalesce(s.same_hour_max, 0) AS same_hour_max
+        coalesce(s.same_hour_max, 0) AS same_hour_max,
+        u.stretch_calls,
+        u.stretch_first,
+        u.stretch_expected,
+        coalesce(t.active_days, 0) AS active_days,
+        CASE WHEN j.human THEN $human_min_events ELSE $min_events END AS floor_events,
+        CASE WHEN j.human THEN $human_new_pair_min_events ELSE $new_pair_min_events END AS floor_new_pair
     FROM judged AS j
     LEFT JOIN typical AS t USING (principal_arn, key_arn, bucket)
     LEFT JOIN same_hour AS s USING (principal_arn, key_arn, bucket)
+    LEFT JOIN sustained AS u USING (principal_arn, key_arn, bucket)
+),
+
+classified AS (
+    SELECT
+        *,
+        CASE
+            -- "no history" only means something once the lake holds a full lookback (else: warming up, quiet)
+            WHEN active_buckets = 0
+                THEN peak_calls >= floor_new_pair AND $history_start <= bucket - $lookback
+            ELSE peak_calls >= floor_events
+                AND peak_calls > $spike_factor * typical_calls
+                AND peak_calls > $same_hour_factor * same_hour_max
+        END AS is_burst,
+        active_buckets > 0
+            AND active_days >= $sustained_min_days
+            AND stretch_calls >= $sustained_min_events
+            AND stretch_calls > $sustained_factor * stretch_expected AS is_sustained
+    FROM scored
 )
 
 SELECT
-    principal_arn,
-    key_arn AS resource_arn,
-    account_id,
-    region,
-    first_seen,
-    last_seen,
-    calls AS event_count,
-    bucket AS bucket_start,
-    active_buckets AS baseline_active_buckets,
-    typical_calls AS baseline_typical,
-    same_hour_max AS baseline_same_hour_max,
-    round(calls / greatest(typical_calls, same_hour_max, 1), 1) AS ratio_to_baseline,
-    event_names,
-    source_ips
-FROM scored
--- "no history" only means something once the lake holds a full lookback (else: warming up, stay quiet)
-WHERE (active_buckets = 0 AND calls >= $new_pair_min_events AND $history_start <= bucket - $lookback)
-   OR (
-       active_buckets > 0
-       AND calls >= $min_events
-       AND calls > $spike_factor * typical_calls
-       AND calls > $same_hour_factor * same_hour_max
-   )
+    c.principal_arn,
+    c.key_arn AS resource_arn,
+    c.account_id,
+    c.region,
+    CASE WHEN c.is_burst THEN 'burst' ELSE 'sustained' END AS scale,
+    CASE WHEN c.human THEN 'human' ELSE 'workload' END AS principal_kind,
+    CASE WHEN c.is_burst THEN c.peak_first ELSE c.stretch_first END AS first_seen,
+    c.last_seen,
+    CASE WHEN c.is_burst THEN c.peak_calls ELSE c.stretch_calls END AS event_count,
+    c.bucket AS bucket_start,
+    c.calls AS bucket_calls,
+    c.active_buckets AS baseline_active_buckets,
+    c.typical_calls AS baseline_typical,
+    c.same_hour_max AS baseline_same_hour_max,
+    round(c.peak_calls / greatest(c.typical_calls, c.same_hour_max, 1), 1) AS ratio_to_baseline,
+    c.stretch_calls AS sustained_calls,
+    c.stretch_expected AS sustained_expected,
+    list_sort(list(DISTINCT r.event_name)) AS event_names,
+    list_sort(list(DISTINCT r.source_ip))[:$max_listed] AS source_ips
+FROM classified AS c
+JOIN calls AS r
+    ON r.principal_arn = c.principal_arn
+    AND r.key_arn = c.key_arn
+    -- the calls a run ending with this bucket reads (the stretch's earlier hours are counted, not listed)
+    AND r.event_time >= greatest(CASE WHEN c.is_burst THEN c.peak_first ELSE c.stretch_first END, c.bucket - $window)
+    AND r.event_time <= c.last_seen
+WHERE c.is_burst OR c.is_sustained
+GROUP BY ALL
 ORDER BY first_seen

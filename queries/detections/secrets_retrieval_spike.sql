@@ -5,7 +5,8 @@
 -- of day (+/- `hour_tolerance` hours, so a nightly job that starts a little late is still "usual").
 -- A (principal, secret) pair with no history at all fires only on a large volume.
 -- Each $window bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at
--- its end would: earlier buckets of a long run are history for later ones.
+-- its end would: earlier buckets of a long run are history for later ones. The lookback comes from the hourly
+-- rollups (`hourly`, one row per secret a call names), the judged buckets from the raw events.
 -- BatchGetSecretValue counts once for every secret it names; a filter-based batch names none and is left
 -- to secrets_enumeration.
 WITH secret_reads AS (
@@ -24,7 +25,7 @@ WITH secret_reads AS (
       AND list_contains($read_events, r.event_name)
       AND r.error_code IS NULL
       AND caller_arn(r.principal_arn, r.session_issuer_arn) IS NOT NULL
-      AND r.event_time >= $baseline_start
+      AND r.event_time >= time_bucket($window, $since)
       AND r.event_time < $until
 ),
 
@@ -50,10 +51,27 @@ judged AS (  -- buckets of the run over the volume floor (usually few): only the
     SELECT * FROM bucketed WHERE last_seen >= $since AND reads >= $min_reads
 ),
 
+past_buckets AS (  -- the lookback side, from the hourly rollups (same filters): the judged pairs' reads per bucket
+    SELECT
+        caller_arn AS principal_arn,
+        secret_name(secret_id) AS secret_name,
+        time_bucket($window, timezone('UTC', hour)) AS bucket,
+        sum(events)::BIGINT AS reads
+    FROM hourly
+    SEMI JOIN (SELECT DISTINCT principal_arn, secret_name FROM judged) AS j
+        ON j.principal_arn = hourly.caller_arn AND j.secret_name = secret_name(hourly.secret_id)
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($read_events, event_name)
+      AND error_code IS NULL
+      AND hour >= time_bucket($window, $since) - $lookback
+      AND hour < $until
+    GROUP BY ALL
+),
+
 history AS (  -- each judged bucket's own lookback: the pair's buckets in [bucket - lookback, bucket)
     SELECT j.principal_arn, j.secret_name, j.bucket, h.bucket AS past_bucket, h.reads
     FROM judged AS j
-    JOIN bucketed AS h USING (principal_arn, secret_name)
+    JOIN past_buckets AS h USING (principal_arn, secret_name)
     WHERE h.bucket < j.bucket
       AND h.bucket >= j.bucket - $lookback
 ),

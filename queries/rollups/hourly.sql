@@ -9,8 +9,12 @@ WITH events AS (
             'recipient_account_id': recipient_account_id,
             'aws_region': aws_region,
             'caller_arn': caller_arn(principal_arn, session_issuer_arn),
+            'caller_account_id': principal_account_id,
+            'principal_type': principal_type,
+            'invoked_by': invoked_by,
             'kms_key': coalesce(key_arn, key_id),
-            'secret_id': secret_id,
+            'secret_id': secret,
+            'context_keys': list_sort(map_keys(encryption_context)),
             'event_source': event_source,
             'event_name': event_name,
             'error_code': error_code
@@ -18,7 +22,8 @@ WITH events AS (
         event_time,
         source_ip,
         encryption_context
-    FROM committed_events
+    -- one row per secret the call names (BatchGetSecretValue names many): a secret's reads count every batch
+    FROM committed_events, unnest(coalesce(nullif(secret_ids, []), [secret_id])) AS named(secret)
 ),
 
 groups AS (

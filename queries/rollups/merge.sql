@@ -9,8 +9,12 @@ WITH rollups AS (
             'recipient_account_id': recipient_account_id,
             'aws_region': aws_region,
             'caller_arn': caller_arn,
+            'caller_account_id': caller_account_id,
+            'principal_type': principal_type,
+            'invoked_by': invoked_by,
             'kms_key': kms_key,
             'secret_id': secret_id,
+            'context_keys': context_keys,
             'event_source': event_source,
             'event_name': event_name,
             'error_code': error_code
