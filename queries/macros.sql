@@ -16,3 +16,28 @@ CREATE MACRO caller_arn(principal_arn, session_issuer_arn) AS CASE
 -- the account (AWSAccount / AWSService identities carry no ARN)
 CREATE MACRO actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS
     coalesce(caller_arn(principal_arn, session_issuer_arn), invoked_by, principal_account_id);
+
+-- What kind of principal made a call, from the event alone ('human' | 'workload' | 'service'), so thresholds
+-- can tell a person doing hundreds of decrypts (rare) from a service role doing thousands (normal). First rule
+-- that matches wins:
+--   service   userIdentity type AWSService; no identity type at all (service events, a scheduled key deletion);
+--             any call AWS made for the caller (invokedBy set: '<svc>.amazonaws.com' for Secrets Manager
+--             decrypting for GetSecretValue, EBS, S3 SSE-KMS, forward-access sessions; 'AWS Internal', which
+--             real trails show on hundreds of an IAM user's Decrypts from sourceIPAddress 'AWS Internal'); a
+--             service-linked role (:role/aws-service-role/...)
+--   human     IAM users, root, federated / SAML / Identity Center users; an Identity Center session
+--             (AWSReservedSSO_ permission-set roles); a console session (a browser's or the console's user
+--             agent); an assumed-role session named by an e-mail address (SAML federation names the session after the person)
+--   workload  everything else: assumed roles of EC2 / ECS / Lambda / CI, web-identity (IRSA) sessions, and
+--             another account's caller seen only as AWSAccount (the key owner's trail cannot see who it is)
+CREATE MACRO principal_kind(principal_type, principal_arn, session_issuer_arn, invoked_by, user_agent) AS CASE
+    WHEN principal_type = 'AWSService' OR principal_type IS NULL
+        OR invoked_by IS NOT NULL
+        OR session_issuer_arn LIKE '%:role/aws-service-role/%' THEN 'service'
+    WHEN principal_type IN ('IAMUser', 'Root', 'FederatedUser', 'SAMLUser', 'IdentityCenterUser')
+        OR session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%'
+        OR principal_arn LIKE '%:assumed-role/AWSReservedSSO\_%' ESCAPE '\'
+        OR user_agent LIKE 'Mozilla/%' OR user_agent LIKE '%console.amazonaws.com%'
+        OR user_agent LIKE '%signin.amazonaws.com%'
+        OR (principal_type = 'AssumedRole' AND regexp_matches(principal_arn, '/[^/@]+@[^/@]+\.[^/@]+$')) THEN 'human'
+    ELSE 'workload' END;
