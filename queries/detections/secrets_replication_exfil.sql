@@ -1,0 +1,141 @@
+-- Why: replicating a secret copies its value into another region, where it can be read under that region's
+-- access paths (a forgotten VPC endpoint, weaker SCPs, nobody watching): a quiet way to carry production secrets
+-- off (T1537 / T1555.006). ReplicateSecretToRegions to a region where the whole trail shows no activity in the
+-- lookback (no account of the org works there) is news; reads of that replica in that region afterwards make it
+-- an exfiltration in progress. Replicating to a region the org already works in (disaster recovery, terraform
+-- adding a replica next to the services that use it) stays quiet. RemoveRegionsFromReplication and
+-- StopReplicationToReplica (a replica cut loose as a standalone copy, or the trace of a replica removed) are
+-- reported at a lower severity. The replica regions come from requestParameters.addReplicaRegions[].region
+-- (removeReplicaRegions[] for a removal; StopReplicationToReplica is called in the replica's own region).
+-- A bucket b is judged exactly as a run at its end would: a replica of secret S in region R is suspicious when
+-- it was created in [b - $lookback, end of b) and no event at all was recorded in R between b - $lookback and
+-- its creation; the bucket's replication calls and reads of S in R are one finding per (secret, region, b).
+WITH replica_calls AS (  -- every (secret, replica region) a replication call created
+    SELECT
+        event_time,
+        secret_name(coalesce(json_extract_string(response_elements, '$.aRN'), secret_id)) AS secret,
+        coalesce(json_extract_string(response_elements, '$.aRN'), secret_id) AS secret_ref,
+        unnest(json_extract_string(request_parameters, '$.addReplicaRegions[*].region')) AS region,
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
+        recipient_account_id
+    FROM events
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($replicate_events, event_name)
+      AND error_code IS NULL
+      AND event_time >= $baseline_start
+      AND event_time < $until
+),
+
+region_activity AS (  -- anything recorded in a replica region (the org working there), by bucket
+    SELECT aws_region AS region, time_bucket($window, event_time) AS bucket, min(event_time) AS first_event
+    FROM events
+    WHERE aws_region IN (SELECT region FROM replica_calls)
+      AND event_time >= $baseline_start
+      AND event_time < $until
+    GROUP BY ALL
+),
+
+activity AS (  -- what the judged buckets hold: the replications, reads in replica regions, removals
+    SELECT
+        event_time,
+        'replicated' AS action,
+        secret,
+        secret_ref,
+        region,
+        principal_arn,
+        recipient_account_id
+    FROM replica_calls
+    WHERE event_time >= $since
+    UNION ALL
+    SELECT
+        e.event_time,
+        'read' AS action,
+        secret_name(s.ref) AS secret,
+        NULL AS secret_ref,
+        e.aws_region AS region,
+        actor(e.principal_arn, e.session_issuer_arn, e.invoked_by, e.principal_account_id) AS principal_arn,
+        e.recipient_account_id
+    FROM events AS e, unnest(e.secret_ids) AS s(ref)
+    WHERE e.event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($read_events, e.event_name)
+      AND e.error_code IS NULL
+      AND e.aws_region IN (SELECT region FROM replica_calls)
+      AND e.event_time >= $since
+      AND e.event_time < $until
+    UNION ALL
+    SELECT
+        e.event_time,
+        'removed' AS action,
+        secret_name(e.secret_id) AS secret,
+        e.secret_id AS secret_ref,
+        r.region,
+        actor(e.principal_arn, e.session_issuer_arn, e.invoked_by, e.principal_account_id) AS principal_arn,
+        e.recipient_account_id
+    FROM events AS e,
+        -- RemoveRegionsFromReplication names the regions; StopReplicationToReplica runs in the replica's region
+        unnest(CASE WHEN json_type(e.request_parameters, '$.removeReplicaRegions') = 'ARRAY'
+            THEN json_extract_string(e.request_parameters, '$.removeReplicaRegions[*]')
+            ELSE [e.aws_region] END) AS r(region)
+    WHERE e.event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($unreplicate_events, e.event_name)
+      AND e.error_code IS NULL
+      AND e.event_time >= $since
+      AND e.event_time < $until
+),
+
+judged AS (
+    SELECT *, time_bucket($window, event_time) AS bucket FROM activity
+),
+
+suspicious_replicas AS (  -- per judged bucket: replicas created into a region silent since b - lookback
+    SELECT DISTINCT j.secret, j.region, j.bucket, r.secret_ref
+    FROM (SELECT DISTINCT secret, region, bucket FROM judged) AS j
+    JOIN replica_calls AS r
+        ON r.secret = j.secret
+        AND r.region = j.region
+        AND r.event_time >= j.bucket - $lookback
+        AND r.event_time < j.bucket + $window
+    WHERE $history_start <= j.bucket - $lookback
+      AND NOT EXISTS (
+          SELECT 1 FROM region_activity AS a
+          WHERE a.region = r.region
+            AND a.bucket >= j.bucket - $lookback
+            AND a.first_event < r.event_time
+      )
+),
+
+findings AS (
+    SELECT
+        j.*,
+        s.secret_ref AS replica_of,
+        s.secret IS NOT NULL AS suspicious
+    FROM judged AS j
+    LEFT JOIN (SELECT secret, region, bucket, any_value(secret_ref) AS secret_ref FROM suspicious_replicas GROUP BY ALL) AS s
+        USING (secret, region, bucket)
+    WHERE j.action = 'removed' OR s.secret IS NOT NULL
+)
+
+SELECT
+    coalesce(
+        any_value(principal_arn) FILTER (WHERE action = 'replicated'),
+        CASE WHEN count(DISTINCT principal_arn) = 1 THEN any_value(principal_arn) END,
+        any_value(recipient_account_id)
+    ) AS principal_arn,
+    coalesce(any_value(replica_of), any_value(secret_ref)) AS resource_arn,
+    secret,
+    any_value(recipient_account_id) AS account_id,
+    region,
+    CASE
+        WHEN count(*) FILTER (WHERE action = 'read') > 0 THEN 'critical'
+        WHEN count(*) FILTER (WHERE action = 'replicated') > 0 THEN 'high'
+        ELSE 'low'
+    END AS severity,
+    list_sort(list(DISTINCT action)) AS actions,
+    count(*) FILTER (WHERE action = 'read') AS reads_in_region,
+    list_sort(list(DISTINCT principal_arn) FILTER (WHERE action = 'read'))[:$max_listed] AS readers,
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen,
+    count(*) AS event_count
+FROM findings
+GROUP BY secret, region, bucket
+ORDER BY first_seen
