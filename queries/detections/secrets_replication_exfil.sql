@@ -10,12 +10,14 @@
 -- A bucket b is judged exactly as a run at its end would: a replica of secret S in region R is suspicious when
 -- it was created in [b - $lookback, end of b) and no event at all was recorded in R between b - $lookback and
 -- its creation; the bucket's replication calls and reads of S in R are one finding per (secret, region, b).
-WITH replica_calls AS (  -- every (secret, replica region) a replication call created
+WITH replication_calls AS (
     SELECT
         event_time,
-        secret_name(coalesce(json_extract_string(response_elements, '$.aRN'), secret_id)) AS secret,
-        coalesce(json_extract_string(response_elements, '$.aRN'), secret_id) AS secret_ref,
-        unnest(json_extract_string(request_parameters, '$.addReplicaRegions[*].region')) AS region,
+        -- the secret's ARN as the response spells it (ReplicateSecretToRegions: aRN; CreateSecret: arn), else the
+        -- reference of the request (CreateSecret names a new secret only by its name)
+        coalesce(json_extract_string(response_elements, '$.aRN'), json_extract_string(response_elements, '$.arn'),
+                 secret_id, json_extract_string(request_parameters, '$.name')) AS secret_ref,
+        json_extract_string(request_parameters, '$.addReplicaRegions[*].region') AS regions,
         actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
         recipient_account_id
     FROM events
@@ -24,6 +26,12 @@ WITH replica_calls AS (  -- every (secret, replica region) a replication call cr
       AND error_code IS NULL
       AND event_time >= $baseline_start
       AND event_time < $until
+),
+
+replica_calls AS (  -- every (secret, replica region) a replication call created
+    SELECT c.event_time, secret_name(c.secret_ref) AS secret, c.secret_ref, r.region, c.principal_arn,
+           c.recipient_account_id
+    FROM replication_calls AS c, unnest(c.regions) AS r(region)
 ),
 
 region_activity AS (  -- anything recorded in a replica region (the org working there), by bucket
