@@ -11,51 +11,62 @@
 -- The first two always page. Data keys under a partner's key that our account has used on at least
 -- $established_min_days days of the lookback are an established integration and stay quiet. One finding per
 -- (who, foreign key) and $window bucket, judged against the bucket's own lookback.
-WITH calls AS (
-    SELECT
-        event_time,
-        time_bucket($window, event_time) AS bucket,
-        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
-        principal_account_id AS caller_account,
-        recipient_account_id,
-        aws_region,
-        event_name,
-        CASE
-            WHEN list_contains($reencrypt_events, event_name) THEN 're_encrypt'
-            WHEN list_contains($secret_key_events, event_name) THEN 'secret_key'
-            ELSE 'data_key'
-        END AS how,
-        key_arn,
-        -- CreateSecret names its secret only in requestParameters.name / responseElements.arn
-        coalesce(secret_id, json_extract_string(response_elements, '$.arn'),
-                 json_extract_string(request_parameters, '$.name')) AS secret_id,
-        CASE
-            WHEN list_contains($reencrypt_events, event_name)
-                THEN [json_extract_string(request_parameters, '$.destinationKeyId')]
-            WHEN list_contains($secret_key_events, event_name)
-                THEN list_concat(
-                    [json_extract_string(request_parameters, '$.kmsKeyId')],
-                    coalesce(json_extract_string(request_parameters, '$.addReplicaRegions[*].kmsKeyId'), [])
-                )
-            ELSE [key_arn]
-        END AS target_keys
+WITH calls AS (  -- the three shapes, each cut down by its cheap filters before any JSON is read
+    SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
+           aws_region, event_name, 're_encrypt' AS how, key_arn, NULL AS secret_id,
+           [json_extract_string(request_parameters, '$.destinationKeyId')] AS target_keys
     FROM events
-    WHERE (
-            (event_source = 'kms.amazonaws.com'
-                AND (list_contains($reencrypt_events, event_name) OR list_contains($use_events, event_name)))
-            OR (event_source = 'secretsmanager.amazonaws.com' AND list_contains($secret_key_events, event_name))
-        )
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($reencrypt_events, event_name)
       AND error_code IS NULL
-      AND event_time >= $baseline_start
+      AND event_time >= $since
+      AND event_time < $until
+    UNION ALL
+    SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
+           aws_region, event_name, 'secret_key' AS how, key_arn,
+           -- CreateSecret names its secret only in requestParameters.name / responseElements.arn
+           coalesce(secret_id, json_extract_string(response_elements, '$.arn'),
+                    json_extract_string(request_parameters, '$.name')) AS secret_id,
+           list_concat(
+               [json_extract_string(request_parameters, '$.kmsKeyId')],
+               coalesce(json_extract_string(request_parameters, '$.addReplicaRegions[*].kmsKeyId'), [])
+           ) AS target_keys
+    FROM events
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($secret_key_events, event_name)
+      AND error_code IS NULL
+      AND event_time >= $since
+      AND event_time < $until
+    UNION ALL
+    SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
+           aws_region, event_name, 'data_key' AS how, key_arn, NULL AS secret_id, [key_arn] AS target_keys
+    FROM events
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($use_events, event_name)
+      AND error_code IS NULL
+      AND NOT list_contains($trusted_accounts, split_part(key_arn, ':', 5))
+      AND event_time >= $baseline_start  -- the lookback says which foreign keys are established
       AND event_time < $until
 ),
 
 foreign_uses AS (  -- each call with a foreign target key, made by one of our accounts
-    SELECT c.* EXCLUDE (target_keys), t.target_key AS foreign_key, split_part(t.target_key, ':', 5) AS key_account
+    SELECT
+        c.event_time,
+        time_bucket($window, c.event_time) AS bucket,
+        actor(c.principal_arn, c.session_issuer_arn, c.invoked_by, c.principal_account_id) AS principal_arn,
+        c.principal_account_id AS caller_account,
+        c.recipient_account_id,
+        c.aws_region,
+        c.event_name,
+        c.how,
+        c.key_arn,
+        c.secret_id,
+        t.target_key AS foreign_key,
+        split_part(t.target_key, ':', 5) AS key_account
     FROM calls AS c, unnest(c.target_keys) AS t(target_key)
     WHERE t.target_key LIKE 'arn:%:kms:%'
       AND NOT list_contains($trusted_accounts, split_part(t.target_key, ':', 5))
-      AND list_contains($trusted_accounts, c.caller_account)
+      AND list_contains($trusted_accounts, c.principal_account_id)
 ),
 
 established AS (  -- data-key pairs (our account, foreign key) used on enough days of each judged bucket's lookback

@@ -43,52 +43,56 @@ region_activity AS (  -- anything recorded in a replica region (the org working 
     GROUP BY ALL
 ),
 
+replica_region_reads AS (  -- reads of any secret in a region some replication wrote to (filtered, not unnested)
+    SELECT event_time, secret_ids, aws_region, principal_arn, session_issuer_arn, invoked_by, principal_account_id,
+           recipient_account_id
+    FROM events
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($read_events, event_name)
+      AND error_code IS NULL
+      AND aws_region IN (SELECT region FROM replica_calls)
+      AND event_time >= $since
+      AND event_time < $until
+),
+
+unreplications AS (  -- RemoveRegionsFromReplication names the regions; StopReplicationToReplica runs in the replica's
+    SELECT event_time, secret_id, principal_arn, session_issuer_arn, invoked_by, principal_account_id,
+           recipient_account_id,
+           CASE WHEN json_type(request_parameters, '$.removeReplicaRegions') = 'ARRAY'
+               THEN json_extract_string(request_parameters, '$.removeReplicaRegions[*]')
+               ELSE [aws_region] END AS regions
+    FROM events
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($unreplicate_events, event_name)
+      AND error_code IS NULL
+      AND event_time >= $since
+      AND event_time < $until
+),
+
 activity AS (  -- what the judged buckets hold: the replications, reads in replica regions, removals
-    SELECT
-        event_time,
-        'replicated' AS action,
-        secret,
-        secret_ref,
-        region,
-        principal_arn,
-        recipient_account_id
+    SELECT event_time, 'replicated' AS action, secret, secret_ref, region, principal_arn, recipient_account_id
     FROM replica_calls
     WHERE event_time >= $since
     UNION ALL
     SELECT
-        e.event_time,
+        r.event_time,
         'read' AS action,
         secret_name(s.ref) AS secret,
         NULL AS secret_ref,
-        e.aws_region AS region,
-        actor(e.principal_arn, e.session_issuer_arn, e.invoked_by, e.principal_account_id) AS principal_arn,
-        e.recipient_account_id
-    FROM events AS e, unnest(e.secret_ids) AS s(ref)
-    WHERE e.event_source = 'secretsmanager.amazonaws.com'
-      AND list_contains($read_events, e.event_name)
-      AND e.error_code IS NULL
-      AND e.aws_region IN (SELECT region FROM replica_calls)
-      AND e.event_time >= $since
-      AND e.event_time < $until
+        r.aws_region AS region,
+        actor(r.principal_arn, r.session_issuer_arn, r.invoked_by, r.principal_account_id) AS principal_arn,
+        r.recipient_account_id
+    FROM replica_region_reads AS r, unnest(r.secret_ids) AS s(ref)
     UNION ALL
     SELECT
-        e.event_time,
+        u.event_time,
         'removed' AS action,
-        secret_name(e.secret_id) AS secret,
-        e.secret_id AS secret_ref,
-        r.region,
-        actor(e.principal_arn, e.session_issuer_arn, e.invoked_by, e.principal_account_id) AS principal_arn,
-        e.recipient_account_id
-    FROM events AS e,
-        -- RemoveRegionsFromReplication names the regions; StopReplicationToReplica runs in the replica's region
-        unnest(CASE WHEN json_type(e.request_parameters, '$.removeReplicaRegions') = 'ARRAY'
-            THEN json_extract_string(e.request_parameters, '$.removeReplicaRegions[*]')
-            ELSE [e.aws_region] END) AS r(region)
-    WHERE e.event_source = 'secretsmanager.amazonaws.com'
-      AND list_contains($unreplicate_events, e.event_name)
-      AND e.error_code IS NULL
-      AND e.event_time >= $since
-      AND e.event_time < $until
+        secret_name(u.secret_id) AS secret,
+        u.secret_id AS secret_ref,
+        g.region,
+        actor(u.principal_arn, u.session_issuer_arn, u.invoked_by, u.principal_account_id) AS principal_arn,
+        u.recipient_account_id
+    FROM unreplications AS u, unnest(u.regions) AS g(region)
 ),
 
 judged AS (
