@@ -131,6 +131,7 @@ class Judged:
     """One seed's trail, what the incident day's run found, and the figures the note reports."""
 
     result: SimulationResult
+    lake: Path
     alerts: list[Alert]
     seconds: dict[str, float]
 
@@ -172,7 +173,7 @@ def _judge(seed: int, root: Path) -> Judged:
     day = dt.datetime.combine(SIM_START + dt.timedelta(days=SIM_DAYS - 1), dt.time(), UTC)
     alerts = sorted(run_detections(lake, day, day + DAY), key=lambda a: (a.first_seen, a.detection_id))
     seconds = {"simulate": simulated - began, "ingest": ingested - simulated, "detect": time.perf_counter() - ingested}
-    return Judged(result, alerts, seconds)
+    return Judged(result, lake, alerts, seconds)
 
 
 # One xdist group per seed: a seed's tests share one worker (and its trail); seeds spread over the workers.
@@ -240,6 +241,19 @@ def test_lookalikes_stay_quiet(seed_run: Judged) -> None:
         assert not hits, (
             f"seed {result.seed}: look-alike {benign.name} ({benign.description}) fired:\n{_describe(hits)}"
         )
+
+
+def test_the_partner_pages_on_its_first_day_named_by_its_account(seed_run: Judged) -> None:
+    """The partner outside the organization is quiet once established (above), but its first day is a new
+    (caller account, key) pair: one page, naming the caller by its account (an AWSAccount identity has no ARN)."""
+    partner = next(b for b in seed_run.result.benign if b.name == "partner_daily")
+    first_day = dt.datetime.combine(SIM_START, dt.time(), UTC)
+    alerts = run_detections(seed_run.lake, first_day, first_day + DAY, detection_ids=["kms_cross_account_use"])
+    mine = [a for a in alerts if a.context.get("caller_account") == partner.account_id]
+    assert [(a.principal_arn, a.resource_arn, a.severity) for a in mine] == [
+        (partner.account_id, partner.resource_arn, "high")
+    ], _describe(alerts)
+    assert mine[0].context["first_use_in_lookback"] is True
 
 
 # --- 2. the real corpus ---------------------------------------------------------------------------------------
