@@ -43,7 +43,9 @@ Columns (CloudTrail names in snake_case plus promoted fields):
                           reads several
     encryption_context    requestParameters.encryptionContext (ReEncrypt: sourceEncryptionContext) as
                           MAP<VARCHAR, VARCHAR>; null when the call had none
-    request_parameters    verbatim JSON text of requestParameters (null when CloudTrail wrote null)
+    request_parameters    verbatim JSON text of requestParameters (null when CloudTrail wrote null); detections read
+                          rare calls' fields from it (ReEncrypt destinationKeyId, a secret's kmsKeyId,
+                          addReplicaRegions[] / removeReplicaRegions[]) rather than promoting columns for them
     response_elements     verbatim JSON text of responseElements
     additional_event_data verbatim JSON text of additionalEventData
     service_event_details verbatim JSON text of serviceEventDetails

@@ -24,7 +24,8 @@ CREATE MACRO actor(principal_arn, session_issuer_arn, invoked_by, principal_acco
 --             any call AWS made for the caller (invokedBy set: '<svc>.amazonaws.com' for Secrets Manager
 --             decrypting for GetSecretValue, EBS, S3 SSE-KMS, forward-access sessions; 'AWS Internal', which
 --             real trails show on hundreds of an IAM user's Decrypts from sourceIPAddress 'AWS Internal'); a
---             service-linked role (:role/aws-service-role/...)
+--             service-linked role (:role/aws-service-role/...); a role AWS itself assumes (names starting 'aws:',
+--             e.g. aws:ec2-infrastructure decrypting EBS volumes)
 --   human     IAM users, root, federated / SAML / Identity Center users; an Identity Center session
 --             (AWSReservedSSO_ permission-set roles); a console session (a browser's or the console's user
 --             agent); an assumed-role session named by an e-mail address (SAML federation names the session after the person)
@@ -33,7 +34,8 @@ CREATE MACRO actor(principal_arn, session_issuer_arn, invoked_by, principal_acco
 CREATE MACRO principal_kind(principal_type, principal_arn, session_issuer_arn, invoked_by, user_agent) AS CASE
     WHEN principal_type = 'AWSService' OR principal_type IS NULL
         OR invoked_by IS NOT NULL
-        OR session_issuer_arn LIKE '%:role/aws-service-role/%' THEN 'service'
+        OR session_issuer_arn LIKE '%:role/aws-service-role/%'
+        OR principal_arn LIKE '%:assumed-role/aws:%' THEN 'service'
     WHEN principal_type IN ('IAMUser', 'Root', 'FederatedUser', 'SAMLUser', 'IdentityCenterUser')
         OR session_issuer_arn LIKE '%:role/aws-reserved/sso.amazonaws.com/%'
         OR principal_arn LIKE '%:assumed-role/AWSReservedSSO\_%' ESCAPE '\'

@@ -128,6 +128,20 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "service",
     ),
     (
+        "EC2 infrastructure decrypting an EBS volume",
+        {
+            "type": "AssumedRole",
+            "principalId": f"{ACCOUNT}:aws:ec2-infrastructure:i-81e2f56c",
+            "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/aws:ec2-infrastructure/i-81e2f56c",
+            "accountId": ACCOUNT,
+            "sessionContext": {
+                "sessionIssuer": {**_ROLE, "arn": f"arn:aws:iam::{ACCOUNT}:role/aws:ec2-infrastructure"},
+            },
+        },
+        "AWS Internal",
+        "service",
+    ),
+    (
         "a service-linked role",
         _assumed("AWSServiceRoleForRDS", "SLRManagement", "aws-service-role/rds.amazonaws.com/"),
         "rds.amazonaws.com",

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from pipeline import events
 from pipeline.aws import client as make_client
 from pipeline.cli import app
-from pipeline.simulate import ALL_INCIDENTS, MANIFEST, SimulationResult, simulate
+from pipeline.simulate import DEFAULT_INCIDENTS, MANIFEST, SimulationResult, simulate
 
 # One worker builds the shared trail once (under `pytest -n 2 --dist loadgroup`).
 pytestmark = pytest.mark.xdist_group("simulate")
@@ -155,7 +155,7 @@ def test_every_record_normalizes(trail: tuple[Path, SimulationResult, dict[str, 
 def test_incidents_are_recorded_with_their_events(trail: tuple[Path, SimulationResult, dict[str, bytes]],
                                                   records: list) -> None:  # fmt: skip
     root, result, _ = trail
-    assert [i.name for i in result.incidents] == list(ALL_INCIDENTS)
+    assert [i.name for i in result.incidents] == list(DEFAULT_INCIDENTS)
     by_id = {record["eventID"]: record for _, record in records}
     assert len(by_id) == len(records)  # eventIDs are unique
     last_day = START + dt.timedelta(days=DAYS - 1)
@@ -171,7 +171,7 @@ def test_incidents_are_recorded_with_their_events(trail: tuple[Path, SimulationR
             if incident.resource_arn:
                 assert incident.resource_arn in text, (incident.name, text)
     manifest = json.loads((root / MANIFEST).read_text())
-    assert [i["name"] for i in manifest["incidents"]] == list(ALL_INCIDENTS)
+    assert [i["name"] for i in manifest["incidents"]] == list(DEFAULT_INCIDENTS)
     assert manifest["incidents"][0]["event_ids"] == result.incidents[0].event_ids
     # Look-alikes and incidents never share a principal, nor a role.
     benign = {arn for b in result.benign for arn in (b.principal_arn, b.session_issuer_arn) if arn}

@@ -18,7 +18,7 @@ from pipeline import cases, catalog
 from pipeline.alerting.alert import Alert
 from pipeline.detect import run_detections
 from pipeline.ingest import ingest
-from pipeline.simulate import simulate
+from pipeline.simulate import ALL_INCIDENTS, simulate
 from pipeline.times import bucket_start
 
 DAY = dt.timedelta(days=1)
@@ -85,9 +85,12 @@ HOUR = dt.timedelta(hours=1)
 
 @pytest.fixture(scope="module")
 def trail_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """9 days of a simulated organization trail with every injected incident (on the last day), ingested."""
+    """9 days of a simulated organization trail with every injected incident (on the last day; the evasive ones
+    too: paced over hours, straddling a clock hour, replicated away, bring-your-own-key), ingested."""
     root = tmp_path_factory.mktemp("invariance")
-    simulate(str(root / "trail"), days=SIM_DAYS, seed=11, start=SIM_START, events_per_day=2_000)
+    simulate(
+        str(root / "trail"), days=SIM_DAYS, seed=11, start=SIM_START, events_per_day=2_000, incidents=ALL_INCIDENTS
+    )
     lake = root / "lake"
     lake.mkdir()
     ingest(str(root / "trail"), lake)

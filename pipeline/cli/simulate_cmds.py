@@ -14,13 +14,21 @@ from rich.table import Table
 from pipeline import aws, safe_text
 from pipeline.cli.common import fail, make_console, parse_date
 from pipeline.settings import Settings
-from pipeline.simulate import ALL_INCIDENTS, DEFAULT_EVENTS_PER_DAY, MANIFEST, SimulationResult, simulate
+from pipeline.simulate import (
+    ALL_INCIDENTS,
+    DEFAULT_EVENTS_PER_DAY,
+    EVASIVE_INCIDENTS,
+    MANIFEST,
+    SimulationResult,
+    simulate,
+)
 
 _HELP = (
     "Write a realistic CloudTrail trail in the real S3 layout: 4 accounts (an organization trail, or one account "
     "with --single-account) x 2 regions, KMS + Secrets Manager about a third of the events, diurnal load, "
     "hourly digest files, the benign look-alikes detections must ignore, and injected incidents on the last day "
-    f"(one per hour). `{MANIFEST}` next to AWSLogs/ lists where each incident landed. The same --seed always "
+    f"(one per hour; the evasive ones, {', '.join(EVASIVE_INCIDENTS)}, pick their own hours, some across a clock "
+    f"hour). `{MANIFEST}` next to AWSLogs/ lists where each incident landed. The same --seed always "
     "gives the same bytes.\n\n"
     f"Incidents: {', '.join(ALL_INCIDENTS)}.\n\n"
     "Example: keytrail simulate --out ./trail --days 8 --seed 7 --incidents decrypt_spike,key_deletion\n\n"

@@ -7,16 +7,19 @@
 
 Modules: `identities` (the organization), `shapes` (record JSON templates), `calls` (a principal's calls),
 `schedule` (profiles, volumes), `workloads` + `lookalikes` (the baseline), `noise` (other services),
-`incidents`, `writer` (the S3 layout), `run` (orchestration).
+`incidents` (+ `attacks`: the evasive ones), `routine` (their look-alikes), `writer` (the S3 layout),
+`run` (orchestration).
 """
 
-from pipeline.simulate.incidents import ALL_INCIDENTS, INCIDENTS
+from pipeline.simulate.incidents import ALL_INCIDENTS, DEFAULT_INCIDENTS, EVASIVE_INCIDENTS, INCIDENTS
 from pipeline.simulate.results import BenignActor, InjectedIncident, SimulationResult
 from pipeline.simulate.run import DEFAULT_EVENTS_PER_DAY, MANIFEST, simulate
 
 __all__ = [
     "ALL_INCIDENTS",
     "DEFAULT_EVENTS_PER_DAY",
+    "DEFAULT_INCIDENTS",
+    "EVASIVE_INCIDENTS",
     "INCIDENTS",
     "MANIFEST",
     "BenignActor",

@@ -17,7 +17,8 @@ _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 ACCOUNT_NAMES: tuple[str, ...] = ("prod", "analytics", "shared-services", "dev")
 DEFAULT_REGIONS: tuple[str, ...] = ("us-east-1", "eu-west-1")
-EXTERNAL_ACCOUNT_LABEL = "external"
+EXTERNAL_ACCOUNT_LABEL = "external"  # the attacker's account, outside the organization
+PARTNER_ACCOUNT_LABEL = "partner"  # a long-standing partner outside the organization (not in trusted accounts)
 
 
 def digest(*labels: object) -> bytes:
@@ -70,7 +71,8 @@ class Secret:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who makes calls. `kind`: role (workload session), sso (human via IAM Identity Center), user (IAM user)."""
+    """Who makes calls. `kind`: role (workload session), sso (human via IAM Identity Center), user (IAM user),
+    slr (an AWS service's service-linked role; `user_agent` is the service, e.g. config.amazonaws.com)."""
 
     label: str
     kind: str
@@ -92,7 +94,8 @@ class Principal:
     def role_arn(self) -> str | None:
         if self.kind == "user":
             return None
-        path = "aws-reserved/sso.amazonaws.com/" if self.kind == "sso" else ""
+        paths = {"sso": "aws-reserved/sso.amazonaws.com/", "slr": f"aws-service-role/{self.user_agent}/"}
+        path = paths.get(self.kind, "")
         return f"arn:aws:iam::{self.account}:role/{path}{self.name}"
 
     @property
@@ -150,6 +153,10 @@ UA_CLI = (
     "md/pyimpl#CPython cfg/retry-mode#standard md/installer#exe md/prompt#off"
 )
 UA_CONSOLE = "AWS Internal"
+UA_TERRAFORM = (
+    "APN/1.0 HashiCorp/1.0 Terraform/1.7.5 (+https://www.terraform.io) terraform-provider-aws/5.45.0 "
+    "(+https://registry.terraform.io/providers/hashicorp/aws) aws-sdk-go-v2/1.26.1 os/linux lang/go#1.22.1"
+)
 UA_CODEBUILD = (
     "aws-cli/2.15.30 md/awscrt#0.19.19 ua/2.0 os/linux#5.10.213 md/arch#x86_64 lang/python#3.11.8 "
     "md/pyimpl#CPython exec-env/AWS_ECS_EC2 cfg/retry-mode#standard md/installer#docker md/prompt#off"
@@ -269,6 +276,16 @@ def _role(
     return Principal(label, "role", account, role, session, ua, ip, vpce, seed=seed)
 
 
+def _service_role(seed: int, label: str, account: str, role: str, session: str, service: str) -> Principal:
+    """An AWS service's service-linked role (its calls come from the service: its name as IP and user agent)."""
+    return Principal(label, "slr", account, role, session, service, service, seed=seed)
+
+
+def partner_account(seed: int) -> str:
+    """The long-standing partner's account (outside the organization, not configured as trusted)."""
+    return account_id(seed, PARTNER_ACCOUNT_LABEL)
+
+
 def build_world(
     seed: int, accounts: int | Sequence[str] = 4, regions: Sequence[str] = DEFAULT_REGIONS, org: bool = True
 ) -> World:
@@ -308,6 +325,9 @@ def _add_principals(world: World) -> None:
         ("grace", analytics, "DeveloperAccess", "grace@example.com", "198.51.100.64"),
         ("heidi", shared, "AdministratorAccess", "heidi@example.com", "198.51.100.99"),
         ("ivan", dev, "DeveloperAccess", "ivan@example.com", "198.51.100.201"),
+        # incident-only people (detections v2): their permission sets are no look-alike's
+        ("peggy", prod, "SecurityAudit", "peggy@example.com", "198.51.100.173"),
+        ("victor", prod, "DatabaseAdministrator", "victor@example.com", "198.51.100.209"),
     ]
     found: list[Principal] = [_sso(s, *person) for person in people]
     found += [
@@ -352,6 +372,16 @@ def _add_principals(world: World) -> None:
         _role(s, "dev-app", dev, "dev-app-role", "dev-app", UA_LAMBDA, "3.85.12.200"),
         _role(s, "partner-sync", world.external_account, "partner-sync", "sync-3f2a", UA_GO, "203.0.113.14"),
         Principal("svc-backup", "user", prod, "svc-backup", "", UA_CLI, "10.20.2.44", seed=s),
+        # a person's IAM user on the CLI, from an address the company never uses (detections v2)
+        Principal("erin", "user", prod, "erin.walsh", "", UA_CLI, "185.220.101.47", seed=s),
+        # routine look-alikes of detections v2
+        _role(s, "weekly-reconcile", prod, "weekly-reconcile-role", "weekly-reconcile", UA_GO, "10.20.9.77", vpce),
+        _role(s, "search-indexer", prod, "search-indexer-task", "search-indexer", UA_JAVA, "10.20.7.12", vpce),
+        _role(s, "terraform", prod, "terraform-apply", "terraform-run", UA_TERRAFORM, "52.3.88.160"),
+        _service_role(s, "config", prod, "AWSServiceRoleForConfig", "AWSConfig-Describe", "config.amazonaws.com"),
+        _service_role(
+            s, "access-analyzer", prod, "AWSServiceRoleForAccessAnalyzer", "analyzer", "access-analyzer.amazonaws.com"
+        ),
     ]
     for principal in found:
         if principal.account:  # principals of accounts this world does not have are left out

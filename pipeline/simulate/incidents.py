@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pipeline.simulate import shapes
+from pipeline.simulate import attacks, shapes
 from pipeline.simulate.calls import (
     Chunk,
     api_call,
@@ -43,8 +43,24 @@ INCIDENTS: dict[str, tuple[str, int, bool]] = {
     "context_schema_break": ("kms_context_schema_break", 16, False),
     "secrets_policy_exposure": ("secrets_policy_exposure", 17, False),
     "secrets_deletion": ("secrets_deletion", 18, False),
+    # the evasive ones (pipeline/simulate/attacks.py): they choose their own times, some across clock hours
+    "bring_your_own_key": ("kms_external_key_use", 0, False),
+    "secrets_replicated_away": ("secrets_replication_exfil", 1, False),
+    "straddling_burst": ("kms_decrypt_volume_spike", 13, False),
+    "paced_exfiltration": ("kms_decrypt_volume_spike", 19, False),
+    "straddling_context_scan": ("kms_context_scanning", 21, False),
 }
 ALL_INCIDENTS: tuple[str, ...] = tuple(INCIDENTS)
+# What `simulate` injects unless told otherwise (the demo, the benchmarks): one incident per clock hour, each
+# found by a scheduled one-hour run. The evasive ones are asked for by name (tests/test_detection_quality.py).
+EVASIVE_INCIDENTS: tuple[str, ...] = (
+    "bring_your_own_key",
+    "secrets_replicated_away",
+    "straddling_burst",
+    "paced_exfiltration",
+    "straddling_context_scan",
+)
+DEFAULT_INCIDENTS: tuple[str, ...] = tuple(name for name in INCIDENTS if name not in EVASIVE_INCIDENTS)
 
 STORM_IP = "203.0.113.201"  # the stolen access key is used from outside the company network
 
@@ -319,6 +335,11 @@ _BUILDERS: dict[str, Callable[[Chunk, _Trace, int, Budget], InjectedIncident]] =
     "context_schema_break": _context_schema_break,
     "secrets_policy_exposure": _secrets_policy_exposure,
     "secrets_deletion": _secrets_deletion,
+    "bring_your_own_key": attacks.bring_your_own_key,
+    "secrets_replicated_away": attacks.secrets_replicated_away,
+    "straddling_burst": attacks.straddling_burst,
+    "paced_exfiltration": attacks.paced_exfiltration,
+    "straddling_context_scan": attacks.straddling_context_scan,
 }
 
 

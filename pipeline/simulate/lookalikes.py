@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from pipeline.simulate import shapes
+from pipeline.simulate import routine, shapes
 from pipeline.simulate.calls import Chunk, api_call, clamp, kms_crypto, secret_read, secret_version, service_event
 from pipeline.simulate.identities import (
     DATASETS,
@@ -279,6 +279,7 @@ def benign_actors(world: World, plan: Plan) -> list[BenignActor]:
                     "RotationSucceeded every third day", ("secrets_rotation_failure",))
         for name in ROTATED_SECRETS
     ]  # fmt: skip
+    actors += routine.routine_actors(world, plan)
     if Budget(world, plan).xacct:
         actors.append(
             actor(

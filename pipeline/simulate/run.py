@@ -20,7 +20,7 @@ from pipeline.simulate import incidents as incident_mod
 from pipeline.simulate import lookalikes, noise, workloads
 from pipeline.simulate.calls import Chunk
 from pipeline.simulate.identities import ACCOUNT_NAMES, DEFAULT_REGIONS, World, build_world
-from pipeline.simulate.incidents import ALL_INCIDENTS, IncidentPlan, plan_incidents
+from pipeline.simulate.incidents import DEFAULT_INCIDENTS, IncidentPlan, plan_incidents
 from pipeline.simulate.results import InjectedIncident, SimulationResult
 from pipeline.simulate.schedule import Budget, Plan
 from pipeline.simulate.shapes import json_text
@@ -108,7 +108,7 @@ def simulate(
     days: int,
     seed: int,
     start: dt.date,
-    incidents: Sequence[str] = ALL_INCIDENTS,
+    incidents: Sequence[str] = DEFAULT_INCIDENTS,
     org: bool = True,
     accounts: int | Sequence[str] = len(ACCOUNT_NAMES),
     regions: Sequence[str] = DEFAULT_REGIONS,
@@ -121,7 +121,8 @@ def simulate(
 ) -> SimulationResult:
     """Write a realistic CloudTrail trail of `days` days from `start` to `out` (a folder or s3://bucket/prefix).
 
-    `incidents` are injected on the last day at distinct hours; the benign look-alikes are always there.
+    `incidents` are injected on the last day (the default ones at distinct hours; `EVASIVE_INCIDENTS` by name);
+    the benign look-alikes are always there.
     `org=False` writes a single-account trail (the first account, no `o-xxx/` level). `kms_only` leaves out
     the other services (for detection benchmarks). The same arguments always give the same bytes, whatever
     `workers` is. `workers > 1` uses spawned processes: call it from a console script or under

@@ -7,7 +7,7 @@ engineers browsing keys and secrets, KMS's own key rotation.
 
 from __future__ import annotations
 
-from pipeline.simulate import lookalikes, shapes
+from pipeline.simulate import lookalikes, routine, shapes
 from pipeline.simulate.calls import Chunk, api_call, kms_crypto, secret_read, service_call, service_event
 from pipeline.simulate.identities import (
     BILLING_TENANTS,
@@ -251,6 +251,7 @@ def generate(c: Chunk, plan: Plan, budget: Budget) -> None:
         if mine and region_of(world, secondary) == c.region:
             _run_stream(c, plan, label, budget.per_day(label))
     lookalikes.cross_account(c, plan, budget)
+    routine.generate(c, plan, budget)
     if c.account == world.account("prod") and c.region == world.regions[0]:
         lookalikes.nightly_batch(c, budget)
         lookalikes.deploys(c)

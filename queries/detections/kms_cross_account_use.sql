@@ -1,14 +1,20 @@
 -- Why: a key shared across accounts is only as safe as the least-guarded account it is shared with. Crypto
--- calls on our key from an account outside the trusted set mean the key policy or a grant lets strangers
--- decrypt our data (T1537 / T1550); a trusted account using the key for the first time in the lookback is a
--- new data path worth a look (a compromised sibling account pivoting, T1078.004). Cross-account calls are
--- recorded in the key owner's trail with the caller's account in userIdentity.accountId (often type
--- AWSAccount, without an ARN). AWS services acting for us are not callers. Each $window bucket is judged with
--- its own lookback (what the pair did in [bucket - lookback, bucket)), one finding per pair and bucket.
+-- calls on our key from another account are a data path out of the account (T1537 / T1550; a compromised sibling
+-- account pivoting, T1078.004). Cross-account calls are recorded in the key owner's trail with the caller's
+-- account in userIdentity.accountId (often type AWSAccount, without an ARN: the finding then names the account).
+-- AWS services acting for us are not callers. The detection learns, per (caller account, key) pair and per
+-- $window bucket, from the bucket's own lookback [bucket - lookback, bucket):
+--   new pair          the pair has no call in the lookback: high when the account is outside the trusted set,
+--                     medium for a trusted account (a new integration worth a look)
+--   established pair  calls on at least $established_min_days distinct days of the lookback: quiet (a partner's
+--                     daily job), unless the bucket's volume exceeds $baseline_factor x its largest past bucket
+--                     (and $min_events): a large volume change pages (high if untrusted, else medium)
+--   learning pair     seen on fewer days: quiet (it paged on its first use)
+-- "New" needs a lake holding a full lookback ($history_start), except for untrusted accounts: news from day one.
 WITH crypto AS (
     SELECT
         principal_account_id AS caller_account,
-        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
         principal_id,
         key_arn,
         split_part(key_arn, ':', 5) AS key_account,
@@ -29,51 +35,74 @@ WITH crypto AS (
       AND event_time < $until
 ),
 
-pair_buckets AS (  -- when each (caller account, key) pair was last used in each bucket: the baseline side
-    SELECT caller_account, key_arn, bucket, max(event_time) AS last_used
+pair_buckets AS (  -- each (caller account, key) pair's calls per bucket: the baseline side
+    SELECT caller_account, key_arn, bucket, count(*) AS calls
     FROM crypto
     GROUP BY caller_account, key_arn, bucket
 ),
 
 judged_buckets AS (
-    SELECT DISTINCT caller_account, key_arn, bucket FROM crypto WHERE event_time >= $since
+    SELECT caller_account, key_arn, bucket, calls FROM pair_buckets WHERE bucket >= $since
 ),
 
-known_pairs AS (  -- judged buckets whose pair was used in the bucket's own lookback [bucket - lookback, bucket)
-    SELECT DISTINCT j.caller_account, j.key_arn, j.bucket
+pair_history AS (  -- each judged bucket's pair in its own lookback: days used, largest bucket
+    SELECT
+        j.caller_account,
+        j.key_arn,
+        j.bucket,
+        count(DISTINCT date_trunc('day', h.bucket)) AS days_used,
+        max(h.calls) AS largest_past_bucket
     FROM judged_buckets AS j
     JOIN pair_buckets AS h USING (caller_account, key_arn)
     WHERE h.bucket < j.bucket
-      AND h.last_used >= j.bucket - $lookback
+      AND h.bucket >= j.bucket - $lookback
+    GROUP BY ALL
 ),
 
-judged AS (
+judged_pairs AS (
     SELECT
-        r.*,
-        NOT list_contains($trusted_accounts, r.caller_account) AS untrusted,
-        k.caller_account IS NULL AS new_pair
-    FROM crypto AS r
-    LEFT JOIN known_pairs AS k USING (caller_account, key_arn, bucket)
-    WHERE r.event_time >= $since
+        j.caller_account,
+        j.key_arn,
+        j.bucket,
+        NOT list_contains($trusted_accounts, j.caller_account) AS untrusted,
+        h.caller_account IS NULL AS new_pair,
+        coalesce(h.days_used, 0) AS days_used,
+        h.largest_past_bucket,
+        coalesce(h.days_used, 0) >= $established_min_days
+            AND j.calls >= $min_events
+            AND j.calls > $baseline_factor * h.largest_past_bucket AS volume_change
+    FROM judged_buckets AS j
+    LEFT JOIN pair_history AS h USING (caller_account, key_arn, bucket)
+),
+
+paging AS (
+    SELECT *
+    FROM judged_pairs
+    -- a pair is only "new" once the lake holds a full lookback; an untrusted caller is news from day one
+    WHERE (new_pair AND (untrusted OR $history_start <= bucket - $lookback)) OR volume_change
 )
 
 SELECT
-    caller_account,
-    CASE WHEN count(DISTINCT principal_arn) = 1 THEN any_value(principal_arn) END AS principal_arn,
-    key_arn AS resource_arn,
-    any_value(key_account) AS account_id,
-    any_value(aws_region) AS region,
-    CASE WHEN bool_or(untrusted) THEN 'high' END AS severity,
-    bool_or(untrusted) AS untrusted_account,
-    bool_or(new_pair) AS first_use_in_lookback,
-    min(event_time) AS first_seen,
-    max(event_time) AS last_seen,
+    r.caller_account,
+    -- the one caller when there is one, else the account (AWSAccount callers carry no ARN): never null
+    CASE WHEN count(DISTINCT r.principal_arn) = 1 THEN any_value(r.principal_arn) ELSE r.caller_account END
+        AS principal_arn,
+    r.key_arn AS resource_arn,
+    any_value(r.key_account) AS account_id,
+    any_value(r.aws_region) AS region,
+    CASE WHEN any_value(p.untrusted) THEN 'high' END AS severity,
+    any_value(p.untrusted) AS untrusted_account,
+    any_value(p.new_pair) AS first_use_in_lookback,
+    any_value(p.volume_change) AS volume_change,
+    any_value(p.days_used) AS days_used_in_lookback,
+    any_value(p.largest_past_bucket) AS largest_past_bucket,
+    min(r.event_time) AS first_seen,
+    max(r.event_time) AS last_seen,
     count(*) AS event_count,
-    list_sort(list(DISTINCT event_name)) AS event_names,
-    list_sort(list(DISTINCT principal_id) FILTER (WHERE principal_id IS NOT NULL))[:$max_listed] AS principal_ids,
-    list_sort(list(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL))[:$max_listed] AS source_ips
-FROM judged
--- a pair is only "new" once the lake holds a full lookback; an untrusted caller is news from day one
-WHERE untrusted OR (new_pair AND $history_start <= bucket - $lookback)
-GROUP BY caller_account, key_arn, bucket
+    list_sort(list(DISTINCT r.event_name)) AS event_names,
+    list_sort(list(DISTINCT r.principal_id) FILTER (WHERE r.principal_id IS NOT NULL))[:$max_listed] AS principal_ids,
+    list_sort(list(DISTINCT r.source_ip) FILTER (WHERE r.source_ip IS NOT NULL))[:$max_listed] AS source_ips
+FROM crypto AS r
+JOIN paging AS p USING (caller_account, key_arn, bucket)
+GROUP BY r.caller_account, r.key_arn, r.bucket
 ORDER BY first_seen

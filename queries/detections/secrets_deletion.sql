@@ -11,7 +11,8 @@ WITH lifecycle_calls AS (  -- successful deletions in the window, creations in l
         event_time,
         time_bucket($window, event_time) AS bucket,
         event_name,
-        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,  -- see queries/README.md
+        -- the caller (queries/README.md); a cross-account caller seen only as AWSAccount: its account
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
         principal_arn AS session_arn,
         recipient_account_id,
         aws_region,

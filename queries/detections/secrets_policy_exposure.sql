@@ -12,7 +12,8 @@ WITH policy_calls AS (
         event_id,
         event_time,
         time_bucket($window, event_time) AS bucket,
-        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,  -- see queries/README.md
+        -- the caller (queries/README.md); a cross-account caller seen only as AWSAccount: its account
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
         recipient_account_id,
         aws_region,
         secret_id,

@@ -1,0 +1,112 @@
+-- Why: bring-your-own-key attacks encrypt the victim's data under a key the attacker owns: re-encrypt ciphertext
+-- to it (ransomware: only the attacker can decrypt now, T1486), point a secret at it (every later secret value is
+-- readable by the key's owner, T1537), or have S3 / EBS / an application generate data keys under it. None of this
+-- touches our keys, so key-centred detections miss it: this one looks at the *destination* key. A key belongs to
+-- the account in its ARN (a key of another account can only be named by ARN); it is foreign when that account is
+-- outside the trusted set. Three shapes, calls by our accounts only:
+--   re_encrypt   ReEncrypt whose requestParameters.destinationKeyId is a foreign key
+--   secret_key   CreateSecret / UpdateSecret / ReplicateSecretToRegions setting kmsKeyId (or a replica's kmsKeyId)
+--                to a foreign key
+--   data_key     GenerateDataKey* / Encrypt under a foreign key (also when S3 or EBS call it for us)
+-- The first two always page. Data keys under a partner's key that our account has used on at least
+-- $established_min_days days of the lookback are an established integration and stay quiet. One finding per
+-- (who, foreign key) and $window bucket, judged against the bucket's own lookback.
+WITH calls AS (  -- the three shapes, each cut down by its cheap filters before any JSON is read
+    SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
+           aws_region, event_name, 're_encrypt' AS how, key_arn, NULL AS secret_id,
+           [json_extract_string(request_parameters, '$.destinationKeyId')] AS target_keys
+    FROM events
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($reencrypt_events, event_name)
+      AND error_code IS NULL
+      AND event_time >= $since
+      AND event_time < $until
+    UNION ALL
+    SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
+           aws_region, event_name, 'secret_key' AS how, key_arn,
+           -- CreateSecret names its secret only in requestParameters.name / responseElements.arn
+           coalesce(secret_id, json_extract_string(response_elements, '$.arn'),
+                    json_extract_string(request_parameters, '$.name')) AS secret_id,
+           list_concat(
+               [json_extract_string(request_parameters, '$.kmsKeyId')],
+               coalesce(json_extract_string(request_parameters, '$.addReplicaRegions[*].kmsKeyId'), [])
+           ) AS target_keys
+    FROM events
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($secret_key_events, event_name)
+      AND error_code IS NULL
+      AND event_time >= $since
+      AND event_time < $until
+    UNION ALL
+    SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
+           aws_region, event_name, 'data_key' AS how, key_arn, NULL AS secret_id, [key_arn] AS target_keys
+    FROM events
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($use_events, event_name)
+      AND error_code IS NULL
+      AND NOT list_contains($trusted_accounts, split_part(key_arn, ':', 5))
+      AND event_time >= $baseline_start  -- the lookback says which foreign keys are established
+      AND event_time < $until
+),
+
+foreign_uses AS (  -- each call with a foreign target key, made by one of our accounts
+    SELECT
+        c.event_time,
+        time_bucket($window, c.event_time) AS bucket,
+        actor(c.principal_arn, c.session_issuer_arn, c.invoked_by, c.principal_account_id) AS principal_arn,
+        c.principal_account_id AS caller_account,
+        c.recipient_account_id,
+        c.aws_region,
+        c.event_name,
+        c.how,
+        c.key_arn,
+        c.secret_id,
+        t.target_key AS foreign_key,
+        split_part(t.target_key, ':', 5) AS key_account
+    FROM calls AS c, unnest(c.target_keys) AS t(target_key)
+    WHERE t.target_key LIKE 'arn:%:kms:%'
+      AND NOT list_contains($trusted_accounts, split_part(t.target_key, ':', 5))
+      AND list_contains($trusted_accounts, c.principal_account_id)
+),
+
+established AS (  -- data-key pairs (our account, foreign key) used on enough days of each judged bucket's lookback
+    SELECT j.caller_account, j.foreign_key, j.bucket
+    FROM (SELECT DISTINCT caller_account, foreign_key, bucket FROM foreign_uses
+          WHERE how = 'data_key' AND event_time >= $since) AS j
+    JOIN foreign_uses AS h
+        ON h.caller_account = j.caller_account
+        AND h.foreign_key = j.foreign_key
+        AND h.how = 'data_key'
+        AND h.event_time >= j.bucket - $lookback
+        AND h.event_time < j.bucket
+    WHERE $history_start <= j.bucket - $lookback
+    GROUP BY ALL
+    HAVING count(DISTINCT date_trunc('day', h.event_time)) >= $established_min_days
+),
+
+judged AS (
+    SELECT u.*
+    FROM foreign_uses AS u
+    LEFT JOIN established AS e USING (caller_account, foreign_key, bucket)
+    WHERE u.event_time >= $since
+      AND (u.how <> 'data_key' OR e.bucket IS NULL)
+)
+
+SELECT
+    principal_arn,
+    foreign_key AS resource_arn,
+    any_value(key_account) AS key_account,
+    any_value(recipient_account_id) AS account_id,
+    any_value(aws_region) AS region,
+    list_sort(list(DISTINCT how)) AS how,
+    list_sort(list(DISTINCT event_name)) AS event_names,
+    list_sort(list(DISTINCT key_arn) FILTER (WHERE how = 're_encrypt' AND key_arn IS NOT NULL))[:$max_listed]
+        AS source_keys,
+    list_sort(list(DISTINCT secret_id) FILTER (WHERE how = 'secret_key' AND secret_id IS NOT NULL))[:$max_listed]
+        AS secrets,
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen,
+    count(*) AS event_count
+FROM judged
+GROUP BY principal_arn, foreign_key, bucket
+ORDER BY first_seen
