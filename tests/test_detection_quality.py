@@ -47,10 +47,6 @@ RETRIEVAL_TECHNIQUES = (
     "aws.credential-access.secretsmanager-retrieve-secrets",
     "aws.credential-access.secretsmanager-batch-retrieve-secrets",
 )
-# Incidents only sliding multi-scale windows can find (a 4-hour paced rise, a burst and a context scan split
-# across a clock hour): their detections gain those windows in the integration of issue 12.
-SLIDING_WINDOW_INCIDENTS = ("paced_exfiltration", "straddling_burst", "straddling_context_scan")
-assert set(SLIDING_WINDOW_INCIDENTS) <= set(EVASIVE_INCIDENTS)
 
 
 def _time(text: str) -> dt.datetime:
@@ -188,19 +184,7 @@ def seed_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return _JUDGED[seed]
 
 
-def _incident_cases() -> list[object]:
-    cases = []
-    for name in ALL_INCIDENTS:
-        marks = (
-            [pytest.mark.xfail(strict=False, reason="sliding windows: integrator")]
-            if name in SLIDING_WINDOW_INCIDENTS
-            else []
-        )
-        cases.append(pytest.param(name, marks=marks, id=name))
-    return cases
-
-
-@pytest.mark.parametrize("incident_name", _incident_cases())
+@pytest.mark.parametrize("incident_name", ALL_INCIDENTS)
 def test_every_incident_is_found_by_its_detection(seed_run: Judged, incident_name: str) -> None:
     incident = seed_run.result.incident(incident_name)
     assert seed_run.found(incident), (
