@@ -26,7 +26,7 @@ from pipeline.alerting.alert import Alert
 from pipeline.detect import run_detections
 from pipeline.ingest import ingest
 from pipeline.lake import committed_files
-from pipeline.simulate import ALL_INCIDENTS, EVASIVE_INCIDENTS, InjectedIncident, SimulationResult, simulate
+from pipeline.simulate import ALL_INCIDENTS, InjectedIncident, SimulationResult, simulate
 
 UTC = dt.UTC
 HOUR = dt.timedelta(hours=1)
