@@ -1,0 +1,227 @@
+"""Verify a trail's digest chains and log files: list, read (each log object once, hashed while it streams),
+judge per account/region (`chain`).   [I/O edge]
+
+Digests are listed one day either side of the period (the day before holds the first digest's predecessor, the
+day after the digest that signs the period's last one); rows are reported for the period only. Log objects are
+read when they fall in the period or a reported digest lists them. An S3 digest's signature comes with its GET
+(`x-amz-meta-signature` metadata); a local folder's from the sidecar `<digest>.metadata.json`. Ingest already
+holds each object's bytes: pass its hashes as `known` (source -> LogHash) and those objects are not read again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from isal import isal_zlib
+
+from pipeline.integrity.chain import ReadDigest, TrailInput, judge_trail, key_time
+from pipeline.integrity.digest_file import (
+    META_ALGORITHM,
+    META_SIGNATURE,
+    DigestFormatError,
+    is_digest_key,
+    parse_digest,
+    sha256_hex,
+    sidecar_key,
+)
+from pipeline.integrity.keys import PublicKeys
+from pipeline.integrity.log_hash import LogHash, LogHasher
+from pipeline.integrity.results import IntegrityRow
+from pipeline.s3 import DIGEST_KIND, LOG_KIND, LogObject, TrailDay, discover_partitions, list_objects
+from pipeline.times import midnight
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+Progress = Callable[[int, int], None]  # (objects read, objects to read)
+DAY = dt.timedelta(days=1)
+
+
+@dataclass
+class VerifyReport:
+    """The rows (every digest and log file of the period) and what reading cost."""
+
+    rows: list[IntegrityRow] = field(default_factory=list)
+    trails: int = 0
+    digests_read: int = 0
+    logs_read: int = 0
+    logs_shared: int = 0  # hashes ingest passed in (not read again)
+    bytes_read: int = 0
+
+    @property
+    def objects_read(self) -> int:
+        return self.digests_read + self.logs_read
+
+
+@dataclass
+class _Trail:
+    account: str
+    region: str
+    digests: list[LogObject] = field(default_factory=list)
+    sidecars: dict[str, LogObject] = field(default_factory=dict)
+    logs: list[LogObject] = field(default_factory=list)
+
+
+def _trails(days: Sequence[TrailDay], client: Any | None) -> list[_Trail]:
+    grouped: dict[tuple[str, str | None, str, str], _Trail] = {}
+    for day in days:
+        trail = grouped.setdefault(
+            (day.bucket, day.organization, day.account, day.region), _Trail(day.account, day.region)
+        )
+        for obj in list_objects(day, client):
+            if obj.kind == LOG_KIND:
+                trail.logs.append(obj)
+            elif obj.kind == DIGEST_KIND and is_digest_key(obj.key):
+                trail.digests.append(obj)
+            elif obj.kind == DIGEST_KIND and obj.key.endswith(".metadata.json"):
+                trail.sidecars[obj.key] = obj
+    return list(grouped.values())
+
+
+def _chunks(obj: LogObject, client: Any | None) -> Iterator[bytes]:
+    if obj.refused is not None:
+        raise OSError(obj.refused)
+    if obj.is_s3:
+        yield from client.get_object(Bucket=obj.bucket, Key=obj.key)["Body"].iter_chunks(_CHUNK)
+        return
+    with open(obj.source, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            yield chunk
+
+
+def _hash_log(obj: LogObject, client: Any | None) -> tuple[LogHash, int]:
+    hasher, size = LogHasher(obj.key.endswith(".gz")), 0
+    try:
+        for chunk in _chunks(obj, client):
+            size += len(chunk)
+            hasher.feed(chunk)
+    except OSError as exc:
+        return LogHash(None, 0, f"cannot be read: {exc}"), size
+    return hasher.result(), size
+
+
+def _inflate_one_member(data: bytes) -> tuple[bytes, int]:
+    """The first gzip member's content and how many bytes follow it."""
+    inflate = isal_zlib.decompressobj(wbits=31)
+    content = inflate.decompress(data)
+    if not inflate.eof:
+        raise DigestFormatError("truncated gzip")
+    return content, len(inflate.unused_data)
+
+
+def _read_digest(obj: LogObject, sidecar: LogObject | None, client: Any | None) -> tuple[ReadDigest, int]:
+    signature = algorithm = None
+    try:
+        if obj.is_s3:
+            response = client.get_object(Bucket=obj.bucket, Key=obj.key)
+            stored = response["Body"].read()
+            metadata = {k.lower(): v for k, v in response.get("Metadata", {}).items()}
+            signature, algorithm = metadata.get("signature"), metadata.get("signature-algorithm")
+        else:
+            with open(obj.source, "rb") as handle:
+                stored = handle.read()
+            if sidecar is not None:
+                with open(sidecar.source, "rb") as handle:
+                    headers = json.loads(handle.read())
+                signature, algorithm = headers.get(META_SIGNATURE), headers.get(META_ALGORITHM)
+    except (OSError, ValueError) as exc:
+        return ReadDigest(obj.key, None, None, f"cannot be read: {exc}"), 0
+    try:
+        content, trailing = _inflate_one_member(stored) if stored[:2] == b"\x1f\x8b" else (stored, 0)
+        digest = parse_digest(content)
+    except (DigestFormatError, isal_zlib.error) as exc:
+        return ReadDigest(obj.key, sha256_hex(stored), None, f"not a readable digest: {exc}"), len(stored)
+    problem = f"{trailing} bytes after the gzip member (appended data)" if trailing else None
+    return ReadDigest(obj.key, sha256_hex(content), digest, problem, signature, algorithm), len(stored)
+
+
+def _in_period(obj: LogObject, start: dt.datetime | None, end: dt.datetime | None) -> bool:
+    when = key_time(obj.key)
+    return when is None or ((start is None or when >= start) and (end is None or when < end))
+
+
+def verify_source(
+    source: str,
+    keys: PublicKeys,
+    *,
+    client: Any | None = None,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+    accounts: Sequence[str] = (),
+    regions: Sequence[str] = (),
+    now: dt.datetime | None = None,
+    known: Mapping[str, LogHash] | None = None,
+    threads: int = 8,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Verify the days [since, until] (inclusive; None = unbounded) of the trail(s) under `source`.
+
+    `client` is an S3 client for s3:// sources. `now` stamps the rows and bounds the trailing-gap check (digests
+    are expected up to an hour before it, or to the end of `until`). `known` are hashes already computed by
+    ingest, by object source.
+    """
+    known = known or {}
+    days = discover_partitions(
+        source, client, since - DAY if since else None, until + DAY if until else None, accounts, regions
+    )
+    trails = _trails(days, client)
+    start = midnight(since) if since else None
+    end = midnight(until) + DAY if until else None
+    expect = min(t for t in (end, now) if t is not None) if (end or now) else None
+    report = VerifyReport(trails=len(trails))
+    total = sum(len(t.digests) + len(t.logs) for t in trails)
+    done = 0
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="keytrail-verify") as pool:
+        for trail in trails:
+            sidecars = [trail.sidecars.get(sidecar_key(o.key)) for o in trail.digests]
+            digests = list(pool.map(_read_digest, trail.digests, sidecars, [client] * len(sidecars)))
+            report.digests_read += len(digests)
+            report.bytes_read += sum(size for _, size in digests)
+            read = [d for d, _ in digests]
+            wanted = _logs_to_read(trail, read, start, end)
+            shared = [o for o in wanted if o.source in known]
+            to_read = [o for o in wanted if o.source not in known]
+            hashes: dict[str, LogHash | None] = {o.key: None for o in trail.logs}
+            hashes.update((o.key, known[o.source]) for o in shared)
+            for obj, (found, size) in zip(to_read, pool.map(lambda o: _hash_log(o, client), to_read), strict=True):
+                hashes[obj.key] = found
+                report.bytes_read += size
+                done += 1
+                if progress is not None and done % 256 == 0:
+                    progress(done, total)
+            report.logs_read += len(to_read)
+            report.logs_shared += len(shared)
+            done += len(trail.digests) + len(trail.logs) - len(to_read)
+            if progress is not None:
+                progress(done, total)
+            inputs = TrailInput(trail.account, trail.region, read, hashes, start, end, expect, now)
+            report.rows.extend(judge_trail(inputs, keys))
+    log.info(
+        "%s: %d digests and %d log objects read (%d log hashes shared by ingest)",
+        source,
+        report.digests_read,
+        report.logs_read,
+        report.logs_shared,
+    )
+    return report
+
+
+def _logs_to_read(
+    trail: _Trail, digests: Sequence[ReadDigest], start: dt.datetime | None, end: dt.datetime | None
+) -> list[LogObject]:
+    """Log objects in the period, and those a digest of the period lists (a digest lists files up to an hour
+    older than itself, maybe across midnight)."""
+    listed: set[str] = set()
+    for read in digests:
+        digest = read.digest
+        if digest is None or (start is not None and digest.end < start) or (end is not None and digest.start >= end):
+            continue
+        listed.update(os.path.basename(entry.s3Object) for entry in digest.logFiles)
+    return [o for o in trail.logs if _in_period(o, start, end) or os.path.basename(o.key) in listed]
