@@ -14,9 +14,11 @@ import datetime as dt
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from isal import isal_zlib
@@ -33,7 +35,8 @@ from pipeline.integrity.digest_file import (
 )
 from pipeline.integrity.keys import PublicKeys
 from pipeline.integrity.log_hash import LogHash, LogHasher
-from pipeline.integrity.results import IntegrityRow
+from pipeline.integrity.results import IntegrityRow, to_table
+from pipeline.lake.integrity import write_integrity
 from pipeline.s3 import DIGEST_KIND, LOG_KIND, LogObject, TrailDay, discover_partitions, list_objects
 from pipeline.times import midnight
 
@@ -54,10 +57,15 @@ class VerifyReport:
     logs_read: int = 0
     logs_shared: int = 0  # hashes ingest passed in (not read again)
     bytes_read: int = 0
+    seconds: float = 0.0  # how long the run took (a monotonic timer, not the clock)
 
     @property
     def objects_read(self) -> int:
         return self.digests_read + self.logs_read
+
+    @property
+    def objects_per_second(self) -> float:
+        return self.objects_read / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -147,9 +155,12 @@ def _in_period(obj: LogObject, start: dt.datetime | None, end: dt.datetime | Non
     return when is None or ((start is None or when >= start) and (end is None or when < end))
 
 
+KeyLookup = Callable[[str], PublicKeys]  # region -> CloudTrail's keys there (each region signs with its own)
+
+
 def verify_source(
     source: str,
-    keys: PublicKeys,
+    keys: PublicKeys | KeyLookup,
     *,
     client: Any | None = None,
     since: dt.date | None = None,
@@ -163,18 +174,21 @@ def verify_source(
 ) -> VerifyReport:
     """Verify the days [since, until] (inclusive; None = unbounded) of the trail(s) under `source`.
 
-    `client` is an S3 client for s3:// sources. `now` stamps the rows and bounds the trailing-gap check (digests
-    are expected up to an hour before it, or to the end of `until`). `known` are hashes already computed by
-    ingest, by object source.
+    `keys` are the public keys (a --public-keys file), or a function giving a region's keys (ListPublicKeys in
+    that region). `client` is an S3 client for s3:// sources. `now` stamps the rows; with `until`, digests are
+    expected up to the end of that day (or up to an hour before `now`, whichever is first). `known` are hashes already
+    computed by ingest, by object source.
     """
     known = known or {}
+    started = time.perf_counter()
     days = discover_partitions(
         source, client, since - DAY if since else None, until + DAY if until else None, accounts, regions
     )
     trails = _trails(days, client)
     start = midnight(since) if since else None
     end = midnight(until) + DAY if until else None
-    expect = min(t for t in (end, now) if t is not None) if (end or now) else None
+    # Without --until there is no end the trail owes digests up to (a trail verified years later is not a gap).
+    expect = None if end is None else min(end, now) if now is not None else end
     report = VerifyReport(trails=len(trails))
     total = sum(len(t.digests) + len(t.logs) for t in trails)
     done = 0
@@ -202,7 +216,8 @@ def verify_source(
             if progress is not None:
                 progress(done, total)
             inputs = TrailInput(trail.account, trail.region, read, hashes, start, end, expect, now)
-            report.rows.extend(judge_trail(inputs, keys))
+            report.rows.extend(judge_trail(inputs, keys if isinstance(keys, PublicKeys) else keys(trail.region)))
+    report.seconds = time.perf_counter() - started
     log.info(
         "%s: %d digests and %d log objects read (%d log hashes shared by ingest)",
         source,
@@ -225,3 +240,9 @@ def _logs_to_read(
             continue
         listed.update(os.path.basename(entry.s3Object) for entry in digest.logFiles)
     return [o for o in trail.logs if _in_period(o, start, end) or os.path.basename(o.key) in listed]
+
+
+def save(report: VerifyReport, lake: Path, now: dt.datetime | None) -> int:
+    """Commit the report's rows to the lake's `integrity/` table; returns how many rows were written."""
+    record = write_integrity(lake, to_table(report.rows), now)
+    return sum(entry.rows for entry in record.files) if record else 0
