@@ -7,7 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_EVENT_SOURCES: tuple[str, ...] = ("kms.amazonaws.com", "secretsmanager.amazonaws.com")
+# CloudTrail's own management events are kept too: they show a trail being stopped or narrowed.
+DEFAULT_EVENT_SOURCES: tuple[str, ...] = (
+    "kms.amazonaws.com",
+    "secretsmanager.amazonaws.com",
+    "cloudtrail.amazonaws.com",
+)
 
 
 def _split(value: str | None) -> tuple[str, ...]:

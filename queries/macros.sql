@@ -16,3 +16,7 @@ CREATE MACRO caller_arn(principal_arn, session_issuer_arn) AS CASE
 -- the account (AWSAccount / AWSService identities carry no ARN)
 CREATE MACRO actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS
     coalesce(caller_arn(principal_arn, session_issuer_arn), invoked_by, principal_account_id);
+
+-- The services keytrail audits. The lake also keeps CloudTrail's own management events (StopLogging,
+-- PutEventSelectors, ...) for the trail-blinding detections; activity summaries count these two only.
+CREATE MACRO audited_service(event_source) AS event_source IN ('kms.amazonaws.com', 'secretsmanager.amazonaws.com');
