@@ -22,6 +22,7 @@ from pipeline.catalog import BUILTINS, Query, coerce
 from pipeline.duckdb_session import close_session, open_session
 from pipeline.events import COLUMNS, EVENTS_SCHEMA
 from pipeline.lake import committed_files, events_dir, partition_dir, partitions
+from pipeline.lake.integrity import INTEGRITY_SCHEMA, integrity_dir, integrity_files, integrity_table
 from pipeline.times import EARLIEST, LATEST, check_window, display, utc
 
 if TYPE_CHECKING:  # polars costs ~0.3 s to import; only notebooks ask for DataFrames
@@ -89,7 +90,16 @@ class Engine:
             relation.select(*COLUMNS).create_view("events")
         else:
             _empty_events(con)
-        _lock(con, [events_dir(lake)])
+        # What `keytrail verify` recorded for the same days (the trail_integrity_failure detection reads it).
+        checked = integrity_files(lake, start, end)
+        if checked:
+            relation = con.read_parquet(
+                [str(f) for f in checked], hive_partitioning=True, hive_types={"period_date": "DATE"}
+            )
+            relation.select(*INTEGRITY_SCHEMA.names).create_view("integrity")
+        else:
+            _create_table(con, "integrity", INTEGRITY_SCHEMA.empty_table())
+        _lock(con, [events_dir(lake), integrity_dir(lake)])
         log.debug("events view over %d files for %s..%s", len(files), start, end)
         days = readable_partitions(lake)
         history_start = dt.datetime.combine(min(days), dt.time(), dt.UTC) if days else None
@@ -103,15 +113,16 @@ class Engine:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         history_start: dt.datetime | None = None,
+        integrity: Sequence[Mapping[str, Any]] = (),
     ) -> Engine:
         """An in-memory `events` table (EVENTS_SCHEMA) under the same lock: for YAML cases and notebooks.
+        `integrity` rows (YAML cases' `integrity:`) fill the `integrity` table.
 
         `history_start` defaults to the first event's time: the table is all the history there is.
         """
         con, spill_dir = open_session()
-        con.register("_events_input", table.select(list(COLUMNS)).cast(EVENTS_SCHEMA))
-        con.execute("CREATE TABLE events AS SELECT * FROM _events_input")
-        con.unregister("_events_input")
+        _create_table(con, "events", table.select(list(COLUMNS)).cast(EVENTS_SCHEMA))
+        _create_table(con, "integrity", integrity_table(integrity))
         _lock(con, [])
         if history_start is None:
             ((history_start,),) = con.execute("SELECT min(event_time) FROM events").fetchall()
@@ -235,9 +246,12 @@ _skipped: set[Path] = set()
 
 
 def _empty_events(con: duckdb.DuckDBPyConnection) -> None:
-    con.register("_events_empty", EVENTS_SCHEMA.empty_table())
-    con.execute("CREATE TABLE events AS SELECT * FROM _events_empty")
-    con.unregister("_events_empty")
+    _create_table(con, "events", EVENTS_SCHEMA.empty_table())
+
+
+def _create_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """`name` as a table holding `table` (names are the engine's own: `events`, `integrity`)."""
+    con.from_arrow(table).create(name)
 
 
 def _lock(con: duckdb.DuckDBPyConnection, allowed: Sequence[Path]) -> None:

@@ -38,21 +38,14 @@ _HELP = (
 )
 
 
-def _keys(path: Path | None, endpoint: str | None, start: dt.date | None,
-          end: dt.date | None, now: dt.datetime) -> Any:  # fmt: skip
-    if path is not None:
-        return public_keys.from_file(path)
+def _keys(location: str | None, s3: Any, endpoint: str | None, start: dt.date | None, end: dt.date | None,
+          now: dt.datetime) -> Any:  # fmt: skip
+    if location is not None:
+        return public_keys.load(location, s3)
     begin = times.midnight(start - dt.timedelta(days=1)) if start else times.EARLIEST
     finish = min(times.midnight(end + dt.timedelta(days=2)), now) if end else now
-    cache: dict[str, public_keys.PublicKeys] = {}
-
-    def for_region(region: str) -> public_keys.PublicKeys:
-        if region not in cache:
-            client = aws.client("cloudtrail", endpoint_url=endpoint, region=region)
-            cache[region] = public_keys.from_client(client, begin, finish)
-        return cache[region]
-
-    return for_region
+    return public_keys.per_region(lambda region: aws.client("cloudtrail", endpoint_url=endpoint, region=region),
+                                  begin, finish)  # fmt: skip
 
 
 def _summary(report: VerifyReport) -> Table:
@@ -99,8 +92,12 @@ def verify_command(
     account: Annotated[list[str] | None, typer.Option("--account", help="Only this account id (repeatable).")] = None,
     region: Annotated[list[str] | None, typer.Option("--region", help="Only this region (repeatable).")] = None,
     public_keys_file: Annotated[
-        Path | None,
-        typer.Option("--public-keys", help="ListPublicKeys response JSON (offline); default: ask CloudTrail."),
+        str | None,
+        typer.Option(
+            "--public-keys",
+            help="ListPublicKeys response JSON, a file or s3://bucket/key (default: KEYTRAIL_PUBLIC_KEYS, else ask "
+            "CloudTrail).",
+        ),
     ] = None,
     record: Annotated[
         bool, typer.Option("--record/--no-record", help="Write the results to the lake's integrity/ table.")
@@ -117,9 +114,11 @@ def verify_command(
         raise fail(console, str(exc), 2) from None
     now = dt.datetime.now(dt.UTC)
     endpoint = endpoint_url or settings.endpoint_url
-    client = aws.client("s3", endpoint_url=endpoint, region=settings.region) if source.startswith("s3://") else None
+    keys_at = public_keys_file or settings.public_keys
+    on_s3 = source.startswith("s3://") or (keys_at or "").startswith("s3://")
+    client = aws.client("s3", endpoint_url=endpoint, region=settings.region) if on_s3 else None
     try:
-        keys = _keys(public_keys_file, endpoint, start, end, now)
+        keys = _keys(keys_at, client, endpoint, start, end, now)
         with Progress(TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:  # fmt: skip
             task = bar.add_task("verify", total=None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,34 @@ def from_file(path: Path) -> PublicKeys:
         return from_response(json.loads(Path(path).read_text()))
     except (OSError, json.JSONDecodeError) as exc:
         raise KeyFileError(f"cannot read public keys from {path}: {exc}") from None
+
+
+def load(location: str | Path, s3_client: Any | None = None) -> PublicKeys:
+    """Keys from a saved ListPublicKeys response: a file, or `s3://bucket/key` (read with `s3_client`)."""
+    text = str(location)
+    if not text.startswith("s3://"):
+        return from_file(Path(text))
+    bucket, _, key = text[len("s3://") :].partition("/")
+    if s3_client is None or not key:
+        raise KeyFileError(f"{text}: reading public keys from S3 needs an s3://bucket/key and an S3 client")
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        return from_response(json.loads(body))
+    except json.JSONDecodeError as exc:
+        raise KeyFileError(f"{text} is not JSON: {exc}") from None
+
+
+def per_region(client_for: Callable[[str], Any], start: dt.datetime, end: dt.datetime) -> Callable[[str], PublicKeys]:
+    """A region -> keys lookup asking CloudTrail's ListPublicKeys in that region once (each region signs with
+    its own keys); `client_for(region)` makes the CloudTrail client."""
+    found: dict[str, PublicKeys] = {}
+
+    def keys(region: str) -> PublicKeys:
+        if region not in found:
+            found[region] = from_client(client_for(region), start, end)
+        return found[region]
+
+    return keys
 
 
 def from_client(client: Any, start: dt.datetime, end: dt.datetime) -> PublicKeys:

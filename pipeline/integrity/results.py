@@ -22,6 +22,8 @@ from dataclasses import astuple, dataclass
 
 import pyarrow as pa
 
+from pipeline.lake.integrity import INTEGRITY_SCHEMA
+
 VALID = "valid"
 MODIFIED = "modified"
 MISSING = "missing"
@@ -31,23 +33,6 @@ NOT_COVERED = "not covered"
 STATUSES = (VALID, MODIFIED, MISSING, MOVED, UNSIGNED, NOT_COVERED)
 DIGEST = "digest"
 LOG = "log"
-
-INTEGRITY_SCHEMA = pa.schema(
-    [
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("account_id", pa.string(), nullable=False),
-        pa.field("region", pa.string(), nullable=False),
-        pa.field("object", pa.string(), nullable=False),
-        pa.field("period_start", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("digest_object", pa.string()),
-        pa.field("reason", pa.string()),
-        pa.field("expected_sha256", pa.string()),
-        pa.field("actual_sha256", pa.string()),
-        pa.field("checked_at", pa.timestamp("us", tz="UTC")),
-        pa.field("period_date", pa.date32(), nullable=False),
-    ]
-)
 
 
 @dataclass(frozen=True)

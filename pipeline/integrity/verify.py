@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 Progress = Callable[[int, int], None]  # (objects read, objects to read)
 DAY = dt.timedelta(days=1)
+_NO_KEYS = PublicKeys({})
 
 
 @dataclass
@@ -56,6 +57,7 @@ class VerifyReport:
     digests_read: int = 0
     logs_read: int = 0
     logs_shared: int = 0  # hashes ingest passed in (not read again)
+    unvalidated: list[str] = field(default_factory=list)  # account/regions left out: logs but no digest at all
     bytes_read: int = 0
     seconds: float = 0.0  # how long the run took (a monotonic timer, not the clock)
 
@@ -171,13 +173,15 @@ def verify_source(
     known: Mapping[str, LogHash] | None = None,
     threads: int = 8,
     progress: Progress | None = None,
+    skip_unvalidated: bool = False,
 ) -> VerifyReport:
     """Verify the days [since, until] (inclusive; None = unbounded) of the trail(s) under `source`.
 
     `keys` are the public keys (a --public-keys file), or a function giving a region's keys (ListPublicKeys in
     that region). `client` is an S3 client for s3:// sources. `now` stamps the rows; with `until`, digests are
     expected up to the end of that day (or up to an hour before `now`, whichever is first). `known` are hashes already
-    computed by ingest, by object source.
+    computed by ingest, by object source. With `skip_unvalidated`, an account/region with log files but not one
+    digest (log file validation off) is named in `unvalidated` instead of reporting every log as not covered.
     """
     known = known or {}
     started = time.perf_counter()
@@ -192,6 +196,9 @@ def verify_source(
     report = VerifyReport(trails=len(trails))
     total = sum(len(t.digests) + len(t.logs) for t in trails)
     done = 0
+    if skip_unvalidated:
+        report.unvalidated = [f"{t.account}/{t.region}" for t in trails if not t.digests]
+        trails = [t for t in trails if t.digests]
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="keytrail-verify") as pool:
         for trail in trails:
             sidecars = [trail.sidecars.get(sidecar_key(o.key)) for o in trail.digests]
@@ -216,7 +223,12 @@ def verify_source(
             if progress is not None:
                 progress(done, total)
             inputs = TrailInput(trail.account, trail.region, read, hashes, start, end, expect, now)
-            report.rows.extend(judge_trail(inputs, keys if isinstance(keys, PublicKeys) else keys(trail.region)))
+            # A region's keys are fetched only when it has digests to check.
+            if isinstance(keys, PublicKeys):
+                region_keys = keys
+            else:
+                region_keys = keys(trail.region) if trail.digests else _NO_KEYS
+            report.rows.extend(judge_trail(inputs, region_keys))
     report.seconds = time.perf_counter() - started
     log.info(
         "%s: %d digests and %d log objects read (%d log hashes shared by ingest)",

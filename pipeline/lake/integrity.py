@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,9 +31,27 @@ from pipeline.lake.ledger import (
     recover_locked,
     remove_staging,
 )
-from pipeline.times import iso
+from pipeline.times import iso, parse_timestamp
 
 _PARTITION = "period_date="
+# The table's columns (documented in pipeline/integrity/results.py); period_date is the partition.
+INTEGRITY_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("account_id", pa.string(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("object", pa.string(), nullable=False),
+        pa.field("period_start", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("digest_object", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("expected_sha256", pa.string()),
+        pa.field("actual_sha256", pa.string()),
+        pa.field("checked_at", pa.timestamp("us", tz="UTC")),
+        pa.field("period_date", pa.date32(), nullable=False),
+    ]
+)
+
 _SAFE = re.compile(r"[^A-Za-z0-9-]")
 
 
@@ -103,3 +123,18 @@ def integrity_files(lake: Path, start: dt.date | None = None, end: dt.date | Non
         if (start is None or day >= start) and (end is None or day <= end):
             found.extend(p for p in sorted(folder.glob("*.parquet")) if p not in hidden)
     return [p for p in found if p not in _hidden_files(Path(lake))]
+
+
+def integrity_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Rows given as mappings (YAML cases) as an INTEGRITY_SCHEMA table; period_date follows period_start."""
+    columns: dict[str, list[Any]] = {name: [] for name in INTEGRITY_SCHEMA.names}
+    for row in rows:
+        unknown = sorted(set(row) - set(columns) - {"period_date"})
+        if unknown:
+            raise ValueError(f"unknown integrity column(s) {', '.join(unknown)}; known: {', '.join(columns)}")
+        for name in columns:
+            columns[name].append(row.get(name))
+    columns["period_start"] = [parse_timestamp(v) if isinstance(v, str) else v for v in columns["period_start"]]
+    columns["checked_at"] = [parse_timestamp(v) if isinstance(v, str) else v for v in columns["checked_at"]]
+    columns["period_date"] = [v.date() if v is not None else None for v in columns["period_start"]]
+    return pa.Table.from_pydict(columns, schema=INTEGRITY_SCHEMA)

@@ -15,10 +15,9 @@ WITH activity AS (  -- audited calls per account/region, lookback + window
 
 buckets AS (  -- the buckets judged, each at its end
     SELECT bucket, bucket + $window AS judged_at
-    FROM (
-        SELECT unnest(generate_series(time_bucket($window, $since), $until - INTERVAL 1 MICROSECOND, $window)) AS bucket
-    )
-    WHERE $history_start <= bucket - $lookback
+    FROM (SELECT unnest(generate_series(time_bucket($window, $since), $until, $window)) AS bucket)
+    WHERE bucket < $until
+      AND $history_start <= bucket - $lookback
 ),
 
 candidates AS (  -- account/regions with calls in the bucket's lookback
@@ -30,7 +29,7 @@ candidates AS (  -- account/regions with calls in the bucket's lookback
 ),
 
 moments AS (  -- the bucket's end, and the same moment on each earlier day of the lookback
-    SELECT c.*, d AS days_back, c.judged_at - d * INTERVAL 1 DAY AS moment
+    SELECT c.*, d AS days_back, c.judged_at - to_days(CAST(d AS INTEGER)) AS moment
     FROM candidates AS c, range(0, CAST(floor(epoch($lookback) / 86400) AS BIGINT)) AS r(d)
 ),
 
