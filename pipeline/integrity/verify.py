@@ -223,12 +223,7 @@ def verify_source(
             if progress is not None:
                 progress(done, total)
             inputs = TrailInput(trail.account, trail.region, read, hashes, start, end, expect, now)
-            # A region's keys are fetched only when it has digests to check.
-            if isinstance(keys, PublicKeys):
-                region_keys = keys
-            else:
-                region_keys = keys(trail.region) if trail.digests else _NO_KEYS
-            report.rows.extend(judge_trail(inputs, region_keys))
+            report.rows.extend(judge_trail(inputs, _keys_for(keys, trail)))
     report.seconds = time.perf_counter() - started
     log.info(
         "%s: %d digests and %d log objects read (%d log hashes shared by ingest)",
@@ -238,6 +233,13 @@ def verify_source(
         report.logs_shared,
     )
     return report
+
+
+def _keys_for(keys: PublicKeys | KeyLookup, trail: _Trail) -> PublicKeys:
+    """The trail's keys; a region's are fetched (ListPublicKeys) only when it has digests to check."""
+    if isinstance(keys, PublicKeys):
+        return keys
+    return keys(trail.region) if trail.digests else _NO_KEYS
 
 
 def _logs_to_read(
