@@ -93,9 +93,7 @@ class Engine:
         # What `keytrail verify` recorded for the same days (the trail_integrity_failure detection reads it).
         checked = integrity_files(lake, start, end)
         if checked:
-            relation = con.read_parquet(
-                [str(f) for f in checked], hive_partitioning=True, hive_types={"period_date": "DATE"}
-            )
+            relation = con.read_parquet([str(f) for f in checked], hive_partitioning=True)  # period_date: DATE
             relation.select(*INTEGRITY_SCHEMA.names).create_view("integrity")
         else:
             _create_table(con, "integrity", INTEGRITY_SCHEMA.empty_table())

@@ -14,12 +14,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from pipeline.aws import client as make_client
+from pipeline.engine import Engine
 from pipeline.integrity import keys as public_keys
 from pipeline.integrity.chain import ReadDigest, TrailInput, judge_trail
 from pipeline.integrity.digest_file import parse_digest, sha256_hex, signed_message
 from pipeline.integrity.log_hash import hash_chunks, hash_stored
-from pipeline.integrity.results import Coverage
-from pipeline.integrity.verify import verify_source
+from pipeline.integrity.results import Coverage, to_table
+from pipeline.integrity.verify import save, verify_source
+from pipeline.lake import recover
+from pipeline.lake.integrity import integrity_files, write_integrity
 from pipeline.s3 import list_source
 from pipeline.simulate import simulate
 from pipeline.simulate.digests import PUBLIC_KEYS, digest_body, fingerprint, public_keys_json, sign, signing_key
@@ -255,3 +258,37 @@ def test_a_public_keys_file_that_is_not_a_response_is_refused(tmp_path: Path) ->
     path.write_text('{"Keys": []}')
     with pytest.raises(public_keys.KeyFileError, match="list-public-keys"):
         public_keys.from_file(path)
+
+
+def test_results_are_committed_to_the_lake_and_a_later_verification_supersedes_them(
+    signed_trail: Path, lake: Path
+) -> None:
+    day = START + dt.timedelta(days=1)
+    first_at = dt.datetime(2024, 5, 4, 1, tzinfo=dt.UTC)
+    report = verify_source(str(signed_trail), _keys(signed_trail), since=day, until=day, now=first_at)
+    assert save(report, lake, first_at) == len(report.rows)
+    again_at = first_at + dt.timedelta(hours=1)
+    again = verify_source(str(signed_trail), _keys(signed_trail), since=day, until=day, now=again_at)
+    save(again, lake, again_at)
+    files = integrity_files(lake)
+    assert len(files) == 2  # one per account/region/day: the first run's files were superseded
+    since = dt.datetime.combine(day, dt.time(), dt.UTC)
+    with Engine.for_lake(lake, since, since + dt.timedelta(days=1)) as engine:
+        rows = engine.sql("SELECT kind, status, checked_at FROM integrity").to_pylist()
+    assert len(rows) == len(again.rows) and {r["checked_at"] for r in rows} == {again_at}
+    assert {(r["kind"], r["status"]) for r in rows} == {("digest", "valid"), ("log", "valid")}
+
+
+def test_a_crash_before_the_ledger_record_leaves_no_integrity_rows(signed_trail: Path, lake: Path) -> None:
+    day = START + dt.timedelta(days=1)
+    report = verify_source(str(signed_trail), _keys(signed_trail), since=day, until=day)
+
+    def crash(stage: str) -> None:
+        if stage == "files-published":
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError):
+        write_integrity(lake, to_table(report.rows), None, checkpoint=crash)
+    assert integrity_files(lake) == []  # hidden while the intent is open
+    recover(lake)
+    assert integrity_files(lake) == [] and not list((lake / "integrity").rglob("*.parquet"))
