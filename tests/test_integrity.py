@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from typer.testing import CliRunner
 
 from pipeline.aws import client as make_client
+from pipeline.cli import app
 from pipeline.engine import Engine
 from pipeline.integrity import keys as public_keys
 from pipeline.integrity.chain import ReadDigest, TrailInput, judge_trail
@@ -292,3 +294,21 @@ def test_a_crash_before_the_ledger_record_leaves_no_integrity_rows(signed_trail:
     assert integrity_files(lake) == []  # hidden while the intent is open
     recover(lake)
     assert integrity_files(lake) == [] and not list((lake / "integrity").rglob("*.parquet"))
+
+
+def test_the_verify_command_records_results_and_exits_3_when_something_failed(
+    signed_trail: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    keys_file = str(signed_trail / PUBLIC_KEYS)
+    clean = runner.invoke(app, ["verify", str(signed_trail), "--public-keys", keys_file, "--lake", str(tmp_path / "a")])
+    assert clean.exit_code == 0, clean.output
+    assert "log files verified for this period" in clean.output and integrity_files(tmp_path / "a")
+    root = tmp_path / "trail"
+    shutil.copytree(signed_trail, root)
+    tamper(str(root), ["delete-log"], seed=SEED, account_root=_account_root(root), region="eu-west-1",
+           day=START + dt.timedelta(days=1))  # fmt: skip
+    broken = runner.invoke(app, ["verify", str(root), "--public-keys", keys_file, "--no-record"])
+    assert broken.exit_code == 3, broken.output
+    assert "what failed verification" in broken.output and "missing" in broken.output
+    assert "Example: keytrail verify" in runner.invoke(app, ["verify", "--help"]).output

@@ -166,3 +166,15 @@ _ACTIONS: dict[str, Callable[[_Objects, list[tuple[str, dict[str, Any]]], int, i
     "append-gzip": _append_gzip,
     "forge-digest": _forge_digest,
 }
+
+
+def tamper_simulation(out: str, result: Any, names: Sequence[str], s3_client: Any | None = None) -> list[Tampering]:
+    """Tamper with a trail `simulate()` just wrote (its SimulationResult): the first account and region, on the
+    day before the last (the last day's digests close the chain, so each tampering is judged by a successor)."""
+    if result.days < 2:
+        raise ValueError("tampering needs at least 2 simulated days (the last one closes the digest chain)")
+    org = f"{result.org_id}/" if result.org_id else ""
+    root = f"AWSLogs/{org}{result.accounts[0]}/"
+    day = result.start + dt.timedelta(days=result.days - 2)
+    return tamper(out, names, seed=result.seed, account_root=root, region=result.regions[0], day=day,
+                  s3_client=s3_client)  # fmt: skip
