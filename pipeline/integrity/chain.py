@@ -29,7 +29,7 @@ from pipeline.integrity.results import (
     VALID,
     IntegrityRow,
 )
-from pipeline.times import bucket_start, iso
+from pipeline.times import EPOCH, bucket_start, iso
 
 HOUR = dt.timedelta(hours=1)
 _DIGEST_STAMP = re.compile(r"_(\d{8}T\d{6}Z)(?:_backfill)?\.json\.gz$")
@@ -165,7 +165,7 @@ def _digest_row(trail: TrailInput, judged: _Judged) -> IntegrityRow:
 
 
 def _unreadable_row(trail: TrailInput, read: ReadDigest) -> IntegrityRow:
-    end = key_time(read.key) or trail.report_from or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    end = key_time(read.key) or trail.report_from or EPOCH
     return IntegrityRow(
         DIGEST,
         MODIFIED,
@@ -282,7 +282,7 @@ def _log_rows(
             )
     for key in trail.logs:
         if key not in listed:
-            when = bucket_start(key_time(key) or dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.timedelta(minutes=5))
+            when = bucket_start(key_time(key) or EPOCH, dt.timedelta(minutes=5))
             found = trail.logs[key]
             yield IntegrityRow(
                 LOG,
