@@ -312,3 +312,31 @@ def test_the_verify_command_records_results_and_exits_3_when_something_failed(
     assert broken.exit_code == 3, broken.output
     assert "what failed verification" in broken.output and "missing" in broken.output
     assert "Example: keytrail verify" in runner.invoke(app, ["verify", "--help"]).output
+
+
+def test_a_local_copy_of_a_prefixed_s3_trail_still_verifies(signed_trail: Path) -> None:
+    """Digests name `cloudtrail/AWSLogs/...` (the bucket's prefix); a synced folder holds `AWSLogs/...`."""
+    key = signing_key(SEED)
+    keys = _keys(signed_trail)
+    content = b'{"Records":[]}'
+    stored_log = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/05/02/111122223333_CloudTrail_us-east-1_20240502T0805Z_abcdefghijklmnop.json.gz"  # noqa: E501
+
+    def digest(hour: int, previous: ReadDigest | None, logs: list[dict[str, str]]) -> ReadDigest:
+        name = f"AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2024/05/02/x_CloudTrail-Digest_us-east-1_t_us-east-1_20240502T{hour:02d}5959Z.json.gz"  # noqa: E501
+        fields = json.loads(AWS_DIGEST_EXAMPLE) | {
+            "digestStartTime": f"2024-05-02T{hour:02d}:00:00Z", "digestEndTime": f"2024-05-02T{hour:02d}:59:59Z",
+            "digestS3Object": f"cloudtrail/{name}", "digestPublicKeyFingerprint": fingerprint(key), "logFiles": logs,
+            "previousDigestS3Object": f"cloudtrail/{previous.key}" if previous else None,
+            "previousDigestHashValue": previous.sha256 if previous else None,
+            "previousDigestSignature": previous.signature if previous else None}  # fmt: skip
+        body = digest_body(fields)
+        parsed = parse_digest(body)
+        return ReadDigest(name, sha256_hex(body), parsed, None, sign(key, parsed, sha256_hex(body)), "SHA256withRSA")
+
+    listed = [{"s3Bucket": "b", "s3Object": f"cloudtrail/{stored_log}", "hashValue": sha256_hex(content)}]
+    eight = digest(8, None, listed)
+    nine = digest(9, eight, [])
+    older = ReadDigest(eight.key, eight.sha256, eight.digest)  # a folder: only the newest has its signature
+    logs = {stored_log: hash_stored(gzip.compress(content))}
+    rows = judge_trail(TrailInput("111122223333", "us-east-1", [older, nine], logs), keys)
+    assert [(row.kind, row.status) for row in rows] == [("digest", "valid"), ("digest", "valid"), ("log", "valid")]

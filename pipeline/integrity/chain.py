@@ -95,15 +95,23 @@ def _basename(key: str) -> str:
     return key.rpartition("/")[2]
 
 
+def _trail_path(key: str) -> str:
+    """The key from `AWSLogs/` on: a local copy of a trail drops the bucket prefix its digests name."""
+    at = key.find("AWSLogs/")
+    return key[at:] if at >= 0 else key
+
+
 def judge_trail(trail: TrailInput, keys: PublicKeys) -> list[IntegrityRow]:
     """The integrity rows of one account/region, digests first, then log files."""
     readable = [d for d in trail.digests if d.digest is not None]
     chain = sorted((d for d in readable if not is_backfill(d.key)), key=lambda d: d.digest.end)  # type: ignore[union-attr]
     backfill = [d for d in readable if is_backfill(d.key)]
     judged = {d.key: _Judged(d) for d in readable}
-    successor = {d.digest.previousDigestS3Object: d for d in chain if d.digest and d.digest.previousDigestS3Object}
+    successor = {
+        _trail_path(d.digest.previousDigestS3Object): d for d in chain if d.digest and d.digest.previousDigestS3Object
+    }
     for read in [*chain, *backfill]:
-        _judge_digest(judged[read.key], successor.get(read.key), keys)
+        _judge_digest(judged[read.key], successor.get(_trail_path(read.key)), keys)
     rows = [_digest_row(trail, judged[d.key]) for d in [*chain, *backfill]]
     rows += [_unreadable_row(trail, d) for d in trail.digests if d.digest is None]
     rows += list(_chain_breaks(trail, chain))
@@ -142,7 +150,7 @@ def _judge_digest(judged: _Judged, next_digest: ReadDigest | None, keys: PublicK
         )
         if problem is not None:
             judged.fail(MODIFIED, problem)
-    if digest.digestS3Object != read.key and not read.key.endswith("/" + digest.digestS3Object):
+    if _trail_path(digest.digestS3Object) != _trail_path(read.key):
         judged.fail(MOVED, f"it was delivered as {digest.digestS3Object} but is stored at {read.key}")
 
 
@@ -205,7 +213,7 @@ def _missing_hours(
 
 
 def _chain_breaks(trail: TrailInput, chain: Sequence[ReadDigest]) -> Iterator[IntegrityRow]:
-    present = {d.key for d in chain}
+    present = {_trail_path(d.key) for d in chain}
     earlier: DigestFile | None = None
     for read in chain:
         digest = read.digest
@@ -227,7 +235,7 @@ def _chain_breaks(trail: TrailInput, chain: Sequence[ReadDigest]) -> Iterator[In
                     f"no digest between {iso(earlier.end)} and {iso(digest.start)}: a gap "
                     "(logging or log file validation was off; a new chain starts here)",
                 )
-        elif wanted not in present and not any(k.endswith("/" + wanted) for k in present):
+        elif _trail_path(wanted) not in present:
             yield from _missing_hours(
                 trail,
                 earlier.end,
@@ -303,7 +311,7 @@ def _present_key(s3_object: str, logs: Mapping[str, LogHash | None]) -> str | No
     """The listed key of a log a digest names (a local folder's keys are relative to the trail root)."""
     if s3_object in logs:
         return s3_object
-    tail = s3_object[s3_object.find("AWSLogs/") :] if "AWSLogs/" in s3_object else s3_object
+    tail = _trail_path(s3_object)
     return tail if tail in logs else None
 
 
