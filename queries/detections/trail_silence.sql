@@ -20,12 +20,11 @@ buckets AS (  -- the buckets judged, each at its end
       AND $history_start <= bucket - $lookback
 ),
 
-candidates AS (  -- account/regions with calls in the bucket's lookback
-    SELECT DISTINCT b.bucket, b.judged_at, a.account_id, a.region
+candidates AS (  -- every account/region heard from in the read range, for every bucket (judged below only
+    -- where its last call lies inside the bucket's own lookback)
+    SELECT b.bucket, b.judged_at, a.account_id, a.region
     FROM buckets AS b
-    JOIN activity AS a
-        ON a.event_time >= b.bucket - $lookback
-        AND a.event_time < b.judged_at
+    CROSS JOIN (SELECT DISTINCT account_id, region FROM activity) AS a
 ),
 
 moments AS (  -- the bucket's end, and the same moment on each earlier day of the lookback
@@ -70,6 +69,6 @@ SELECT
     round(epoch(usual_silence) / 3600, 1) AS usual_silent_hours,
     days_known
 FROM judged
-WHERE days_known >= $min_history_days
+WHERE days_known >= $min_history_days  -- and heard from within the bucket's lookback (silence not null):
   AND epoch(silence) > greatest(epoch($min_silence), epoch(usual_silence) * $tolerance)
 ORDER BY first_seen, account_id, region
