@@ -74,9 +74,11 @@ def _problems(report: VerifyReport) -> Table:
         table.add_column(column, overflow="fold", ratio=3 if column == "reason" else None)
     problems = [row for row in report.rows if row.problem]
     for row in problems[:_SHOWN]:
-        table.add_row(row.status, row.kind, safe_text.terminal(f"{row.account_id} {row.region}"), times.display(row.period_start),
-                      safe_text.terminal(row.object.rpartition("/")[2] or "(name unknown)"),
-                      safe_text.terminal(row.reason or ""))  # fmt: skip
+        where = safe_text.terminal(f"{row.account_id} {row.region}")
+        name = safe_text.terminal(row.object.rpartition("/")[2] or "(name unknown)")
+        table.add_row(
+            row.status, row.kind, where, times.display(row.period_start), name, safe_text.terminal(row.reason or "")
+        )
     if len(problems) > _SHOWN:
         table.add_row(f"... and {len(problems) - _SHOWN:,} more (all in the lake's integrity/ table)", *[""] * 5)
     return table
