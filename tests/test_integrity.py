@@ -234,8 +234,7 @@ def test_verifies_an_s3_trail_with_signatures_in_object_metadata(aws: str) -> No
     client.create_bucket(Bucket="keytrail-verify-test")
     simulate("s3://keytrail-verify-test/trail", days=2, seed=SEED, start=START, events_per_day=300, accounts=1,
              regions=("us-east-1",), incidents=(), s3_client=client)  # fmt: skip
-    body = client.get_object(Bucket="keytrail-verify-test", Key=f"trail/{PUBLIC_KEYS}")["Body"].read()
-    keys = public_keys.from_response(json.loads(body))
+    keys = public_keys.load(f"s3://keytrail-verify-test/trail/{PUBLIC_KEYS}", client)  # KEYTRAIL_PUBLIC_KEYS
     report = verify_source("s3://keytrail-verify-test/trail", keys, client=client)
     assert {row.status for row in report.rows} == {"valid"} and report.digests_read == 48
     # The newest digest's signature came from its x-amz-meta-signature: delete its successor-less chain end's
