@@ -2,9 +2,10 @@
 -- trail's bucket, a broken delivery) and keytrail then reports "no findings" over an account that is simply
 -- not being heard (ATT&CK T1562.008). This finds an account/region whose KMS + Secrets Manager calls stopped
 -- for longer than its own history says is normal at this time of day: the silence so far (since its last
--- call) is compared with the silence at the same moment on each earlier day of the lookback, so a region that
--- is quiet every night from midnight to six stays quiet at five in the morning, and the same hours of silence
--- at two in the afternoon fire. Each $window bucket is judged at its end, only from calls in its own lookback.
+-- call) is compared with the quiet stretch that covered the same moment on each earlier day of the lookback
+-- (from its last call to its next), so a region that is quiet every night from midnight to six stays quiet at
+-- five in the morning, and the same hours of silence at two in the afternoon fire. Each $window bucket is
+-- judged at its end, only from calls in its own lookback.
 WITH activity AS (  -- audited calls per account/region, lookback + window
     SELECT recipient_account_id AS account_id, aws_region AS region, event_time
     FROM events
@@ -32,7 +33,9 @@ moments AS (  -- the bucket's end, and the same moment on each earlier day of th
     FROM candidates AS c, range(0, CAST(floor(epoch($lookback) / 86400) AS BIGINT)) AS r(d)
 ),
 
-silences AS (  -- how long each moment had been silent; unknown when its last call is older than the lookback
+silences AS (  -- each moment's silence: since its last call (today: so far) and until its next call (earlier
+    -- days: the whole quiet stretch that covered that time of day). Unknown when the last call is older than the
+    -- bucket's lookback; nothing after the bucket's end is seen (a later run's data)
     SELECT
         m.*,
         CASE WHEN a.event_time >= m.bucket - $lookback THEN a.event_time END AS last_call,
@@ -44,6 +47,17 @@ silences AS (  -- how long each moment had been silent; unknown when its last ca
         AND m.moment > a.event_time
 ),
 
+stretches AS (
+    SELECT
+        s.*,
+        least(coalesce(a.event_time, s.judged_at), s.judged_at) - s.last_call AS stretch
+    FROM silences AS s
+    ASOF LEFT JOIN activity AS a
+        ON a.account_id = s.account_id
+        AND a.region = s.region
+        AND s.moment <= a.event_time
+),
+
 judged AS (
     SELECT
         account_id,
@@ -52,9 +66,9 @@ judged AS (
         judged_at,
         any_value(silence) FILTER (days_back = 0) AS silence,
         any_value(last_call) FILTER (days_back = 0) AS silent_since,
-        max(silence) FILTER (days_back > 0) AS usual_silence,
-        count(silence) FILTER (days_back > 0) AS days_known
-    FROM silences
+        max(stretch) FILTER (days_back > 0) AS usual_silence,
+        count(stretch) FILTER (days_back > 0) AS days_known
+    FROM stretches
     GROUP BY account_id, region, bucket, judged_at
 )
 
