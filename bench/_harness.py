@@ -288,7 +288,8 @@ EVENTS_FROM_JSON_SQL = """
     r.serviceEventDetails::VARCHAR AS service_event_details, r.resources::VARCHAR AS resources,
     filename AS source_object
   FROM records
-  WHERE r.eventSource IN ('kms.amazonaws.com', 'secretsmanager.amazonaws.com')
+  -- the sources keytrail's lake keeps by default (pipeline.events.DEFAULT_SOURCES): the same job
+  WHERE r.eventSource IN ('kms.amazonaws.com', 'secretsmanager.amazonaws.com', 'cloudtrail.amazonaws.com')
 """
 
 

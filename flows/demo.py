@@ -23,6 +23,7 @@ from pipeline import demo as parts
 from pipeline.alerting.outbox import Outbox, OutboxEntry
 from pipeline.cli.common import make_console
 from pipeline.lake import committed_files
+from pipeline.simulate.digests import PUBLIC_KEYS
 from pipeline.simulate.results import SimulationResult
 from pipeline.simulate.run import simulate
 from pipeline.times import midnight
@@ -95,8 +96,10 @@ def run_demo(
             f"simulated {simulation.events:,} events in {simulation.files:,} log objects "
             f"({len(simulation.incidents)} incidents on {final_day})"
         )
+        # The simulator signs its digests with its own key and puts the matching ListPublicKeys response beside
+        # the trail: the pipeline's verify step checks the final day's chain with it.
         settings = {"KEYTRAIL_ENDPOINT_URL": local.url, "KEYTRAIL_TOPIC_ARN": resources.topic_arn,
-                    "KEYTRAIL_LAKE": str(lake)}  # fmt: skip
+                    "KEYTRAIL_LAKE": str(lake), "KEYTRAIL_PUBLIC_KEYS": f"{source}/{PUBLIC_KEYS}"}  # fmt: skip
         # The heartbeat thread costs ~1 s per flow run and has no environment variable.
         with parts.scoped_environment(settings), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             with console.status(f"Prefect: backfill {start} .. {final_day - dt.timedelta(days=1)} (history)"):
@@ -112,6 +115,7 @@ def run_demo(
             f"{len(simulation.accounts)} accounts x {len(simulation.regions)} regions",
             "lake": f"{len(committed_files(lake)):,} Parquet files in {lake}",
             "Prefect runs": "keytrail-backfill (history), keytrail-pipeline (final day)",
+            "trail integrity": final.get("verify", {}).get("coverage") or f"not verified ({final.get('verify')})",
             "elapsed": f"{time.monotonic() - started:.0f} s",
         }
         reconciliation = parts.render_summary(

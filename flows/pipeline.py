@@ -1,4 +1,5 @@
-"""`keytrail_pipeline`: the scheduled job. Ingest what CloudTrail delivered recently, then detect and alert."""
+"""`keytrail_pipeline`: the scheduled job. Ingest what CloudTrail delivered recently, verify the trail's
+digests and log files, then detect and alert."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from flows.detect import DEFAULT_HORIZON, evaluate_window, resolve_now
 from flows.ingest import ingest_cloudtrail
 from flows.logs import route_library_logs
 from flows.runners import build_task_runner
+from flows.verify import verify_trail
 from pipeline.settings import Settings
 from pipeline.times import parse_duration
 
@@ -38,5 +40,7 @@ def keytrail_pipeline(
     since = until - parse_duration(horizon)
     ingest_flow = ingest_cloudtrail.with_options(task_runner=build_task_runner(task_runner, dask_address))
     ingested = ingest_flow(source, lake_path, since=since.date(), until=until.date())
+    # Before detecting: the trail_integrity_failure detection reads what this step records.
+    verified = verify_trail(source, lake_path, since.date(), until.date(), until)
     alerts = evaluate_window(lake_path, since, until, now=until, publish=publish, settings=settings)
-    return {"ingest": ingested, "detect": alerts}
+    return {"ingest": ingested, "verify": verified, "detect": alerts}

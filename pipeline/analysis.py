@@ -21,6 +21,7 @@ from pipeline.alerting.alert import Alert
 from pipeline.alerting.outbox import Outbox, OutboxEntry, OutboxError, outbox_path
 from pipeline.catalog import Query
 from pipeline.engine import Engine
+from pipeline.integrity.results import Coverage
 
 KIND = "analysis"
 
@@ -51,6 +52,12 @@ def _frame(engine: Engine, query_id: str, **params: Any) -> pl.DataFrame:
 def totals(engine: Engine) -> dict[str, int]:
     """events, principals, keys, secrets, denied and errors in the window."""
     return _frame(engine, "totals").row(0, named=True)
+
+
+def log_coverage(engine: Engine) -> Coverage:
+    """Log files `keytrail verify` found valid, of all it knows for the window (`Coverage.line()` says it)."""
+    row = _frame(engine, "log_coverage").row(0, named=True)
+    return Coverage(row["verified"], row["log_files"])
 
 
 def calls_per_hour(engine: Engine) -> pl.DataFrame:

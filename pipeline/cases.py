@@ -148,10 +148,12 @@ class CaseInput:
     until: dt.datetime
     history_start: dt.datetime
     params: dict[str, Any]
+    integrity: tuple[Mapping[str, Any], ...] = ()
 
     def engine(self) -> Engine:
         """A session over the case's events (the caller closes it); windows other than the case's bind as params."""
-        return Engine.from_table(self.table, since=self.since, until=self.until, history_start=self.history_start)
+        return Engine.from_table(self.table, since=self.since, until=self.until, history_start=self.history_start,
+                                 integrity=self.integrity)  # fmt: skip
 
 
 def case_input(query: Query, case: Case) -> CaseInput:
@@ -164,7 +166,7 @@ def case_input(query: Query, case: Case) -> CaseInput:
         params["trusted_accounts"] = list(case.trusted_accounts)
     # Unless the case says otherwise, its lake is warmed up: history reaches a full lookback back.
     history_start = case.history_start or since - query.lookback
-    return CaseInput(table, since, until, history_start, params)
+    return CaseInput(table, since, until, history_start, params, case.integrity)
 
 
 def case_alerts(query: Query, given: CaseInput, windows: Sequence[tuple[dt.datetime, dt.datetime]]) -> list[Alert]:

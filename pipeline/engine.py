@@ -26,6 +26,7 @@ from pipeline.duckdb_session import close_session, open_session
 from pipeline.events import COLUMNS, EVENTS_SCHEMA
 from pipeline.lake import committed_files, events_dir, partition_dir, partitions, rollups_dir
 from pipeline.lake import rollups as lake_rollups
+from pipeline.lake.integrity import INTEGRITY_SCHEMA, integrity_dir, integrity_files, integrity_table
 from pipeline.lake.layout import partition_day
 from pipeline.lake.ledger import committed_rollup_files
 from pipeline.times import EARLIEST, LATEST, check_window, display, utc
@@ -102,7 +103,14 @@ class Engine:
         else:
             _empty_events(con)
         _hourly_view(con, files, committed_rollup_files(lake, start, end))
-        _lock(con, [events_dir(lake), rollups_dir(lake)])
+        # What `keytrail verify` recorded for the same days (the trail_integrity_failure detection reads it).
+        checked = integrity_files(lake, start, end)
+        if checked:
+            relation = con.read_parquet([str(f) for f in checked], hive_partitioning=True)  # period_date: DATE
+            relation.select(*INTEGRITY_SCHEMA.names).create_view("integrity")
+        else:
+            _create_table(con, "integrity", INTEGRITY_SCHEMA.empty_table())
+        _lock(con, [events_dir(lake), rollups_dir(lake), integrity_dir(lake)])
         log.debug("events view over %d files for %s..%s", len(files), start, end)
         days = readable_partitions(lake)
         history_start = dt.datetime.combine(min(days), dt.time(), dt.UTC) if days else None
@@ -116,16 +124,17 @@ class Engine:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         history_start: dt.datetime | None = None,
+        integrity: Sequence[Mapping[str, Any]] = (),
     ) -> Engine:
         """An in-memory `events` table (EVENTS_SCHEMA) under the same lock: for YAML cases and notebooks.
+        `integrity` rows (YAML cases' `integrity:`) fill the `integrity` table.
 
         `history_start` defaults to the first event's time: the table is all the history there is.
         """
         con, spill_dir = open_session()
-        con.register("_events_input", table.select(list(COLUMNS)).cast(EVENTS_SCHEMA))
-        con.execute("CREATE TABLE events AS SELECT * FROM _events_input")
-        con.unregister("_events_input")
-        _register_table(con, "hourly", lake_rollups.hourly(table))
+        _create_table(con, "events", table.select(list(COLUMNS)).cast(EVENTS_SCHEMA))
+        _create_table(con, "hourly", lake_rollups.hourly(table))
+        _create_table(con, "integrity", integrity_table(integrity))
         _lock(con, [])
         if history_start is None:
             ((history_start,),) = con.execute("SELECT min(event_time) FROM events").fetchall()
@@ -250,11 +259,11 @@ _skipped: set[Path] = set()
 
 
 def _empty_events(con: duckdb.DuckDBPyConnection) -> None:
-    _register_table(con, "events", EVENTS_SCHEMA.empty_table())
+    _create_table(con, "events", EVENTS_SCHEMA.empty_table())
 
 
-def _register_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
-    """`table` copied into the session as `name` (a registered Arrow table would not survive the lock)."""
+def _create_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """`name` as a table holding `table` (names are the engine's own: `events`, `hourly`, `integrity`)."""
     con.from_arrow(table).create(name)
 
 
@@ -274,7 +283,7 @@ def _hourly_view(con: duckdb.DuckDBPyConnection, event_files: Sequence[Path], ro
             len(days),
             days[0],
         )
-    _register_table(con, "_hourly_computed", computed)
+    _create_table(con, "_hourly_computed", computed)
     columns = lake_rollups.ROLLUP_SCHEMA.names
     relation = con.table("_hourly_computed")
     if rollup_files:

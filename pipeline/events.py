@@ -72,7 +72,11 @@ from pipeline.times import EARLIEST, LATEST, display, parse_timestamp
 
 KMS_SOURCE = "kms.amazonaws.com"
 SECRETS_SOURCE = "secretsmanager.amazonaws.com"
-DEFAULT_SOURCES: tuple[str, ...] = (KMS_SOURCE, SECRETS_SOURCE)
+# CloudTrail's own management events (StopLogging, DeleteTrail, PutEventSelectors, ...): few, and the only sign a
+# trail is being blinded (the trail_logging_tampered detection). Analyses count KMS + Secrets Manager only
+# (the `audited_service` macro).
+CLOUDTRAIL_SOURCE = "cloudtrail.amazonaws.com"
+DEFAULT_SOURCES: tuple[str, ...] = (KMS_SOURCE, SECRETS_SOURCE, CLOUDTRAIL_SOURCE)
 
 _JSON = pa.string()  # nested parts are kept as verbatim JSON text
 

@@ -53,6 +53,7 @@ class Case:
     trusted_accounts: tuple[str, ...] | None = None
     # Where the case's lake starts; default: a full lookback before the window (a warmed-up lake).
     history_start: dt.datetime | None = None
+    integrity: tuple[Mapping[str, Any], ...] = ()  # rows of the `integrity` table (keytrail verify's results)
 
     @property
     def firing(self) -> bool:

@@ -67,6 +67,8 @@ class CaseSpec(_Strict):
     history_start: Any = UNSET
     params: dict[str, Any] | None = None
     trusted_accounts: list[Text] | None = None
+    # Rows of the lake's `integrity` table (what `keytrail verify` recorded), for detections that read it.
+    integrity: list[Row] | None = None
 
 
 class QuerySpec(_Strict):
@@ -219,6 +221,7 @@ def _case(path: KeyPath, spec: CaseSpec, declared: set[str]) -> Case:
         expect=tuple(spec.expect),
         params=params,
         trusted_accounts=trusted,
+        integrity=tuple(spec.integrity or ()),
         **times,
     )
 

@@ -81,6 +81,8 @@ def build(
         secrets = analysis.top_secrets(engine)
         contexts = analysis.context_cardinality(engine)
         denied = analysis.investigation(engine, "denied_activity", {"limit": 25})
+        coverage = analysis.log_coverage(engine)
+    notes.append(coverage.line() if coverage.total else _NOT_VERIFIED)
     charts = (
         ("Calls per hour by operation", per_hour, "hour", "event_name", "calls"),
         ("Failed calls per hour by error code", errors, "hour", "error_code", "calls"),
@@ -178,6 +180,8 @@ def _cards(report: Report) -> str:
         '<div class="cards">' + "".join(f'<div class="card"><b>{_e(n)}</b>{_e(t)}</div>' for t, n in cards) + "</div>"
     )
 
+
+_NOT_VERIFIED = "No log file of this period was verified: run `keytrail verify` over it (coverage unknown)."
 
 _TOTALS: tuple[tuple[str, str], ...] = (
     ("events", "events"),

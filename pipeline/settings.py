@@ -7,7 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_EVENT_SOURCES: tuple[str, ...] = ("kms.amazonaws.com", "secretsmanager.amazonaws.com")
+# CloudTrail's own management events are kept too: they show a trail being stopped or narrowed.
+DEFAULT_EVENT_SOURCES: tuple[str, ...] = (
+    "kms.amazonaws.com",
+    "secretsmanager.amazonaws.com",
+    "cloudtrail.amazonaws.com",
+)
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -28,6 +33,8 @@ class Settings:
     realert_hours: float = 6.0
     storm_cap: int = 50
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # A saved ListPublicKeys response (file or s3://bucket/key) for `keytrail verify`; None: ask CloudTrail.
+    public_keys: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -43,4 +50,5 @@ class Settings:
             realert_hours=float(env.get("KEYTRAIL_REALERT_HOURS", defaults.realert_hours)),
             storm_cap=int(env.get("KEYTRAIL_STORM_CAP", defaults.storm_cap)),
             workers=int(env.get("KEYTRAIL_WORKERS", defaults.workers)),
+            public_keys=env.get("KEYTRAIL_PUBLIC_KEYS") or None,
         )

@@ -43,3 +43,7 @@ CREATE MACRO principal_kind(principal_type, principal_arn, session_issuer_arn, i
         OR user_agent LIKE '%signin.amazonaws.com%'
         OR (principal_type = 'AssumedRole' AND regexp_matches(principal_arn, '/[^/@]+@[^/@]+\.[^/@]+$')) THEN 'human'
     ELSE 'workload' END;
+
+-- The services keytrail audits. The lake also keeps CloudTrail's own management events (StopLogging,
+-- PutEventSelectors, ...) for the trail-blinding detections; activity summaries count these two only.
+CREATE MACRO audited_service(event_source) AS event_source IN ('kms.amazonaws.com', 'secretsmanager.amazonaws.com');

@@ -48,6 +48,7 @@ EXPECTED_ANALYSIS = {
     "example_source_ip",
     "example_event_id",
     "latest_event_time",
+    "log_coverage",
 }
 
 

@@ -130,6 +130,10 @@ def test_demo_messages_match_the_outbox_and_every_incident_alerts(
     text = console.export_text()
     assert "SNS messages match the outbox" in text and "Injected incidents found (13/13)" in text
     assert "keytrail query run alert_evidence" in text
+    # The pipeline verified the final day's signed trail: every log file of it, nothing failed.
+    verify = outcome.final["verify"]
+    assert verify["problems"] == 0 and verify["verified"] == verify["log_files"] > 0
+    assert f"{verify['log_files']:,} of {verify['log_files']:,} log files verified for this period" in text
     out, err = capfd.readouterr()
     for noise in ("werkzeug", "Traceback", "ERROR", "telemetry", '"GET /'):
         assert noise not in out + err + text

@@ -46,7 +46,7 @@ from hypothesis.strategies import DrawFn
 from trails import day_of, lake_table, log_key, record
 from typer.testing import CliRunner
 
-from pipeline import ingest
+from pipeline import events, ingest
 from pipeline import lake as lakelib
 from pipeline.cli import app
 
@@ -61,7 +61,7 @@ settings.register_profile("long", max_examples=1000, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "keytrail"))
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
-WANTED = ("kms.amazonaws.com", "secretsmanager.amazonaws.com")
+WANTED = events.DEFAULT_SOURCES  # what ingest keeps by default (KMS, Secrets Manager, CloudTrail's own events)
 TESTS = Path(__file__).resolve().parent
 CORPUS = TESTS.parents[1] / "shared" / "realdata" / "corpus"
 MARK = "FZ-RAW-MARK"  # a string value replaced by raw bytes in the serialized record

@@ -50,6 +50,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     },
     **{name: (*CATALOG, "pipeline.alerting.alert", *LEAVES) for name in CATALOG},
     "pipeline.engine": (*CATALOG, "pipeline.events", "pipeline.lake", *LEAVES),
+    # digest chains and log hashes: reads trails (s3) and records its verdicts in the lake, nothing above
+    "pipeline.integrity": ("pipeline.integrity", "pipeline.s3", "pipeline.lake", "pipeline.ingest_failures", *LEAVES),
     "pipeline.cases": (
         *CATALOG,
         "pipeline.engine",

@@ -19,6 +19,7 @@ from pipeline import events
 from pipeline.aws import client as make_client
 from pipeline.cli import app
 from pipeline.simulate import DEFAULT_INCIDENTS, MANIFEST, SimulationResult, simulate
+from pipeline.simulate.digests import PUBLIC_KEYS
 
 # One worker builds the shared trail once (under `pytest -n 2 --dist loadgroup`).
 pytestmark = pytest.mark.xdist_group("simulate")
@@ -75,10 +76,16 @@ def test_org_trail_layout(trail: tuple[Path, SimulationResult, dict[str, bytes]]
     _, result, objects = trail
     logs = {key: LOG_KEY.match(key) for key in objects if "/CloudTrail/" in key}
     assert all(logs.values()), [key for key, match in logs.items() if not match][:3]
-    digests = [key for key in objects if "/CloudTrail-Digest/" in key]
+    digests = [key for key in objects if "/CloudTrail-Digest/" in key and not key.endswith(".metadata.json")]
+    # A folder has no S3 metadata: each chain's newest digest carries its signature in a sidecar.
+    sidecars = [key for key in objects if key.endswith(".metadata.json")]
     assert all(DIGEST_KEY.match(key) for key in digests)
     assert len(logs) == result.files and len(digests) == result.digest_files == DAYS * 4 * 2 * 24
-    assert set(objects) == set(logs) | set(digests) | {MANIFEST}  # the manifest sits outside AWSLogs/
+    assert sorted(key.removesuffix(".metadata.json") for key in sidecars) == sorted(
+        key for key in digests if f"{START + dt.timedelta(days=DAYS - 1):%Y%m%d}T235959Z" in key
+    )
+    # the manifest and the signing key's ListPublicKeys response sit outside AWSLogs/
+    assert set(objects) == set(logs) | set(digests) | set(sidecars) | {MANIFEST, PUBLIC_KEYS}
     assert {m["org"] for m in logs.values()} == {result.org_id}
     assert {m["acct"] for m in logs.values()} == set(result.accounts) and len(result.accounts) == 4
     assert {m["region"] for m in logs.values()} == {"us-east-1", "eu-west-1"}
@@ -254,8 +261,9 @@ def test_writes_to_s3_through_the_moto_server(aws: str) -> None:
     keys = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket="keytrail-sim-test"):
         keys.extend(item["Key"] for item in page.get("Contents", []))
-    assert len(keys) == result.files + result.digest_files + 1
-    assert f"trail/{MANIFEST}" in keys and all(k.startswith("trail/AWSLogs/") for k in keys if k != f"trail/{MANIFEST}")
+    assert len(keys) == result.files + result.digest_files + 2  # + the manifest and the public keys
+    outside = {f"trail/{MANIFEST}", f"trail/{PUBLIC_KEYS}"}
+    assert outside <= set(keys) and all(k.startswith("trail/AWSLogs/") for k in keys if k not in outside)
     ids = set(result.incident("key_deletion").event_ids)
     found = set()
     for key in keys:

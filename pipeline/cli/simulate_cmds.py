@@ -22,6 +22,8 @@ from pipeline.simulate import (
     SimulationResult,
     simulate,
 )
+from pipeline.simulate.digests import PUBLIC_KEYS
+from pipeline.simulate.tamper import TAMPERINGS, tamper_simulation
 
 _HELP = (
     "Write a realistic CloudTrail trail in the real S3 layout: 4 accounts (an organization trail, or one account "
@@ -35,6 +37,9 @@ _HELP = (
     "Example: keytrail simulate --out s3://trail-bucket/cloudtrail --days 3 --seed 1 --endpoint-url "
     "http://127.0.0.1:5000 --create-bucket"
 )
+
+
+_TAMPER_NAMES = ", ".join(TAMPERINGS)
 
 
 def _incident_names(value: str) -> tuple[str, ...]:
@@ -130,6 +135,12 @@ def simulate_command(
     create_bucket: Annotated[
         bool, typer.Option("--create-bucket", help="Create the s3:// bucket first if it does not exist.")
     ] = False,
+    tampering: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tamper", help=f"Tamper with the signed trail afterwards (repeatable): {', '.join(TAMPERINGS)}."
+        ),
+    ] = None,
 ) -> None:
     settings = Settings.from_env()
     console = make_console(stderr=True)
@@ -159,6 +170,7 @@ def simulate_command(
                 events_per_day=events_per_day, kms_only=kms_only, s3_client=client, workers=workers,
                 progress=progress,
             )  # fmt: skip
+            tampered = tamper_simulation(out, result, tampering, client) if tampering else []
         except ValueError as exc:
             raise fail(console, str(exc), 2) from None
         except ClientError as exc:
@@ -173,10 +185,14 @@ def simulate_command(
     report.print(_summary(result))
     if result.incidents:
         report.print(_incidents(result))
+    for done in tampered:
+        names = ", ".join(safe_text.markup(key.rpartition("/")[2]) for key in done.objects)
+        report.print(f"[yellow]tampered ({done.name})[/yellow]: {names} -> keytrail verify must say {done.expect}")
     where = out.rstrip("/") + "/" + MANIFEST
     report.print(
         f"incidents and look-alikes: {safe_text.markup(where)}; next: keytrail ingest {safe_text.markup(out)} "
-        "--lake ./lake"
+        f"--lake ./lake; keytrail verify {safe_text.markup(out)} --public-keys {safe_text.markup(out.rstrip('/'))}/"
+        f"{PUBLIC_KEYS}"
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.simulate import incidents as incident_mod
 from pipeline.simulate import lookalikes, noise, workloads
 from pipeline.simulate.calls import Chunk
+from pipeline.simulate.digests import DigestSigner, write_signing_keys
 from pipeline.simulate.identities import ACCOUNT_NAMES, DEFAULT_REGIONS, World, build_world
 from pipeline.simulate.incidents import DEFAULT_INCIDENTS, IncidentPlan, plan_incidents
 from pipeline.simulate.results import InjectedIncident, SimulationResult
@@ -162,16 +163,22 @@ def simulate(
     ]  # fmt: skip
     found: dict[str, InjectedIncident] = {}
     began = time.perf_counter()
+    signer = DigestSigner(seed) if digests else None
     try:
         for done, output in enumerate(_outputs(jobs, workers), 1):
             for key, data in output.files.objects:
                 sink.put(key, data)
+            if signer is not None and output.files.digest_day is not None:
+                for key, data, metadata in signer.sign_day(output.files.digest_day):
+                    sink.put(key, data, metadata)
             _tally(result, output)
             found.update((incident.name, incident) for incident in output.incidents)
             if progress is not None:
                 progress(done, len(jobs), result.events)
         result.incidents = [found[p.name] for p in incident_plans if p.name in found]
         sink.put(dest.prefix + MANIFEST, manifest(result, world))
+        if signer is not None:
+            write_signing_keys(sink, signer, start, days)
     finally:
         sink.close()
     result.bytes_written += sink.bytes_written

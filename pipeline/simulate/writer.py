@@ -23,8 +23,7 @@ from typing import Any
 from isal import igzip
 
 from pipeline.simulate.calls import Chunk
-from pipeline.simulate.identities import pick
-from pipeline.simulate.shapes import json_text
+from pipeline.simulate.digests import DigestDay
 
 WINDOW_SECONDS = 300
 MAX_RECORDS = 2000
@@ -68,6 +67,7 @@ class ChunkFiles:
     events: int = 0
     kms_events: int = 0
     secrets_events: int = 0
+    digest_day: DigestDay | None = None  # signed into digest objects by the parent, in day order
 
 
 def _account_root(c: Chunk, prefix: str) -> str:
@@ -112,37 +112,15 @@ def chunk_files(c: Chunk, prefix: str, trail_bucket: str, *, digests: bool = Tru
             })  # fmt: skip
         i = j
     if digests:
-        _add_digests(c, out, root, trail_bucket, by_hour)
+        out.digest_day = _digest_day(c, root, trail_bucket, by_hour)
+        out.digest_files = 24  # hourly, even for hours without logs, as CloudTrail does
     return out
 
 
-def _add_digests(c: Chunk, out: ChunkFiles, root: str, bucket: str, by_hour: dict[int, list[dict[str, Any]]]) -> None:
-    """Hourly digest files (written even for hours without logs, as CloudTrail does); ingest must skip them."""
+def _digest_day(c: Chunk, root: str, bucket: str, by_hour: dict[int, list[dict[str, Any]]]) -> DigestDay:
+    """The day's hourly log lists; the parent process chains and signs them (`digests.DigestSigner`)."""
     trail = "org-trail" if c.world.org_trail else "management-events"
-    fingerprint = pick("0123456789abcdef", 32, c.world.seed, "digest-key", c.region)
-    previous: tuple[str, str] | None = None
-    for hour in range(24):
-        end = min(hour * 3600 + 3600, 86399)
-        key = (
-            f"{root}CloudTrail-Digest/{c.region}/{c.day:%Y/%m/%d}/{c.account}_CloudTrail-Digest_{c.region}_{trail}_"
-            f"{c.world.home_region}_{c.day:%Y%m%d}T{hour:02d}5959Z.json.gz"
-        )
-        files = by_hour.get(hour, [])
-        body = json_text({
-            "awsAccountId": c.account, "digestStartTime": c.at(hour * 3600), "digestEndTime": c.at(end),
-            "digestS3Bucket": bucket, "digestS3Object": key, "digestPublicKeyFingerprint": fingerprint,
-            "digestSignatureAlgorithm": "SHA256withRSA",
-            "newestEventTime": files[-1]["newestEventTime"] if files else None,
-            "oldestEventTime": files[0]["oldestEventTime"] if files else None,
-            "previousDigestS3Bucket": bucket if previous else None,
-            "previousDigestS3Object": previous[0] if previous else None,
-            "previousDigestHashValue": previous[1] if previous else None,
-            "previousDigestHashAlgorithm": "SHA-256" if previous else None,
-            "previousDigestSignature": None, "logFiles": files,
-        }).encode()  # fmt: skip
-        previous = (key, hashlib.sha256(body).hexdigest())
-        out.objects.append((key, igzip.compress(body, GZIP_LEVEL, mtime=0)))
-        out.digest_files += 1
+    return DigestDay(c.account, c.region, c.day.isoformat(), root, trail, c.world.home_region, bucket, by_hour)
 
 
 class Sink:
@@ -159,7 +137,8 @@ class Sink:
         self._pending: list[Future[Any]] = []
         self.bytes_written = 0
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        """Store one object; `metadata` (S3 user metadata, e.g. a digest's signature) is dropped for folders."""
         self.bytes_written += len(data)
         if self.dest.bucket is None:
             path = Path(self.dest.root) / key
@@ -168,8 +147,9 @@ class Sink:
                 self._made.add(path.parent)
             self._pending.append(self._pool.submit(path.write_bytes, data))
         else:
+            extra = {"Metadata": metadata} if metadata else {}
             self._pending.append(
-                self._pool.submit(self._client.put_object, Bucket=self.dest.bucket, Key=key, Body=data)
+                self._pool.submit(self._client.put_object, Bucket=self.dest.bucket, Key=key, Body=data, **extra)
             )
         if len(self._pending) > 512:  # bound the memory held by queued writes
             self._drain()

@@ -5,6 +5,7 @@ SELECT
     count(*) AS calls
 FROM events
 WHERE event_time >= $since
+  AND audited_service(event_source)
   AND event_time < $until
 GROUP BY ALL
 ORDER BY hour, event_name

@@ -7,6 +7,7 @@ WITH pairs AS (
         unnest(map_entries(encryption_context)) AS pair
     FROM events
     WHERE event_time >= $since
+      AND audited_service(event_source)
       AND event_time < $until
       AND encryption_context IS NOT NULL
       AND key_arn IS NOT NULL

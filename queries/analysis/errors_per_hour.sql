@@ -5,6 +5,7 @@ SELECT
     count(*) AS calls
 FROM events
 WHERE event_time >= $since
+  AND audited_service(event_source)
   AND event_time < $until
   AND error_code IS NOT NULL
 GROUP BY ALL

@@ -8,6 +8,7 @@ SELECT
     max(event_time) AS last_seen
 FROM events
 WHERE event_time >= $since
+  AND audited_service(event_source)
   AND event_time < $until
   AND $principal IN (principal_arn, session_issuer_arn, session_issuer_name, principal_name, invoked_by)
 GROUP BY ALL

@@ -8,6 +8,7 @@ SELECT
     list_sort(list_distinct(flatten(list(map_keys(encryption_context))))) AS context_keys
 FROM events
 WHERE event_time >= $since
+  AND audited_service(event_source)
   AND event_time < $until
   AND key_arn IS NOT NULL
 GROUP BY ALL

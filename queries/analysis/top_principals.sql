@@ -4,6 +4,7 @@ WITH window_events AS (
     SELECT *, actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal
     FROM events
     WHERE event_time >= $since
+      AND audited_service(event_source)
       AND event_time < $until
 )
 

@@ -7,6 +7,7 @@ WITH reads AS (
         unnest(coalesce(secret_ids, [secret_id])) AS secret
     FROM events
     WHERE event_time >= $since
+      AND audited_service(event_source)
       AND event_time < $until
       AND list_contains($read_events, event_name)
 )

@@ -9,4 +9,5 @@ SELECT
     count(*) FILTER (error_code IS NOT NULL AND NOT list_contains($error_codes, error_code)) AS errors
 FROM events
 WHERE event_time >= $since
+  AND audited_service(event_source)
   AND event_time < $until

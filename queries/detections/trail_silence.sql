@@ -1,0 +1,88 @@
+-- Why: an attacker who cannot stop the trail may still cut what it records (event selectors, an SCP on the
+-- trail's bucket, a broken delivery) and keytrail then reports "no findings" over an account that is simply
+-- not being heard (ATT&CK T1562.008). This finds an account/region whose KMS + Secrets Manager calls stopped
+-- for longer than its own history says is normal at this time of day: the silence so far (since its last
+-- call) is compared with the quiet stretch that covered the same moment on each earlier day of the lookback
+-- (from its last call to its next), so a region that is quiet every night from midnight to six stays quiet at
+-- five in the morning, and the same hours of silence at two in the afternoon fire. Each $window bucket is
+-- judged at its end, only from calls in its own lookback.
+WITH activity AS (  -- audited calls per account/region, lookback + window
+    SELECT recipient_account_id AS account_id, aws_region AS region, event_time
+    FROM events
+    WHERE list_contains($audited_sources, event_source)
+      AND event_time >= $baseline_start
+      AND event_time < $until
+),
+
+buckets AS (  -- the buckets judged, each at its end
+    SELECT bucket, bucket + $window AS judged_at
+    FROM (SELECT unnest(generate_series(time_bucket($window, $since), $until, $window)) AS bucket)
+    WHERE bucket < $until
+      AND $history_start <= bucket - $lookback
+),
+
+candidates AS (  -- every account/region heard from in the read range, for every bucket (judged below only
+    -- where its last call lies inside the bucket's own lookback)
+    SELECT b.bucket, b.judged_at, a.account_id, a.region
+    FROM buckets AS b
+    CROSS JOIN (SELECT DISTINCT account_id, region FROM activity) AS a
+),
+
+moments AS (  -- the bucket's end, and the same moment on each earlier day of the lookback
+    SELECT c.*, d AS days_back, c.judged_at - to_days(CAST(d AS INTEGER)) AS moment
+    FROM candidates AS c, range(0, CAST(floor(epoch($lookback) / 86400) AS BIGINT)) AS r(d)
+),
+
+silences AS (  -- each moment's silence: since its last call (today: so far) and until its next call (earlier
+    -- days: the whole quiet stretch that covered that time of day). Unknown when the last call is older than the
+    -- bucket's lookback; nothing after the bucket's end is seen (a later run's data)
+    SELECT
+        m.*,
+        CASE WHEN a.event_time >= m.bucket - $lookback THEN a.event_time END AS last_call,
+        m.moment - last_call AS silence
+    FROM moments AS m
+    ASOF LEFT JOIN activity AS a
+        ON a.account_id = m.account_id
+        AND a.region = m.region
+        AND m.moment > a.event_time
+),
+
+stretches AS (
+    SELECT
+        s.*,
+        least(coalesce(a.event_time, s.judged_at), s.judged_at) - s.last_call AS stretch
+    FROM silences AS s
+    ASOF LEFT JOIN activity AS a
+        ON a.account_id = s.account_id
+        AND a.region = s.region
+        AND s.moment <= a.event_time
+),
+
+judged AS (
+    SELECT
+        account_id,
+        region,
+        bucket,
+        judged_at,
+        any_value(silence) FILTER (days_back = 0) AS silence,
+        any_value(last_call) FILTER (days_back = 0) AS silent_since,
+        max(stretch) FILTER (days_back > 0) AS usual_silence,
+        count(stretch) FILTER (days_back > 0) AS days_known
+    FROM stretches
+    GROUP BY account_id, region, bucket, judged_at
+)
+
+SELECT
+    account_id,
+    region,
+    bucket AS first_seen,
+    judged_at AS last_seen,
+    0 AS event_count,  -- a silence is the absence of events
+    silent_since,
+    round(epoch(silence) / 3600, 1) AS silent_hours,
+    round(epoch(usual_silence) / 3600, 1) AS usual_silent_hours,
+    days_known
+FROM judged
+WHERE days_known >= $min_history_days  -- and heard from within the bucket's lookback (silence not null):
+  AND epoch(silence) > greatest(epoch($min_silence), epoch(usual_silence) * $tolerance)
+ORDER BY first_seen, account_id, region
