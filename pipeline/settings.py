@@ -28,6 +28,7 @@ class Settings:
     realert_hours: float = 6.0
     storm_cap: int = 50
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    tuning: Path | None = None  # KEYTRAIL_TUNING; unset: ./keytrail.yaml when there is one (pipeline/tuning)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -43,4 +44,5 @@ class Settings:
             realert_hours=float(env.get("KEYTRAIL_REALERT_HOURS", defaults.realert_hours)),
             storm_cap=int(env.get("KEYTRAIL_STORM_CAP", defaults.storm_cap)),
             workers=int(env.get("KEYTRAIL_WORKERS", defaults.workers)),
+            tuning=Path(env["KEYTRAIL_TUNING"]) if env.get("KEYTRAIL_TUNING") else None,
         )
