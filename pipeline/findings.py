@@ -55,7 +55,7 @@ def find(
         trusted_accounts=trusted_accounts,
         progress=progress,
     )
-    judged = apply.except_findings(alerts, tuning, detections, now)
+    judged = apply.judge_findings(alerts, tuning, detections, now)
     if not names or not judged:
         return judged
     trail.sync_from_trail(lake)

@@ -43,6 +43,7 @@ def _register() -> None:
         rollups_cmds,
         run_cmds,
         simulate_cmds,
+        tuning_cmds,
     )
 
     ingest_cmds.register(app)
@@ -54,6 +55,7 @@ def _register() -> None:
     report_cmds.register(app)
     simulate_cmds.register(app)
     run_cmds.register(app)
+    tuning_cmds.register(app)
 
 
 _register()

@@ -150,6 +150,7 @@ def queue_and_publish_with_progress(
     fmt: str = "json",
     storm_cap: int | None = None,
     show_queued: bool = True,
+    notices: dict[str, str] | None = None,
 ) -> None:
     """`queue_and_publish` with a rich progress bar: `detect --publish`, and `alerts publish` (no alerts to queue,
     `show_queued=False`). Exits 1 with what to do when the alerts could not be queued (the outbox is damaged,
@@ -169,6 +170,7 @@ def queue_and_publish_with_progress(
                 endpoint_url=endpoint_url,
                 storm_cap=storm_cap,
                 fmt=fmt,
+                notices=notices,
                 on_queued=(lambda queued: console.print(f"alert outbox: {queued}")) if show_queued else None,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
@@ -177,6 +179,8 @@ def queue_and_publish_with_progress(
         except OutboxError as err:  # before anything was queued or sent
             lost = f"the {len(alerts)} finding(s) printed above were not queued: " if alerts else ""
             raise fail(console, lost + str(err)) from None
+    for notice in report.notices:  # said once, by the first run that saw it
+        console.print(f"[yellow]note:[/yellow] {safe_text.markup(notice)}")
     if report.not_published:
         raise fail(console, report.not_published)
     assert report.published is not None

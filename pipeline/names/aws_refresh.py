@@ -35,7 +35,9 @@ def alias_rows(kms: Any, account: str, region: str) -> list[NameRow]:
             if not key_id:
                 continue  # an alias not pointing at a key names nothing
             partition = alias["AliasArn"].split(":")[1] if alias.get("AliasArn") else "aws"
-            rows.append(NameRow("key", f"arn:{partition}:kms:{region}:{account}:key/{key_id}", alias["AliasName"], "aws"))
+            rows.append(
+                NameRow("key", f"arn:{partition}:kms:{region}:{account}:key/{key_id}", alias["AliasName"], "aws")
+            )
     return rows
 
 

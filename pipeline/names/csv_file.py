@@ -20,7 +20,9 @@ def parse(text: str, where: str = "names.csv") -> list[NameRow]:
     if missing := [c for c in REQUIRED if c not in header]:
         raise ValueError(f"{where}:1: missing column(s) {', '.join(missing)} (the header is kind,id,name)")
     if unknown := [c for c in header if c not in (*REQUIRED, *OPTIONAL)]:
-        raise ValueError(f"{where}:1: unknown column(s) {', '.join(unknown)} (allowed: {', '.join(REQUIRED + OPTIONAL)})")
+        raise ValueError(
+            f"{where}:1: unknown column(s) {', '.join(unknown)} (allowed: {', '.join(REQUIRED + OPTIONAL)})"
+        )
     rows: list[NameRow] = []
     for line, record in enumerate(reader, start=2):
         kind, id_, name = ((record.get(c) or "").strip() for c in REQUIRED)

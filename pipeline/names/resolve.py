@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from pipeline.alerting.alert import Alert
 from pipeline.callers import display_name
@@ -60,9 +60,9 @@ def alert_names(alert: Alert, index: NameIndex) -> dict[str, str]:
     if kind and (names := index.names(kind, resource, at)):
         found["resource"] = ", ".join(names)
     principal_account = _account_of(alert.principal_arn)
-    if principal_account and principal_account != alert.account_id:
-        if names := index.names("account", principal_account, at):
-            found["principal_account"] = ", ".join(names)
+    other = principal_account if principal_account != alert.account_id else None
+    if other and (names := index.names("account", other, at)):
+        found["principal_account"] = ", ".join(names)
     return found
 
 

@@ -32,13 +32,17 @@ def param_overrides(
     return merged
 
 
-def except_findings(alerts: Iterable[Alert], tuning: Tuning, queries: Sequence[Query], now: dt.datetime) -> list[Alert]:
-    """`alerts` with the `exception` of the first active exception covering each (None: it pages)."""
+def judge_findings(alerts: Iterable[Alert], tuning: Tuning, queries: Sequence[Query], now: dt.datetime) -> list[Alert]:
+    """`alerts` as the tuning file has them: a detection's tuned `severity` on every one of its findings (the
+    SQL's own escalations included: "medium" means its alerts page as medium), and the `exception` of the first
+    active exception covering each (None: it pages). Ids never change."""
     tags = {query.id: detection_tags(query) for query in queries}
     judged: list[Alert] = []
     for alert in alerts:
+        own = tuning.detections.get(alert.detection_id)
+        severity = own.severity if own and own.severity else alert.severity
         found = matching_exception(alert, tuning, tags.get(alert.detection_id, frozenset()), now)
-        judged.append(dataclasses.replace(alert, exception=found.to_dict() if found else None))
+        judged.append(dataclasses.replace(alert, severity=severity, exception=found.to_dict() if found else None))
     return judged
 
 

@@ -6,6 +6,7 @@ line and what to do (`keytrail.yaml:14: detections.kms_decrypt_volume_spike.para
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def load(path: Path, detections: Sequence[Query]) -> Tuning:
     try:
         data, document = catalog.read_yaml(path)
     except catalog.CatalogError as exc:
-        raise TuningError(f"{exc}: fix the YAML (`keytrail tuning check` validates it)") from None
+        raise TuningError(_yaml_error(path, str(exc))) from None
     except OSError as exc:
         raise TuningError(f"{path}: cannot read the tuning file ({exc})") from None
     try:
@@ -58,6 +59,14 @@ def load(path: Path, detections: Sequence[Query]) -> Tuning:
     except SpecError as exc:
         line = catalog.line_of(document, exc.path)
         raise TuningError(f"{path}:{line}: {exc} (see docs/tuning.md; `keytrail tuning check` validates)") from None
+
+
+def _yaml_error(path: Path, message: str) -> str:
+    """PyYAML's multi-line report as one line naming the file and line: `keytrail.yaml:3: duplicate key ...`."""
+    lines = re.findall(r"line (\d+), column", message)
+    problem = message.split("\n", 1)[0].split("invalid YAML: ", 1)[-1]
+    line = lines[-1] if lines else "1"
+    return f"{path}:{line}: invalid YAML: {problem}: fix the YAML (`keytrail tuning check` validates it)"
 
 
 def _build(path: Path, data: Any, detections: Sequence[Query], document: Any) -> Tuning:
@@ -69,10 +78,11 @@ def _build(path: Path, data: Any, detections: Sequence[Query], document: Any) ->
         return f"{path.name}:{catalog.line_of(document, key_path)}"
 
     tuned: dict[str, DetectionTuning] = {}
-    for detection_id, item in parsed.detections.items():
+    for detection_id, value in parsed.detections.items():
         where: KeyPath = ("detections", detection_id)
         if detection_id not in by_id:
             raise SpecError(where, f"unknown detection {detection_id!r} (known: {', '.join(sorted(by_id))})")
+        item = validation.convert(value if value is not None else {}, spec.DetectionSpec, where)
         query = by_id[detection_id]
         params = _params(query, item.params, where)
         realert = None

@@ -14,8 +14,9 @@ from msgspec import Meta
 from pipeline.validation import KeyPath, SpecError
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
+_SEVERITY_TEXT = "one of info, low, medium, high, critical"
 Patterns = Annotated[
-    str | list[str], Meta(description="text or a list of texts (quote account ids: account: \"123456789012\")")
+    str | list[str], Meta(description='text or a list of texts (quote account ids: account: "123456789012")')
 ]
 GLOB_CHARS = frozenset("*?[")
 
@@ -32,7 +33,12 @@ class ExceptionSpec(msgspec.Struct, forbid_unknown_fields=True):
     match: MatchSpec
     reason: Annotated[str, Meta(min_length=1, extra={"error": "{where} must say why (not empty)"})]
     owner: Annotated[str, Meta(min_length=1, extra={"error": "{where} must name a team or person (not empty)"})]
-    expires: Annotated[dt.date, Meta(description="a date, YYYY-MM-DD")] | None = None
+    expires: (
+        Annotated[
+            dt.date, Meta(description="a date, YYYY-MM-DD", extra={"error": "{where} must be a date, YYYY-MM-DD"})
+        ]
+        | None
+    ) = None
     id: str | None = None
     detections: list[str] | None = None  # global exceptions only
     tags: list[str] | None = None  # global exceptions only
@@ -40,7 +46,10 @@ class ExceptionSpec(msgspec.Struct, forbid_unknown_fields=True):
 
 class DetectionSpec(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | None = None
-    severity: Annotated[Severity, Meta(description="one of info, low, medium, high, critical")] | None = None
+    severity: (
+        Annotated[Severity, Meta(description=_SEVERITY_TEXT, extra={"error": "{where} must be " + _SEVERITY_TEXT})]
+        | None
+    ) = None
     params: dict[str, Any] = {}
     realert: Annotated[str | int, Meta(description="a duration such as 6h or 30m")] | None = None
     exceptions: list[ExceptionSpec] = []
@@ -49,7 +58,8 @@ class DetectionSpec(msgspec.Struct, forbid_unknown_fields=True):
 class TuningSpec(msgspec.Struct, forbid_unknown_fields=True):
     version: Literal[1] = 1
     exceptions: list[ExceptionSpec] = []
-    detections: dict[str, DetectionSpec] = {}
+    # Each value is converted on its own (as a DetectionSpec): msgspec's error paths do not name mapping keys.
+    detections: dict[str, Any] = {}
 
 
 def patterns(value: str | list[str] | None) -> tuple[str, ...]:
@@ -81,8 +91,9 @@ def check_pattern(field_name: str, pattern: str, path: KeyPath) -> None:
             raise SpecError(path, f"{where}: {pattern!r} can never match a 12-digit account id")
         if not is_glob(pattern) and len(pattern) != 12:
             raise SpecError(
-                path, f"{where}: {pattern!r} has {len(pattern)} digits, an account id has 12 (quote it to keep "
-                "leading zeros)"
+                path,
+                f"{where}: {pattern!r} has {len(pattern)} digits, an account id has 12 (quote it to keep "
+                "leading zeros)",
             )
     elif field_name == "region":
         if not (_REGION_CHARS.fullmatch(pattern) and (is_glob(pattern) or _REGION.fullmatch(pattern))):
