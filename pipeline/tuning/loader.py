@@ -65,7 +65,7 @@ def _yaml_error(path: Path, message: str) -> str:
     """PyYAML's multi-line report as one line naming the file and line: `keytrail.yaml:3: duplicate key ...`."""
     lines = re.findall(r"line (\d+), column", message)
     problem = message.split("\n", 1)[0].split("invalid YAML: ", 1)[-1]
-    line = lines[-1] if lines else "1"
+    line = lines[0] if lines else "1"  # where the broken construct starts
     return f"{path}:{line}: invalid YAML: {problem}: fix the YAML (`keytrail tuning check` validates it)"
 
 
