@@ -60,10 +60,12 @@ def test_the_issue_example_loads_with_typed_values(tmp_path: Path) -> None:
     tuned = {q.id: q for q in apply.tune_catalog(DETECTIONS, tuning)}
     assert not tuned["secrets_deletion"].enabled and tuned["kms_decrypt_volume_spike"].severity == "medium"
     # --param still overrides the file
-    assert apply.param_overrides(tuning, ["kms_decrypt_volume_spike"], {"kms_decrypt_volume_spike": {"min_events": "9"}})[
-        "kms_decrypt_volume_spike"
-    ] == {"min_events": "9"}
-    assert apply.param_overrides(tuning, ["kms_decrypt_volume_spike"]) == {"kms_decrypt_volume_spike": {"min_events": 500}}
+    assert apply.param_overrides(
+        tuning, ["kms_decrypt_volume_spike"], {"kms_decrypt_volume_spike": {"min_events": "9"}}
+    )["kms_decrypt_volume_spike"] == {"min_events": "9"}
+    assert apply.param_overrides(tuning, ["kms_decrypt_volume_spike"]) == {
+        "kms_decrypt_volume_spike": {"min_events": 500}
+    }
 
 
 # (case, file text, line named, words the message must hold)
@@ -160,7 +162,12 @@ def test_a_principal_glob_excepts_only_its_detection_and_matching_principals(tmp
         "match": {"principal": ["arn:aws:iam::111122223333:role/nightly-*"], "region": ["us-east-1"]},
     }
     assert [a.severity for a in judged] == ["medium", "medium", "medium", nightly.severity]  # tuned severity
-    assert [a.alert_id for a in judged] == [nightly.alert_id, other_region.alert_id, someone.alert_id, elsewhere.alert_id]
+    assert [a.alert_id for a in judged] == [
+        nightly.alert_id,
+        other_region.alert_id,
+        someone.alert_id,
+        elsewhere.alert_id,
+    ]
 
 
 def test_an_expired_exception_stops_matching_the_day_after_it_expires(tmp_path: Path) -> None:
@@ -199,10 +206,15 @@ def test_global_exceptions_by_account_detections_and_tags(tmp_path: Path) -> Non
     glass_on_kms = make_alert(principal_arn=glass)
     glass_on_secrets = make_alert(principal_arn=glass, detection_id="secrets_deletion")
     partner = make_alert(detection_id="kms_cross_account_use", context={"source_ips": ["10.20.3.4", "10.20.9.9"]})
-    partner_and_other = make_alert(detection_id="kms_cross_account_use", context={"source_ips": ["10.20.3.4", "8.8.8.8"]})
+    partner_and_other = make_alert(
+        detection_id="kms_cross_account_use", context={"source_ips": ["10.20.3.4", "8.8.8.8"]}
+    )
     partner_elsewhere = make_alert(context={"source_ips": ["10.20.3.4"]})
     judged = apply.judge_findings(
-        [sandbox, glass_on_kms, glass_on_secrets, partner, partner_and_other, partner_elsewhere], tuning, DETECTIONS, NOW
+        [sandbox, glass_on_kms, glass_on_secrets, partner, partner_and_other, partner_elsewhere],
+        tuning,
+        DETECTIONS,
+        NOW,
     )
     assert [a.exception["id"] if a.exception else None for a in judged] == [
         "exceptions[0]",

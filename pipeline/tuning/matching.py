@@ -43,21 +43,34 @@ def source_ips(alert: Alert) -> tuple[str, ...]:
     return tuple(found)
 
 
+def principal_forms(arn: str | None) -> tuple[str, ...]:
+    """The ARNs a principal is known by: itself, and for an assumed-role session its role's ARN
+    (`arn:aws:sts::1:assumed-role/nightly/i-0abc` -> `arn:aws:iam::1:role/nightly`), so one exception written
+    against the role covers detections that name the caller by session and those that name it by role."""
+    if not arn:
+        return ()
+    parts = arn.split(":", 5)
+    if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        role = parts[5].split("/")[1]
+        return arn, f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
+    return (arn,)
+
+
 def match_covers(match: Match, alert: Alert) -> bool:
     """Every field the match names matches the finding (one of its patterns does). A source_ip match needs
     every source IP the finding lists to be covered, and a finding that lists none is not covered."""
     values = {
-        "principal": alert.principal_arn,
-        "resource": alert.resource_arn,
-        "account": alert.account_id,
-        "region": alert.region,
+        "principal": principal_forms(alert.principal_arn),
+        "resource": (alert.resource_arn,),
+        "account": (alert.account_id,),
+        "region": (alert.region,),
     }
     for name, patterns in match.fields().items():
         if name == "source_ip":
             ips = source_ips(alert)
             if not ips or not all(any(ip_matches(p, ip) for p in patterns) for ip in ips):
                 return False
-        elif not any(text_matches(p, values[name]) for p in patterns):
+        elif not any(text_matches(p, value) for p in patterns for value in values[name]):
             return False
     return True
 
