@@ -60,7 +60,7 @@ def run(lake: Path, tuning_path: Path, now: dt.datetime = NOW) -> tuple[list, tu
 
 
 def test_a_principal_glob_excepts_exactly_its_findings_and_they_are_recorded(tuning_lake: Path, tmp_path: Path) -> None:
-    alerts, (tuning, detections) = run(tuning_lake, write_tuning(tmp_path, TUNING))
+    alerts, (_, detections) = run(tuning_lake, write_tuning(tmp_path, TUNING))
     by_what = {(a.detection_id, a.principal_arn.rsplit(":", 1)[1]): a for a in alerts}
     assert len(alerts) == 6 and len(by_what) == 5  # alice twice
     nightly_key = by_what[("kms_key_deletion_or_disable", "assumed-role/nightly-rotate/rotate-2024-05-08")]
