@@ -38,6 +38,7 @@ def _register() -> None:
         backtest_cmds,
         detect_cmds,
         ingest_cmds,
+        names_cmds,
         query_cmds,
         report_cmds,
         rollups_cmds,
@@ -56,6 +57,7 @@ def _register() -> None:
     simulate_cmds.register(app)
     run_cmds.register(app)
     tuning_cmds.register(app)
+    names_cmds.register(app)
 
 
 _register()

@@ -80,8 +80,9 @@ def labelled(name: str | None, id_: str | None) -> str:
     """`name (short id)`, or the short id alone: `alias/payments-prod (key/1234abcd…)`, `payments-prod
     (210987654321)`. A key id is cut to ID_CHARS; other ids are shown whole."""
     short = display_name(id_) or ""
-    if short.startswith("key/") and len(short) > 4 + ID_CHARS:
-        short = short[: 4 + ID_CHARS] + "…"
+    key_id = (id_ or "").split(":key/", 1)[1] if ":key/" in (id_ or "") else ""
+    if len(key_id) > ID_CHARS:
+        short = f"key/{key_id[:ID_CHARS]}…"
     if not name:
         return short
     return f"{name} ({short})" if short and short != name else name
