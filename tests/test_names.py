@@ -79,11 +79,8 @@ def test_names_refresh_against_moto_fills_aliases_and_account_names(named_lake: 
         kms.create_alias(AliasName=f"alias/payments-{region}", TargetKeyId=keys[region].split("/")[-1])
     lake = tmp_path / "lake"
     lake.mkdir()
-    result = runner.invoke(
-        app,
-        ["names", "refresh", "--lake", str(lake), "--aws", "--endpoint-url", aws]
-        + ["--region", "us-east-1", "--region", "eu-west-1"],
-    )
+    regions = ["--region", "us-east-1", "--region", "eu-west-1"]
+    result = runner.invoke(app, ["names", "refresh", "--lake", str(lake), "--aws", "--endpoint-url", aws, *regions])
     assert result.exit_code == 0, result.output
     listed = runner.invoke(app, ["names", "list", "--lake", str(lake), "--format", "json"])
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
