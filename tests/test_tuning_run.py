@@ -147,3 +147,29 @@ def test_enabled_false_and_a_severity_override_reach_sns(tuning_lake: Path, tmp_
         "owner": "data-platform",
         "expires": "2099-12-31",
     }
+
+
+def test_backtest_compares_two_tuning_files_per_detection_per_day(tuning_lake: Path, tmp_path: Path) -> None:
+    current = write_tuning(tmp_path, TUNING)
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text("detections:\n  secrets_deletion: {enabled: false}\n")
+    args = [
+        "backtest",
+        "--lake",
+        str(tuning_lake),
+        "--since",
+        "2024-05-08",
+        "--until",
+        "2024-05-09",
+        "--format",
+        "json",
+    ]
+    result = runner.invoke(app, [*args, "--tuning", str(current), "--compare-tuning", str(proposed)])
+    assert result.exit_code == 0, result.output
+    rows = {(r["detection"], r["day"]): r for r in map(json.loads, result.stdout.splitlines())}
+    kms, secrets = rows[("kms_key_deletion_or_disable", "2024-05-08")], rows[("secrets_deletion", "2024-05-08")]
+    # the current file excepts the nightly role and the sandbox account; the proposed one disables secrets_deletion
+    assert (kms["findings"], kms["compared"], kms["difference"]) == (3, 5, 2)
+    assert (secrets["findings"], secrets["compared"], secrets["difference"]) == (1, 0, -1)
+    mixed = runner.invoke(app, [*args, "--compare-tuning", str(proposed), "--compare-param", "secrets_deletion.x=1"])
+    assert mixed.exit_code == 2 and "use one of them" in " ".join(mixed.stderr.split())
