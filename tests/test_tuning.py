@@ -224,3 +224,14 @@ def test_global_exceptions_by_account_detections_and_tags(tmp_path: Path) -> Non
         None,  # one source IP outside the partner's range: not covered
         None,  # another detection
     ]
+
+
+def test_every_example_in_the_tuning_guide_is_a_valid_file(tmp_path: Path) -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "tuning.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", guide, re.DOTALL)
+    assert len(blocks) >= 5  # the shape, and the four week-one cases
+    for n, block in enumerate(blocks):
+        path = tmp_path / f"example{n}.yaml"
+        path.write_text(block)
+        tuning = loader.load(path, DETECTIONS)
+        assert tuning.detections or tuning.exceptions, block

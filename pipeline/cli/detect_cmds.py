@@ -107,7 +107,7 @@ def _findings_table(alerts: Sequence[Alert], since: dt.datetime, until: dt.datet
             severity_markup(alert.severity),
             safe_text.terminal(alert.detection_id),
             safe_text.terminal(f"{_short(alert.principal_arn)} -> {resource_label(alert) or '-'}")
-            + (safe_text.terminal(f"\nexcepted: {alert.exception['id']}", style="dim") if alert.exception else ""),
+            + (safe_text.terminal(f" (excepted: {alert.exception['id']})", style="dim") if alert.exception else ""),
             f"{alert.first_seen:%m-%d %H:%M}",
             f"{alert.event_count:,}",
         )

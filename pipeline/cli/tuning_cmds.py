@@ -153,8 +153,9 @@ def show_command(
     queries: QueriesOption = None,
     output: Annotated[str, typer.Option("--format", help="table or json (one detection per line).")] = "table",
 ) -> None:
-    """Print the effective configuration of every detection: enabled, severity, re-alert interval, params
-    (tuned ones marked *) and the exceptions that apply to it (its own and global ones).
+    """Print the effective configuration of every detection: enabled, severity, re-alert interval, the params the
+    file sets (marked *; --format json lists every param's value), tags, and the exceptions that apply to it
+    (its own and global ones).
 
     Example: keytrail tuning show --tuning keytrail.yaml
     """
@@ -174,19 +175,19 @@ def show_command(
         return
     source = safe_text.markup(tuned.path) if tuned.path else "no tuning file (as shipped)"
     table = Table(title=f"effective detections: {source}")
-    for column in ("detection", "enabled", "severity", "realert", "params", "exceptions"):
+    for column in ("detection", "enabled", "severity", "realert", "params", "tags", "exceptions"):
         table.add_column(column, overflow="fold")
     for record in records:
-        params = ", ".join(
-            f"{name}={value}" + ("*" if name in record["tuned_params"] else "")
-            for name, value in record["params"].items()
-        )
+        tuned_params = [f"{name}={record['params'][name]}*" for name in record["tuned_params"]]
+        untouched = len(record["params"]) - len(tuned_params)
+        params = ", ".join([*tuned_params, *([f"{untouched} as shipped"] if untouched else [])]) or "-"
         table.add_row(
             safe_text.markup(record["detection"]),
             "yes" if record["enabled"] else "[dim]no[/dim]",
             severity_markup(record["severity"]) + (" *" if record["severity_tuned"] else ""),
             str(record["realert"] or "default"),
             safe_text.markup(params),
+            ", ".join(record["tags"]),
             safe_text.markup("\n".join(f"{e['id']} ({e['owner']})" for e in record["exceptions"]) or "-"),
         )
     console.print(table)

@@ -9,7 +9,10 @@ SERVICE_TAGS: dict[str, str] = {"kms.amazonaws.com": "kms", "secretsmanager.amaz
 
 
 def detection_tags(query: Query) -> frozenset[str]:
-    """`kms` / `secrets` for each service the detection's SQL or id names, plus its ATT&CK ids (`T1530`)."""
-    tags = {tag for source, tag in SERVICE_TAGS.items() if source in query.sql}
-    tags |= {tag for tag in SERVICE_TAGS.values() if query.id.startswith(f"{tag}_")}
-    return frozenset(tags | set(query.attack))
+    """The service the detection watches (`kms_...` -> `kms`, `secrets_...` -> `secrets`; a detection named
+    otherwise, such as access_denied_storm, by the services its SQL or param defaults name), plus its ATT&CK ids."""
+    services = {tag for tag in SERVICE_TAGS.values() if query.id.startswith(f"{tag}_")}
+    if not services:
+        text = query.sql + " ".join(str(param.default) for param in query.params)
+        services = {tag for source, tag in SERVICE_TAGS.items() if source in text}
+    return frozenset(services | set(query.attack))
