@@ -173,3 +173,16 @@ def test_backtest_compares_two_tuning_files_per_detection_per_day(tuning_lake: P
     assert (secrets["findings"], secrets["compared"], secrets["difference"]) == (1, 0, -1)
     mixed = runner.invoke(app, [*args, "--compare-tuning", str(proposed), "--compare-param", "secrets_deletion.x=1"])
     assert mixed.exit_code == 2 and "use one of them" in " ".join(mixed.stderr.split())
+
+
+def test_the_report_counts_excepted_findings_and_shows_names(tuning_lake: Path, tmp_path: Path) -> None:
+    from pipeline import report
+
+    tuning = loader.load(write_tuning(tmp_path, TUNING), catalog.load("detections"))
+    built = report.build(tuning_lake, tl.SINCE, tl.UNTIL, now=NOW, tuning=tuning)
+    states = [r.state for r in built.alerts]
+    assert states.count("excepted") == 2 and "2 of them excepted by the tuning file" in built.notes[0]
+    html = report.render(built)
+    assert '<div class="card"><b>2</b>excepted</div>' in html
+    assert "nightly key rotation, ticket SEC-1234; owner data-platform, expires 2099-12-31" in html
+    assert f"alias/payments-prod ({tl.KEY_A})" in html
