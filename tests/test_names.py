@@ -114,3 +114,20 @@ def test_a_names_csv_loads_and_the_trail_wins_where_it_knows_the_time(named_lake
         csv_file.parse("kind,id,name\naccount,111122223333,a\nuser,x,y\n", where="names.csv")
     with pytest.raises(ValueError, match=r"x.csv:2: account id '1111' is not 12 digits"):
         csv_file.parse("kind,id,name\naccount,1111,a\n", where="x.csv")
+
+
+def test_investigations_show_names_beside_ids_as_of_each_row(named_lake: Path) -> None:
+    from pipeline import investigate
+
+    _find(named_lake)  # a detection run brings the names table up to date from the trail
+    for who, expected in (("alice", ["alias/payments-prod", None]), ("carol", ["alias/orders"])):
+        table = investigate.investigate(
+            named_lake,
+            "principal_activity",
+            {"principal": f"arn:aws:iam::{tl.ACCOUNT}:user/{who}", "since": "2024-05-08", "until": "2024-05-09"},
+            now=NOW,
+        )
+        columns = table.column_names
+        assert columns[columns.index("resource") + 1] == "resource_name"
+        rows = sorted(table.to_pylist(), key=lambda r: r["first_seen"])
+        assert [r["resource_name"] for r in rows] == expected  # alice's key lost its alias at 14:40
