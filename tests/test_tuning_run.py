@@ -186,3 +186,53 @@ def test_the_report_counts_excepted_findings_and_shows_names(tuning_lake: Path, 
     assert '<div class="card"><b>2</b>excepted</div>' in html
     assert "nightly key rotation, ticket SEC-1234; owner data-platform, expires 2099-12-31" in html
     assert f"alias/payments-prod ({tl.KEY_A})" in html
+
+
+def test_tuning_check_counts_matches_and_reports_stale_expired_and_disabled(tuning_lake: Path, tmp_path: Path) -> None:
+    extra = """\
+      - id: never-used
+        match: {principal: "arn:aws:iam::111122223333:role/retired-*"}
+        reason: a job that no longer runs
+        owner: data-platform
+      - id: alice-until-2020
+        match: {principal: "arn:aws:iam::111122223333:user/alice"}
+        reason: migration
+        owner: alice
+        expires: 2020-01-01
+  secrets_deletion:
+    enabled: false
+    exceptions:
+      - id: teardown
+        match: {principal: "arn:aws:iam::111122223333:role/nightly-rotate"}
+        reason: stack teardown
+        owner: platform-team
+"""
+    path = write_tuning(tmp_path, TUNING + extra)
+    args = ["tuning", "check", "--lake", str(tuning_lake), "--tuning", str(path), "--days", "5000"]
+    result = runner.invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: (r["matched"], r["status"]) for r in map(json.loads, result.stdout.splitlines())}
+    assert rows == {
+        "detections.kms_key_deletion_or_disable.exceptions[0]": (1, "ok"),
+        "never-used": (0, "stale"),
+        "alice-until-2020": (2, "expired"),  # what it would still cover
+        "teardown": (0, "detection disabled"),
+        "exceptions[0]": (1, "ok"),
+    }
+    table = runner.invoke(app, args)
+    assert "1 stale exception(s)" in " ".join(table.stdout.split())
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("detections:\n  secrets_deletion:\n    severity: urgent\n")
+    invalid = runner.invoke(app, ["tuning", "check", "--tuning", str(broken), "--lake", str(tuning_lake)])
+    assert invalid.exit_code == 1 and f"{broken}:3:" in "".join(invalid.stderr.split("\n"))
+
+    shown = runner.invoke(app, ["tuning", "show", "--tuning", str(path), "--format", "json"])
+    effective = {r["detection"]: r for r in map(json.loads, shown.stdout.splitlines())}
+    assert effective["secrets_deletion"]["enabled"] is False
+    assert [e["id"] for e in effective["kms_key_deletion_or_disable"]["exceptions"]] == [
+        "detections.kms_key_deletion_or_disable.exceptions[0]",
+        "never-used",
+        "alice-until-2020",
+        "exceptions[0]",
+    ]
+    assert effective["kms_decrypt_volume_spike"]["params"]["min_events"] == 100  # as shipped
