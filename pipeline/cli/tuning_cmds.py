@@ -58,6 +58,16 @@ def print_expired(console: Console, tuning: Tuning, now: dt.datetime) -> None:
         console.print(f"[yellow]note:[/yellow] {safe_text.markup(message)}")
 
 
+def _shipped(err: Console, output: str, queries: Path | None) -> tuple[Query, ...]:
+    """The shipped detection catalog, after checking --format (both commands print table or json)."""
+    if output not in ("table", "json"):
+        raise fail(err, f"unknown --format {output!r}: use table or json", 2)
+    try:
+        return catalog.load("detections", queries)
+    except catalog.CatalogError as exc:
+        raise fail(err, str(exc)) from None
+
+
 def _scope(exception: TuningException, tuning: Tuning) -> str:
     owner = next((d for d, t in tuning.detections.items() if exception in t.exceptions), None)
     if owner:
@@ -85,12 +95,7 @@ def check_command(
     now = dt.datetime.now(dt.UTC)  # the only clock read of a check
     settings = Settings.from_env()
     console, err = make_console(), make_console(stderr=True)
-    if output not in ("table", "json"):
-        raise fail(err, f"unknown --format {output!r}: use table or json", 2)
-    try:
-        shipped = catalog.load("detections", queries)
-    except catalog.CatalogError as exc:
-        raise fail(err, str(exc)) from None
+    shipped = _shipped(err, output, queries)
     try:
         path = loader.locate(tuning, settings)
     except loader.TuningError as exc:
@@ -161,12 +166,7 @@ def show_command(
     """
     settings = Settings.from_env()
     console, err = make_console(), make_console(stderr=True)
-    if output not in ("table", "json"):
-        raise fail(err, f"unknown --format {output!r}: use table or json", 2)
-    try:
-        shipped = catalog.load("detections", queries)
-    except catalog.CatalogError as exc:
-        raise fail(err, str(exc)) from None
+    shipped = _shipped(err, output, queries)
     tuned = load_tuning(err, tuning, settings, shipped)
     records = [_effective(query, tuned) for query in shipped]
     if output == "json":
