@@ -9,6 +9,7 @@ its re-alert intervals (`tuned_catalog`).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from pipeline.catalog import Query
 from pipeline.names import resolve, table, trail
 from pipeline.tuning import apply
 from pipeline.tuning.model import Tuning
+
+log = logging.getLogger(__name__)
 
 
 def tuned_catalog(detections: Sequence[Query], tuning: Tuning) -> tuple[Query, ...]:
@@ -58,7 +61,10 @@ def find(
     judged = apply.judge_findings(alerts, tuning, detections, now)
     if not names or not judged:
         return judged
-    trail.sync_from_trail(lake)
+    try:
+        trail.sync_from_trail(lake)
+    except OSError as exc:  # a read-only lake still gets the names it has: naming is never worth failing a run
+        log.warning("names table of %s not updated from the trail (%s): using it as it is", lake, exc)
     return resolve.enrich(judged, resolve.NameIndex(table.read(lake)))
 
 

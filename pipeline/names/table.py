@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ def replace_source(lake: Path, source: str, rows: Iterable[NameRow]) -> int:
     everything = sorted({*kept, *fresh}, key=lambda r: (r.kind, r.id, r.source, r.valid_from or _EPOCH, r.name))
     path = names_path(lake)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique per writer, thread or process
     columns = {name: [getattr(row, name) for row in everything] for name in NAMES_SCHEMA.names}
     pq.write_table(pa.table(columns, schema=NAMES_SCHEMA), staging)
     os.replace(staging, path)
