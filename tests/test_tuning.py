@@ -235,3 +235,10 @@ def test_every_example_in_the_tuning_guide_is_a_valid_file(tmp_path: Path) -> No
         path.write_text(block)
         tuning = loader.load(path, DETECTIONS)
         assert tuning.detections or tuning.exceptions, block
+
+
+def test_realert_from_the_file_reaches_the_outbox_policy(tmp_path: Path) -> None:
+    tuning = _tuning(tmp_path, "detections:\n  kms_decrypt_volume_spike:\n    realert: 90m\n")
+    intervals = catalog.realert_intervals(apply.tune_catalog(DETECTIONS, tuning), dt.timedelta(hours=6))
+    assert intervals["kms_decrypt_volume_spike"] == dt.timedelta(minutes=90)
+    assert intervals["*"] == dt.timedelta(hours=6) and "secrets_deletion" not in intervals
