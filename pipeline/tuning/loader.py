@@ -127,7 +127,7 @@ def _params(query: Query, values: dict[str, Any], where: KeyPath) -> dict[str, A
 
 
 def _exception(item: spec.ExceptionSpec, where: KeyPath, source: Any, *, scoped: bool) -> TuningException:
-    label = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in where).replace(".[", "[")
+    label = validation.dotted(where)
     if scoped and (item.detections is not None or item.tags is not None):
         key = "detections" if item.detections is not None else "tags"
         raise SpecError((*where, key), f"{label}.{key}: only global exceptions choose detections; this one is "

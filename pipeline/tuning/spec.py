@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from pipeline.validation import KeyPath, SpecError
+from pipeline.validation import KeyPath, SpecError, dotted
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 _SEVERITY_TEXT = "one of info, low, medium, high, critical"
@@ -81,7 +81,7 @@ _ARN_ACCOUNT = re.compile(r"^arn:[^:]*:[^:]*:[^:]*:([^:]*):")
 
 def check_pattern(field_name: str, pattern: str, path: KeyPath) -> None:
     """Refuse a pattern that can never match a finding's `field_name` (raises SpecError with advice)."""
-    where = ".".join(str(p) for p in path)
+    where = dotted(path)
     if not pattern.strip():
         raise SpecError(path, f"{where} is empty: remove it or give a pattern")
     if pattern.strip("*") == "":
