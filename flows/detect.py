@@ -19,12 +19,14 @@ from prefect.states import State
 
 from flows import clients
 from flows.logs import route_library_logs
-from pipeline import catalog, detect
+from pipeline import catalog, findings
 from pipeline.alerting import sns
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.publish import AlertingReport, OnProgress, SnsTarget, queue_and_publish
 from pipeline.settings import Settings
 from pipeline.times import parse_duration, parse_timestamp
+from pipeline.tuning import apply, loader
+from pipeline.tuning.model import Tuning
 
 DEFAULT_HORIZON = "2h"
 
@@ -47,9 +49,18 @@ def find_alerts(
     until: dt.datetime,
     detections: tuple[catalog.Query, ...],
     trusted_accounts: tuple[str, ...],
+    tuning: Tuning,
+    now: dt.datetime,
 ) -> list[Alert]:
-    alerts = detect.run_detections(Path(lake), since, until, queries=detections, trusted_accounts=trusted_accounts)
-    get_run_logger().info("%d findings in [%s, %s)", len(alerts), since.isoformat(), until.isoformat())
+    # The same findings `keytrail detect` makes: tuned detections, exceptions, names (pipeline/findings.py).
+    alerts = findings.find(
+        Path(lake), since, until, detections=detections, tuning=tuning, now=now, trusted_accounts=trusted_accounts
+    )
+    excepted = len(findings.excepted(alerts))
+    get_run_logger().info(
+        "%d findings in [%s, %s), %d excepted by the tuning file", len(alerts), since.isoformat(), until.isoformat(),
+        excepted,
+    )  # fmt: skip
     return alerts
 
 
@@ -85,6 +96,7 @@ def queue_and_publish_alerts(
     now: dt.datetime,
     publish: bool,
     settings: Settings,
+    notices: dict[str, str] | None = None,
 ) -> AlertingReport:
     logger = get_run_logger()
     report = queue_and_publish(
@@ -94,10 +106,13 @@ def queue_and_publish_alerts(
         now=now,
         settings=settings,
         publish=publish,
+        notices=notices,
         send=publish_alerts,
         on_queued=lambda queued: logger.info("outbox: %s", queued),
         on_progress=lambda done, total: logger.info("published %d of %d messages", done, total),
     )
+    for notice in report.notices:  # said once, by the first run that saw it
+        logger.warning("%s", notice)
     if report.not_published:
         logger.warning("%s", report.not_published)
     if report.published and report.published.undeliverable:
@@ -115,16 +130,23 @@ def evaluate_window(
 ) -> dict[str, Any]:
     """detect -> queue -> publish as tasks of the calling flow; returns counts and the new alert ids.
 
-    The catalog is loaded once here: it picks the detections and gives the outbox its re-alert intervals."""
-    detections = catalog.load("detections")
-    alerts = find_alerts(lake, since, until, detections, tuple(settings.trusted_accounts))
-    report = queue_and_publish_alerts(lake, alerts, detections, now, publish, settings)
+    The catalog and the tuning file (KEYTRAIL_TUNING, else ./keytrail.yaml) are loaded once here: the tuned
+    catalog picks the detections and gives the outbox its re-alert intervals, exactly as `keytrail detect
+    --publish` does."""
+    shipped = catalog.load("detections")
+    tuning = loader.load_for_run(None, settings, shipped)
+    detections = findings.tuned_catalog(shipped, tuning)
+    alerts = find_alerts(lake, since, until, detections, tuple(settings.trusted_accounts), tuning, now)
+    notices = apply.expiry_notices(tuning, now)
+    report = queue_and_publish_alerts(lake, alerts, detections, now, publish, settings, notices)
     sent = report.published
     return {
         "since": since.isoformat(),
         "until": until.isoformat(),
         "findings": len(alerts),
         "queued": list(report.queued.queued),
+        "excepted": list(report.queued.excepted),  # covered by a tuning exception: recorded, not paged
+        "notices": list(report.notices),  # said for the first time by this run (an exception expired)
         "suppressed": list(report.queued.suppressed),
         "known": len(report.queued.known),
         "messages": sent.messages if sent else 0,

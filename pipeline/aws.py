@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -11,8 +12,24 @@ from botocore.config import Config
 _RETRIES = Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=32)
 
 
-def client(service: str, *, endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """A boto3 client for `service` (credentials from the standard chain; endpoint e.g. a moto server)."""
-    return boto3.session.Session().client(
+def client(
+    service: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    credentials: Mapping[str, str] | None = None,
+) -> Any:
+    """A boto3 client for `service` (credentials from the standard chain, or `credentials` as STS AssumeRole
+    returns them; endpoint e.g. a moto server)."""
+    keys = (
+        {
+            "aws_access_key_id": credentials["AccessKeyId"],
+            "aws_secret_access_key": credentials["SecretAccessKey"],
+            "aws_session_token": credentials.get("SessionToken"),
+        }
+        if credentials
+        else {}
+    )
+    return boto3.session.Session(**keys).client(
         service, endpoint_url=endpoint_url, region_name=region or "us-east-1", config=_RETRIES
     )

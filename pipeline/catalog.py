@@ -33,8 +33,10 @@ __all__ = [
     "coerce",
     "default_queries_dir",
     "get",
+    "line_of",
     "load",
     "load_pair",
+    "read_yaml",
     "realert_intervals",
     "sql_parameters",
 ]
@@ -95,7 +97,7 @@ def load_pair(sql_path: Path | str, *, kind: str) -> Query:
     for path in (sql_path, yml_path):
         if not path.is_file():
             raise CatalogError(f"{path}: missing ({sql_path.name} and {yml_path.name} go together)")
-    data, document = _read_yaml(yml_path)
+    data, document = read_yaml(yml_path)
     sql = sql_path.read_text()
     if not sql.lstrip().startswith("--"):
         raise CatalogError(f"{sql_path}: must start with a comment saying why the query exists")
@@ -106,7 +108,7 @@ def load_pair(sql_path: Path | str, *, kind: str) -> Query:
     try:
         return query_spec.build(data, kind=kind, sql=sql, sql_names=used, sql_path=sql_path, yml_path=yml_path)
     except SpecError as exc:
-        raise CatalogError(f"{yml_path}:{_line(document, exc.path)}: {exc}") from None
+        raise CatalogError(f"{yml_path}:{line_of(document, exc.path)}: {exc}") from None
 
 
 def realert_intervals(queries: Iterable[Query], default: dt.timedelta) -> dict[str, dt.timedelta]:
@@ -146,7 +148,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _n
 _StrictLoader.add_constructor("!replace", _replace)
 
 
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """The document of a YAML file and its node tree (which knows the line of every key)."""
     loader = _StrictLoader(path.read_text())  # a SafeLoader subclass
     try:
@@ -158,7 +160,7 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         loader.dispose()
 
 
-def _line(document: yaml.Node | None, path: KeyPath) -> int:
+def line_of(document: yaml.Node | None, path: KeyPath) -> int:
     """The 1-based line of the key `path` leads to, or of the deepest part of it the document has.
 
     Runs on a constructed document, whose `<<: *anchor` merges PyYAML has flattened in place: a merged key

@@ -23,6 +23,9 @@ from pipeline.alerting.alert import Alert
 from pipeline.alerting.outbox import Outbox, OutboxError
 from pipeline.catalog import Query
 from pipeline.engine import Engine
+from pipeline.names import table as names_table
+from pipeline.names.columns import with_names
+from pipeline.names.resolve import NameIndex
 from pipeline.times import TIME_HELP, check_window, iso, parse_time
 
 log = logging.getLogger(__name__)
@@ -203,7 +206,8 @@ def run(lake_path: Path, investigation: Investigation) -> pa.Table:
     ) as engine:
         table = engine.run(query, investigation.bound())
     log.info("%s: %d rows over %d files", query.id, table.num_rows, len(engine.files))
-    return table
+    # names beside ids (aliases, account names) as of each row's time, where the lake's names table knows them
+    return with_names(table, NameIndex(names_table.read(Path(lake_path))), investigation.until)
 
 
 def investigate(

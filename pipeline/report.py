@@ -17,10 +17,12 @@ from typing import Any
 
 import polars as pl
 
-from pipeline import analysis, detect, plots, safe_text
+from pipeline import analysis, catalog, findings, plots, safe_text
 from pipeline.alerting.alert import SEVERITIES, Alert, alert_order
 from pipeline.alerting.outbox import OutboxEntry
+from pipeline.names.resolve import account_label
 from pipeline.times import iso
+from pipeline.tuning.model import EMPTY, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ NOT_IN_OUTBOX = "new"  # found by this report's detection run, not (yet) in the 
 @dataclass(frozen=True)
 class ReportAlert:
     alert: Alert
-    state: str  # the outbox state (pending, sent, suppressed) or NOT_IN_OUTBOX
+    state: str  # the outbox state (pending, sent, suppressed, excepted, failed) or NOT_IN_OUTBOX
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,8 @@ class Report:
 def merge_alerts(found: Iterable[Alert], entries: Iterable[OutboxEntry]) -> list[ReportAlert]:
     """Outbox alerts (with their state) plus detected ones not in the outbox, most severe then oldest first."""
     merged: dict[str, ReportAlert] = {e.alert.alert_id: ReportAlert(e.alert, e.state) for e in entries}
-    for alert in found:
-        merged.setdefault(alert.alert_id, ReportAlert(alert, NOT_IN_OUTBOX))
+    for alert in found:  # a finding a tuning exception covers is excepted whether or not it was queued
+        merged.setdefault(alert.alert_id, ReportAlert(alert, "excepted" if alert.exception else NOT_IN_OUTBOX))
     return sorted(merged.values(), key=lambda r: alert_order(r.alert))
 
 
@@ -64,13 +66,20 @@ def build(
     now: dt.datetime,
     run_detections: bool = True,
     queries_dir: Path | None = None,
+    tuning: Tuning = EMPTY,
 ) -> Report:
-    """Collect the period's figures, charts and alerts (detections over [since, until) + the outbox)."""
+    """Collect the period's figures, charts and alerts (detections over [since, until), tuned by `tuning` as
+    every run is, + the outbox)."""
     notes: list[str] = []
     found: list[Alert] = []
     if run_detections:
-        found = detect.run_detections(lake, since, until, queries_dir=queries_dir)
-        notes.append(f"Detections were run over the period: {len(found)} finding(s).")
+        detections = findings.tuned_catalog(catalog.load("detections", queries_dir), tuning)
+        found = findings.find(lake, since, until, detections=detections, tuning=tuning, now=now)
+        excepted = len(findings.excepted(found))
+        notes.append(
+            f"Detections were run over the period: {len(found)} finding(s)"
+            + (f", {excepted} of them excepted by the tuning file {tuning.path}." if excepted else ".")
+        )
     entries = analysis.outbox_entries(lake, since, until)
     with analysis.open_window(lake, since, until) as engine:
         totals = analysis.totals(engine)
@@ -174,7 +183,8 @@ def _table(frame: pl.DataFrame, empty: str = "nothing in this period") -> str:
 def _cards(report: Report) -> str:
     counts = {s: sum(1 for r in report.alerts if r.alert.severity == s) for s in SEVERITIES}
     cards = [(label, report.totals.get(key, 0)) for key, label in _TOTALS]
-    cards.append(("alerts", len(report.alerts)))
+    cards.append(("alerts", sum(1 for r in report.alerts if r.state != "excepted")))
+    cards.append(("excepted", sum(1 for r in report.alerts if r.state == "excepted")))
     cards += [(severity, counts[severity]) for severity in reversed(SEVERITIES) if counts[severity]]
     return (
         '<div class="cards">' + "".join(f'<div class="card"><b>{_e(n)}</b>{_e(t)}</div>' for t, n in cards) + "</div>"
@@ -212,13 +222,17 @@ def _alert(item: ReportAlert) -> str:
     fields = (
         ("detection", a.detection_id),
         ("principal", a.principal_arn or "-"),
-        ("resource", a.resource_arn or "-"),
-        ("account / region", f"{a.account_id or '-'} / {a.region or '-'}"),
+        (
+            "resource",
+            (f"{a.names['resource']} ({a.resource_arn})" if a.names.get("resource") else a.resource_arn) or "-",
+        ),
+        ("account / region", f"{account_label(a) or '-'} / {a.region or '-'}"),
         ("first / last seen", f"{iso(a.first_seen)} .. {iso(a.last_seen)}"),
         ("events", a.event_count),
         ("ATT&CK", a.attack),
         ("state", item.state),
         ("alert id", a.alert_id),
+        *_exception_rows(a),
     )
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in fields)
     context = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in a.context.items())
@@ -227,6 +241,21 @@ def _alert(item: ReportAlert) -> str:
         f"<details open><summary>Runbook</summary><p>{_e(a.runbook, multiline=True)}</p></details>"
         + (f"<details><summary>Context</summary><table>{context}</table></details>" if context else "")
         + f'<p class="muted">Evidence: keytrail query run alert_evidence --param alert_id={_e(a.alert_id[:12])}</p>'
+    )
+
+
+def _exception_rows(alert: Alert) -> tuple[tuple[str, Any], ...]:
+    """What a reader needs to judge an excepted alert: which exception, why, whose, until when."""
+    if not alert.exception:
+        return ()
+    found = alert.exception
+    expires = found.get("expires") or "never"
+    return (
+        (
+            "excepted by",
+            f"{found.get('id')} ({found.get('source')}): {found.get('reason')}; "
+            f"owner {found.get('owner')}, expires {expires}",
+        ),
     )
 
 

@@ -35,6 +35,7 @@ class Settings:
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     # A saved ListPublicKeys response (file or s3://bucket/key) for `keytrail verify`; None: ask CloudTrail.
     public_keys: str | None = None
+    tuning: Path | None = None  # KEYTRAIL_TUNING; unset: ./keytrail.yaml when there is one (pipeline/tuning)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -51,4 +52,5 @@ class Settings:
             storm_cap=int(env.get("KEYTRAIL_STORM_CAP", defaults.storm_cap)),
             workers=int(env.get("KEYTRAIL_WORKERS", defaults.workers)),
             public_keys=env.get("KEYTRAIL_PUBLIC_KEYS") or None,
+            tuning=Path(env["KEYTRAIL_TUNING"]) if env.get("KEYTRAIL_TUNING") else None,
         )

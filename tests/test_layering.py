@@ -61,6 +61,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         *LEAVES,
     ),
     "pipeline.detect": (*CATALOG, "pipeline.engine", "pipeline.alerting.alert", *LEAVES),
+    # tuning: the file and its effects are judged against the catalog; findings carry the exception
+    "pipeline.tuning": ("pipeline.tuning", *CATALOG, "pipeline.alerting.alert", *LEAVES),
+    # names: a table in the lake, filled from the trail through the engine, from AWS or a CSV
+    "pipeline.names": ("pipeline.names", "pipeline.engine", "pipeline.alerting.alert", *LEAVES),
+    # the findings of a run: detections, then tuning, then names
+    "pipeline.findings": (*CATALOG, "pipeline.detect", "pipeline.tuning", "pipeline.names", "pipeline.alerting.alert"),
     "pipeline.alerting": (
         "pipeline.alerting",
         "pipeline.catalog",  # the already-loaded detections give the re-alert policy

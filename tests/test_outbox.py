@@ -53,7 +53,7 @@ def test_rerun_over_an_overlapping_range_adds_nothing(lake: Path) -> None:
     assert len(first.queued) == 3
     assert sorted(again.known) == sorted(first.queued) and len(again.queued) == 1
     with Outbox.open(lake) as box:
-        assert box.counts() == {"pending": 4, "sent": 0, "suppressed": 0, "failed": 0}
+        assert box.counts() == {"pending": 4, "sent": 0, "suppressed": 0, "failed": 0, "excepted": 0}
         assert all(len(box.history(alert_id)) == 1 for alert_id in first.queued)
 
 
@@ -132,7 +132,7 @@ def test_sent_and_failed_are_recorded_with_history(lake: Path) -> None:
         # a second record for an already-sent alert changes nothing
         box.mark_sent({a.alert_id: Delivery("mid-other")}, now=sent_at)
         assert box.find(a.alert_id).message_id == "mid-a"
-        assert box.counts() == {"pending": 1, "sent": 2, "suppressed": 0, "failed": 0}
+        assert box.counts() == {"pending": 1, "sent": 2, "suppressed": 0, "failed": 0, "excepted": 0}
         assert [e.alert.alert_id for e in box.entries("sent")] == [a.alert_id, b.alert_id]
         with pytest.raises(OutboxError, match="unknown state"):
             box.entries("lost")

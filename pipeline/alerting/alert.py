@@ -67,6 +67,12 @@ class Alert:
     attack: tuple[str, ...] = ()
     context: Mapping[str, Any] = field(default_factory=dict)
     runbook: str = ""
+    # Org names beside ids, resolved as of the finding's time (`account`, `resource`, `principal_account`):
+    # enrichment only, never part of the alert id (pipeline/names).
+    names: Mapping[str, str] = field(default_factory=dict)
+    # Set when a tuning exception covers the finding (reason, owner, expires, id, source): it is recorded as
+    # `excepted` and does not page. Only in the JSON of excepted findings (pipeline/tuning).
+    exception: Mapping[str, Any] | None = None
     # Not part of the JSON contract: set by detection (make_dedup_key) so the outbox can suppress repeats.
     dedup_key: str | None = field(default=None, compare=False)
 
@@ -78,6 +84,8 @@ class Alert:
         """JSON-ready dict with the contract's field names (times as ISO-8601 UTC with Z)."""
         data = asdict(self)
         del data["dedup_key"]
+        if self.exception is None:
+            del data["exception"]
         data["attack"] = list(self.attack)
         return {key: _jsonable(value) for key, value in data.items()}
 
@@ -93,6 +101,7 @@ class Alert:
                 values[name] = parse_timestamp(values[name])
         values["attack"] = tuple(values.get("attack") or ())
         values["context"] = dict(values.get("context") or {})
+        values["names"] = dict(values.get("names") or {})
         return cls(**values)
 
     def effective_dedup_key(self) -> str:
@@ -107,5 +116,5 @@ def alert_order(alert: Alert) -> tuple[int, dt.datetime, str, str]:
     return -SEVERITY_RANK[alert.severity], alert.first_seen, alert.detection_id, alert.alert_id
 
 
-# The JSON contract's fields (design.md §3), in order; dedup_key is internal.
-ALERT_FIELDS: tuple[str, ...] = tuple(name for name in Alert.__dataclass_fields__ if name != "dedup_key")
+# The JSON contract's fields (design.md §3), in order; dedup_key is internal, `exception` only on excepted findings.
+ALERT_FIELDS: tuple[str, ...] = tuple(n for n in Alert.__dataclass_fields__ if n not in ("dedup_key", "exception"))

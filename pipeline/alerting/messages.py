@@ -55,13 +55,17 @@ def _clip(text: str, limit: int) -> str:
 
 
 def subject(alert: Alert) -> str:
-    """`[HIGH] KMS decrypt volume spike: etl-worker on etl-key`, at most 100 printable ASCII characters.
+    """`[HIGH] KMS decrypt volume spike: etl-worker on alias/etl-key`, at most 100 printable ASCII characters.
+
+    The resource is named by its alias (or secret name) from `alert.names` when known, else by its short id.
 
     SNS takes printable ASCII only in a Subject (no line breaks, no control characters): any run of whitespace
     (line breaks and separators such as U+0085 and U+2028 included) becomes one space, and every other
     character outside printable ASCII (ESC, NUL, a bidi override, an accent) a `?` (`safe_text.subject`).
     """
-    principal, resource = (_one_line(short_name(arn)) for arn in (alert.principal_arn, alert.resource_arn))
+    principal = _one_line(short_name(alert.principal_arn))
+    # The org's name for the resource (an alias, as of the finding's time) reads better than a key id.
+    resource = _one_line(alert.names.get("resource") or short_name(alert.resource_arn))
     who = " on ".join(_clip(name, _NAME_CHARS) for name in (principal, resource) if name)
     text = f"[{alert.severity.upper()}] {_one_line(alert.title)}" + (f": {who}" if who else "")
     return _clip(text, MAX_SUBJECT_CHARS)

@@ -1,8 +1,9 @@
 """The alert outbox, kept in the lake at `<lake>/alerts/outbox.sqlite` (SQLite, WAL, one transaction per step).
 
 Each alert is `pending` (to be published), `sent` (SNS MessageId recorded, on its own or in a storm-cap summary),
-`suppressed` (the same detection + dedup key already paged within the re-alert interval) or `failed` (SNS would
-not take it: given up with the reason, until `keytrail alerts retry`). A history row is written for every
+`suppressed` (the same detection + dedup key already paged within the re-alert interval), `failed` (SNS would
+not take it: given up with the reason, until `keytrail alerts retry`) or `excepted` (a tuning exception covered
+the finding: kept with the exception that matched, never paged, suppressing nothing). A history row is written for every
 change, for `keytrail alerts show`.
 
 Suppression compares event times (`first_seen`), not wall-clock times, so a backfill over a past range pages as
@@ -38,7 +39,7 @@ from pipeline.times import epoch_seconds, iso, parse_timestamp
 
 log = logging.getLogger(__name__)
 
-STATES: tuple[str, ...] = ("pending", "sent", "suppressed", "failed")
+STATES: tuple[str, ...] = ("pending", "sent", "suppressed", "failed", "excepted")
 MAX_REFUSALS = 3  # SNS refused an alert's message this many times (one per run): it is given up (`failed`)
 DEFAULT_REALERT_AFTER = dt.timedelta(hours=Settings.realert_hours)  # KEYTRAIL_REALERT_HOURS's default
 DEFAULT_KEY = "*"  # in a per-detection mapping: the interval for detections not named
@@ -87,9 +88,11 @@ class EnqueueReport:
     queued: tuple[str, ...] = ()
     suppressed: tuple[str, ...] = ()
     known: tuple[str, ...] = ()  # already in the outbox: an overlapping re-run adds nothing
+    excepted: tuple[str, ...] = ()  # covered by a tuning exception: recorded, not paged
 
     def __str__(self) -> str:
-        return f"{len(self.queued)} queued, {len(self.suppressed)} suppressed, {len(self.known)} already known"
+        text = f"{len(self.queued)} queued, {len(self.suppressed)} suppressed, {len(self.known)} already known"
+        return text + (f", {len(self.excepted)} excepted" if self.excepted else "")
 
 
 def realert_interval(realert_after: RealertAfter, detection_id: str) -> dt.timedelta:
@@ -175,10 +178,12 @@ class Outbox:
         self, alerts: Sequence[Alert], *, now: dt.datetime, realert_after: RealertAfter = DEFAULT_REALERT_AFTER
     ) -> EnqueueReport:
         """Add new alerts as pending, or suppressed when their dedup key paged within the re-alert interval
-        at the same or a higher severity. Alert ids already in the outbox are left as they are."""
+        at the same or a higher severity, or excepted when they carry a tuning exception. Alert ids already in the
+        outbox are left as they are."""
         queued: list[str] = []
         suppressed: list[str] = []
         known: list[str] = []
+        excepted: list[str] = []
         at = iso(now)
         # Earliest first, so within one batch the first of a series pages and the rest are measured from it.
         ordered = sorted(alerts, key=lambda a: (epoch_seconds(a.first_seen), -SEVERITY_RANK[a.severity], a.alert_id))
@@ -190,12 +195,13 @@ class Outbox:
                 dedup_key = alert.effective_dedup_key()
                 interval = realert_interval(realert_after, alert.detection_id).total_seconds()
                 first_seen_s, rank = epoch_seconds(alert.first_seen), SEVERITY_RANK[alert.severity]
-                paged = _paged_within(db, dedup_key, first_seen_s, rank, interval)
-                state = "suppressed" if paged else "pending"
+                exception_id = str(alert.exception.get("id")) if alert.exception else None
+                paged = None if exception_id else _paged_within(db, dedup_key, first_seen_s, rank, interval)
+                state = "excepted" if exception_id else "suppressed" if paged else "pending"
                 db.execute(
                     "INSERT INTO alerts (alert_id, detection_id, dedup_key, severity, severity_rank, first_seen_s,"
-                    " state, alert_json, enqueued_at, suppressed_by, realert_s)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " state, alert_json, enqueued_at, suppressed_by, realert_s, exception_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         alert.alert_id,
                         alert.detection_id,
@@ -208,14 +214,33 @@ class Outbox:
                         at,
                         paged,
                         interval,
+                        exception_id,
                     ),
                 )
+                if exception_id:
+                    _note(db, [alert.alert_id], at, "excepted", _exception_detail(alert.exception or {}))
+                    excepted.append(alert.alert_id)
+                    continue
                 detail = f"same dedup key as {paged}, which paged within the re-alert interval" if paged else None
                 _note(db, [alert.alert_id], at, state if paged else "queued", detail)
                 (suppressed if paged else queued).append(alert.alert_id)
-        report = EnqueueReport(tuple(queued), tuple(suppressed), tuple(known))
+        report = EnqueueReport(tuple(queued), tuple(suppressed), tuple(known), tuple(excepted))
         log.info("outbox %s: %s", self.path, report)
         return report
+
+    @_translating
+    def say_once(self, notices: Mapping[str, str], *, now: dt.datetime) -> list[str]:
+        """Record notices (key -> message) not recorded before; returns the messages that are new, in order.
+        How "an exception expired" is said by exactly one run, whichever runs first."""
+        new: list[str] = []
+        with self._transaction() as db:
+            for key, message in notices.items():
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO notices (key, at, message) VALUES (?, ?, ?)", (key, iso(now), message)
+                )
+                if inserted.rowcount:
+                    new.append(message)
+        return new
 
     @_translating
     def mark_sent(self, deliveries: Mapping[str, Delivery], *, now: dt.datetime) -> None:
@@ -361,6 +386,14 @@ def _note(db: sqlite3.Connection, alert_ids: Sequence[str], at: str, event: str,
     db.executemany(
         "INSERT INTO history (alert_id, at, event, detail) VALUES (?, ?, ?, ?)",
         [(alert_id, at, event, detail) for alert_id in alert_ids],
+    )
+
+
+def _exception_detail(exception: Mapping[str, Any]) -> str:
+    expires = exception.get("expires")
+    return (
+        f"tuning exception {exception.get('id')} ({exception.get('source')}): {exception.get('reason')}; "
+        f"owner {exception.get('owner')}" + (f", expires {expires}" if expires else "")
     )
 
 

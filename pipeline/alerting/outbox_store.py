@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 OUTBOX_FILE = Path("alerts") / "outbox.sqlite"
 _SIDE_FILES = ("-wal", "-shm")  # SQLite's WAL and shared-memory files beside the database
 
-# Version 2 added the `failed` state (the state CHECK) and `realert_s`. Version 1 outboxes are upgraded in place.
-_SCHEMA_VERSION = 2
-_SET_VERSION = "PRAGMA user_version = 2"
+# Version 2 added the `failed` state (the state CHECK) and `realert_s`; version 3 the `excepted` state (a tuning
+# exception covered the finding: recorded, never paged), `exception_id` and the `notices` said once. Older
+# outboxes are upgraded in place.
+_SCHEMA_VERSION = 3
+_SET_VERSION = "PRAGMA user_version = 3"
 _SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS alerts (
     alert_id      TEXT PRIMARY KEY,
@@ -34,7 +36,7 @@ _SCHEMA: tuple[str, ...] = (
     severity      TEXT NOT NULL,
     severity_rank INTEGER NOT NULL,
     first_seen_s  REAL NOT NULL,            -- epoch seconds, for the re-alert window
-    state         TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'suppressed', 'failed')),
+    state         TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'suppressed', 'failed', 'excepted')),
     alert_json    TEXT NOT NULL,
     enqueued_at   TEXT NOT NULL,
     sent_at       TEXT,
@@ -44,7 +46,8 @@ _SCHEMA: tuple[str, ...] = (
     suppressed_by TEXT,                     -- the alert that paged for the same dedup key
     attempts      INTEGER NOT NULL DEFAULT 0,
     last_error    TEXT,
-    realert_s     REAL                      -- the re-alert interval it was judged with (NULL: before version 2)
+    realert_s     REAL,                     -- the re-alert interval it was judged with (NULL: before version 2)
+    exception_id  TEXT                      -- excepted: the tuning exception that covered it
 )""",
     "CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts (state, severity_rank DESC, first_seen_s, alert_id)",
     "CREATE INDEX IF NOT EXISTS alerts_by_dedup ON alerts (dedup_key, first_seen_s)",
@@ -57,20 +60,31 @@ _SCHEMA: tuple[str, ...] = (
     detail   TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS history_by_alert ON history (alert_id, seq)",
+    """CREATE TABLE IF NOT EXISTS notices (
+    key     TEXT PRIMARY KEY,                -- what was said (e.g. an exception that expired): said once
+    at      TEXT NOT NULL,
+    message TEXT NOT NULL
+)""",
 )
-# SQLite cannot change a CHECK constraint: a version 1 table is set aside, recreated by _SCHEMA, copied, dropped.
-_V1_ASIDE: tuple[str, ...] = (
+# SQLite cannot change a CHECK constraint: an older table is set aside, recreated by _SCHEMA, copied, dropped.
+_ASIDE: tuple[str, ...] = (
     "DROP INDEX IF EXISTS alerts_by_state",
     "DROP INDEX IF EXISTS alerts_by_dedup",
-    "ALTER TABLE alerts RENAME TO alerts_v1",
+    "DROP INDEX IF EXISTS alerts_by_suppressor",
+    "ALTER TABLE alerts RENAME TO alerts_old",
 )
-_V1_COPY: tuple[str, ...] = (
-    "INSERT INTO alerts (alert_id, detection_id, dedup_key, severity, severity_rank, first_seen_s, state, alert_json,"
-    " enqueued_at, sent_at, message_id, delivery, summary_id, suppressed_by, attempts, last_error)"
-    " SELECT alert_id, detection_id, dedup_key, severity, severity_rank, first_seen_s, state, alert_json,"
-    " enqueued_at, sent_at, message_id, delivery, summary_id, suppressed_by, attempts, last_error FROM alerts_v1",
-    "DROP TABLE alerts_v1",
+_V1_COLUMNS = (
+    "alert_id, detection_id, dedup_key, severity, severity_rank, first_seen_s, state, alert_json, enqueued_at,"
+    " sent_at, message_id, delivery, summary_id, suppressed_by, attempts, last_error"
 )
+# The columns each older version has, copied as they are (the newer ones start NULL).
+_COPY: dict[int, tuple[str, ...]] = {
+    version: (
+        f"INSERT INTO alerts ({columns}) SELECT {columns} FROM alerts_old",
+        "DROP TABLE alerts_old",
+    )
+    for version, columns in ((1, _V1_COLUMNS), (2, _V1_COLUMNS + ", realert_s"))
+}
 
 
 class OutboxError(Exception):
@@ -192,7 +206,7 @@ def _version(connection: sqlite3.Connection) -> int:
 
 
 def _upgrade(connection: sqlite3.Connection) -> None:
-    """Create the schema, or bring a version 1 outbox to version 2, in one transaction.
+    """Create the schema, or bring an older outbox to the current version, in one transaction.
 
     The version is read again under the write lock: two processes opening an old outbox upgrade it once.
     """
@@ -200,12 +214,12 @@ def _upgrade(connection: sqlite3.Connection) -> None:
     try:
         version = _version(connection)
         if version < _SCHEMA_VERSION:
-            from_v1 = version == 1
-            for statement in (*(_V1_ASIDE if from_v1 else ()), *_SCHEMA, *(_V1_COPY if from_v1 else ())):
+            older = version in _COPY
+            for statement in (*(_ASIDE if older else ()), *_SCHEMA, *(_COPY[version] if older else ())):
                 connection.execute(statement)
             connection.execute(_SET_VERSION)
-            if from_v1:
-                log.info("alert outbox upgraded from version 1 to %d", _SCHEMA_VERSION)
+            if older:
+                log.info("alert outbox upgraded from version %d to %d", version, _SCHEMA_VERSION)
     except BaseException:
         connection.execute("ROLLBACK")
         raise

@@ -9,7 +9,7 @@ Prefect logs) and how SNS is called (`send`: a fresh client here; a flow passes 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +55,7 @@ class AlertingReport:
     queued: EnqueueReport
     published: sns.PublishReport | None = None
     not_published: str | None = None  # publishing was asked for but could not start; says what to do
+    notices: tuple[str, ...] = ()  # said by this run for the first time (e.g. a tuning exception expired)
 
 
 def no_topic(pending: int) -> str:
@@ -76,6 +77,7 @@ def queue_and_publish(
     endpoint_url: str | None = None,
     storm_cap: int | None = None,
     fmt: str = "json",
+    notices: Mapping[str, str] | None = None,
     send: Send = send_to_sns,
     on_queued: OnQueued | None = None,
     on_progress: OnProgress | None = None,
@@ -90,18 +92,22 @@ def queue_and_publish(
     `sns.PublishError` when SNS refuses (the alerts stay pending), and `outbox.OutboxError` when the outbox
     cannot take the alerts (damaged, read-only, disk full: nothing was queued). An alert SNS will not take is
     given up (`failed`) and listed in the report's `published.undeliverable`: it never blocks the others.
+    Alerts carrying a tuning `exception` are recorded as `excepted` and never sent. `notices` (key -> message,
+    e.g. the tuning exceptions that have expired) are recorded in the outbox, and the report's `notices` holds
+    those no run said before: each is said once.
     """
     realert_after = catalog.realert_intervals(detections, dt.timedelta(hours=settings.realert_hours))
     with Outbox.open(lake) as box:
         queued = box.enqueue(alerts, now=now, realert_after=realert_after)
+        said = tuple(box.say_once(notices, now=now)) if notices else ()
         pending = box.counts()["pending"]
     if on_queued is not None:
         on_queued(queued)
     if not publish:
-        return AlertingReport(queued)
+        return AlertingReport(queued, notices=said)
     topic = topic_arn or settings.topic_arn
     if not topic:
-        return AlertingReport(queued, not_published=no_topic(pending))
+        return AlertingReport(queued, not_published=no_topic(pending), notices=said)
     target = SnsTarget(
         topic_arn=topic,
         endpoint_url=endpoint_url or settings.endpoint_url,
@@ -109,4 +115,4 @@ def queue_and_publish(
         storm_cap=storm_cap or settings.storm_cap,
         fmt=fmt,
     )
-    return AlertingReport(queued, published=send(lake, target, now, on_progress))
+    return AlertingReport(queued, published=send(lake, target, now, on_progress), notices=said)

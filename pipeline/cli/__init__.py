@@ -38,11 +38,13 @@ def _register() -> None:
         backtest_cmds,
         detect_cmds,
         ingest_cmds,
+        names_cmds,
         query_cmds,
         report_cmds,
         rollups_cmds,
         run_cmds,
         simulate_cmds,
+        tuning_cmds,
         verify_cmds,
     )
 
@@ -56,6 +58,8 @@ def _register() -> None:
     simulate_cmds.register(app)
     run_cmds.register(app)
     verify_cmds.register(app)
+    tuning_cmds.register(app)
+    names_cmds.register(app)
 
 
 _register()

@@ -23,10 +23,11 @@ from pipeline.alerting.publish import queue_and_publish
 from pipeline.alerting.sns import PublishError, PublishReport
 from pipeline.catalog import Query
 from pipeline.cli.common import fail, make_console, severity_markup
+from pipeline.names.resolve import resource_label
 from pipeline.settings import Settings
 from pipeline.times import display
 
-_STATE_STYLE = {"pending": "yellow", "sent": "green", "suppressed": "dim", "failed": "red"}
+_STATE_STYLE = {"pending": "yellow", "sent": "green", "suppressed": "dim", "failed": "red", "excepted": "blue"}
 
 LakeOption = typer.Option(None, "--lake", help="The lake directory (default: KEYTRAIL_LAKE or ./keytrail-lake).")
 
@@ -53,8 +54,9 @@ def list_alerts(
     lake: Path | None = LakeOption,
     state: str | None = typer.Option(None, "--state", help=f"Only alerts in this state: {'|'.join(STATES)}."),
     output: str = typer.Option("table", "--format", help="table (rich) or json (one object per line)."),
+    show_all: bool = typer.Option(False, "--all", help="Include excepted alerts (a tuning exception covered them)."),
 ) -> None:
-    """List the alerts in the lake's outbox with their state, most severe first.
+    """List the alerts in the lake's outbox with their state, most severe first (excepted ones with --all).
 
     Example: keytrail alerts list --lake ./demo-lake --state pending
     """
@@ -67,6 +69,8 @@ def list_alerts(
             entries = box.entries(state)
     except OutboxError as err:
         raise fail(console, str(err)) from None
+    hidden = 0 if show_all or state else sum(1 for e in entries if e.state == "excepted")
+    entries = [e for e in entries if show_all or state or e.state != "excepted"]
     if output == "json":
         for entry in entries:
             typer.echo(json.dumps({**entry.alert.to_dict(), "outbox": _outbox_fields(entry)}))
@@ -74,7 +78,7 @@ def list_alerts(
     table = Table(title=f"alerts in {safe_text.markup(lake)}" + (f" ({state})" if state else ""))
     # Narrow terminals: the SNS MessageId gives way, and long ids fold onto more lines instead of "kms_…".
     with_message = console.width >= 140
-    columns = ("alert", "state", "severity", "detection", "principal", "first seen")
+    columns = ("alert", "state", "severity", "detection", "principal", "resource", "first seen")
     for column in (*columns, "MessageId") if with_message else columns:
         table.add_column(column, no_wrap=column in ("alert", "state", "severity", "first seen"), overflow="fold")
     for entry in entries:
@@ -86,6 +90,7 @@ def list_alerts(
             severity_markup(alert.severity),
             safe_text.terminal(alert.detection_id),
             safe_text.terminal(short_name(alert.principal_arn) or ""),
+            safe_text.terminal(resource_label(alert)),
             display(alert.first_seen),
         ]
         if with_message:
@@ -97,6 +102,8 @@ def list_alerts(
     console.print(table)
     if not entries:
         console.print("no alerts" + (f" in state {state}" if state else "") + " yet")
+    if hidden:
+        console.print(f"{hidden} excepted alert(s) not shown (a tuning exception covered them): --all lists them")
 
 
 def publish(
@@ -150,6 +157,7 @@ def queue_and_publish_with_progress(
     fmt: str = "json",
     storm_cap: int | None = None,
     show_queued: bool = True,
+    notices: dict[str, str] | None = None,
 ) -> None:
     """`queue_and_publish` with a rich progress bar: `detect --publish`, and `alerts publish` (no alerts to queue,
     `show_queued=False`). Exits 1 with what to do when the alerts could not be queued (the outbox is damaged,
@@ -169,6 +177,7 @@ def queue_and_publish_with_progress(
                 endpoint_url=endpoint_url,
                 storm_cap=storm_cap,
                 fmt=fmt,
+                notices=notices,
                 on_queued=(lambda queued: console.print(f"alert outbox: {queued}")) if show_queued else None,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
@@ -177,6 +186,8 @@ def queue_and_publish_with_progress(
         except OutboxError as err:  # before anything was queued or sent
             lost = f"the {len(alerts)} finding(s) printed above were not queued: " if alerts else ""
             raise fail(console, lost + str(err)) from None
+    for notice in report.notices:  # said once, by the first run that saw it
+        console.print(f"[yellow]note:[/yellow] {safe_text.markup(notice)}")
     if report.not_published:
         raise fail(console, report.not_published)
     assert report.published is not None

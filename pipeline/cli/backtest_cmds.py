@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import duckdb
+import pyarrow as pa
 import typer
 from rich.console import Console
 
-from pipeline import backtest, catalog, detect, times
+from pipeline import backtest, catalog, detect, findings, times
 from pipeline.alerting.alert import Alert
+from pipeline.cli import tuning_cmds
 from pipeline.cli.common import fail, make_console
 from pipeline.cli.detect_cmds import QueriesOption, detections_progress, parse_param_overrides, run_tracked
 from pipeline.cli.output import write_result
 from pipeline.settings import Settings
+from pipeline.tuning.model import Tuning
 
 _FORMATS = ("table", "json", "csv")
 
@@ -31,9 +34,13 @@ _HELP = (
     "Every bucket is judged against its own trailing lookback, so the counts are what the scheduled runs over "
     "the range would have found. --param sets params for the run; --compare-param runs the named detections "
     "again with these params on top and prints both counts and the difference (compared - findings). "
-    "--since/--until take ISO times or times relative to now (-30d, -12h, now).\n\n"
+    "--since/--until take ISO times or times relative to now (-30d, -12h, now). The tuning file (--tuning, "
+    "KEYTRAIL_TUNING or ./keytrail.yaml) applies to the run: findings its exceptions cover are not counted; "
+    "--compare-tuning B runs again with tuning file B instead, so a tuning change shows its effect per "
+    "detection per day before it is committed.\n\n"
     "Example: keytrail backtest --lake ./lake --since -30d "
-    "--compare-param kms_decrypt_volume_spike.min_events=1000 --format table"
+    "--compare-param kms_decrypt_volume_spike.min_events=1000 --format table\n\n"
+    "Example: keytrail backtest --lake ./lake --since -30d --tuning keytrail.yaml --compare-tuning proposed.yaml"
 )
 
 
@@ -56,6 +63,10 @@ def backtest_command(
     ] = None,
     output: Annotated[str, typer.Option("--format", help="table, json (one row per line) or csv.")] = "table",
     queries: QueriesOption = None,
+    tuning: tuning_cmds.TuningOption = None,
+    compare_tuning: Annotated[
+        Path | None, typer.Option("--compare-tuning", help="A second tuning file to compare with --tuning's.")
+    ] = None,
 ) -> None:
     now = dt.datetime.now(dt.UTC)  # the only clock read of a backtest
     settings = Settings.from_env()
@@ -72,8 +83,20 @@ def backtest_command(
     lake_path = lake if lake is not None else settings.lake
     if not lake_path.is_dir():
         raise fail(err, f"lake {lake_path} not found: ingest a trail first or pass --lake")
+    if compare_tuning is not None and compare_param:
+        raise fail(err, "--compare-tuning and --compare-param each make the compared run: use one of them", 2)
     try:
-        detections = catalog.load("detections", queries)
+        shipped = catalog.load("detections", queries)
+        tuned = tuning_cmds.load_tuning(err, tuning, settings, shipped)
+        detections = findings.tuned_catalog(shipped, tuned)
+        if compare_tuning is not None:
+            other = tuning_cmds.load_tuning(err, compare_tuning, settings, shipped)
+            trusted = tuple(trusted_account or settings.trusted_accounts)
+            table = _compare_tunings(
+                err, lake_path, (start, end), shipped, (tuned, other), detection, overrides, trusted, now
+            )
+            write_result(table, output, None, title=f"findings per day, {times.display(start)} .. {times.display(end)}")
+            return
         selected = [q.id for q in detect.select_detections(detections, detection or None)]
         compared_overrides = {i: {**overrides.get(i, {}), **compared[i]} for i in selected if i in compared}
         detect.check_overrides(detect.select_detections(detections, selected), compared_overrides)
@@ -83,14 +106,15 @@ def backtest_command(
         if compared:
             runs.append(("compared", list(compared_overrides), compared_overrides))
         found = _run_with_progress(
-            err, lake_path, (start, end), detections, runs, tuple(trusted_account or settings.trusted_accounts)
-        )
+            err, lake_path, (start, end), detections, runs, tuple(trusted_account or settings.trusted_accounts),
+            tuned, now,
+        )  # fmt: skip
     except (ValueError, catalog.CatalogError, duckdb.Error) as exc:
         raise fail(err, str(exc)) from None
-    baseline = found["findings"]
+    baseline = findings.paging(found["findings"])  # what an exception covers does not page: not counted
     if compared:
         # detections without compared params find the same in both runs
-        again = [a for a in baseline if a.detection_id not in compared_overrides] + found["compared"]
+        again = [a for a in baseline if a.detection_id not in compared_overrides] + findings.paging(found["compared"])
         table = backtest.backtest_table(selected, baseline, again)
     else:
         table = backtest.backtest_table(selected, baseline)
@@ -105,15 +129,57 @@ def _run_with_progress(
     detections: Sequence[catalog.Query],
     runs: Sequence[tuple[str, list[str], dict[str, dict[str, Any]]]],
     trusted: tuple[str, ...],
+    tuning: Tuning,
+    now: dt.datetime,
 ) -> dict[str, list[Alert]]:
     """Each run (name, detection ids, param overrides) over the whole window, with a bar per run."""
     with detections_progress(err) as progress:
         return {
             name: run_tracked(
-                progress, name, lake, window, detections, detection_ids=ids, overrides=overrides, trusted=trusted
+                progress,
+                name,
+                lake,
+                window,
+                detections,
+                detection_ids=ids,
+                overrides=overrides,
+                trusted=trusted,
+                tuning=tuning,
+                now=now,
             )
             for name, ids, overrides in runs
         }
+
+
+def _compare_tunings(
+    err: Console,
+    lake: Path,
+    window: tuple[dt.datetime, dt.datetime],
+    shipped: Sequence[catalog.Query],
+    tunings: tuple[Tuning, Tuning],
+    named: Sequence[str] | None,
+    overrides: dict[str, dict[str, Any]],
+    trusted: tuple[str, ...],
+    now: dt.datetime,
+) -> pa.Table:
+    """The paging findings under each tuning file (its params, severities, enabled set, exceptions), side by
+    side per detection per day; a detection either file runs has rows."""
+    catalogs = [findings.tuned_catalog(shipped, tuning) for tuning in tunings]
+    runs: list[list[Alert]] = []
+    with detections_progress(err) as progress:
+        for name, tuning, detections in zip(("findings", "compared"), tunings, catalogs, strict=True):
+            found = run_tracked(
+                progress, name, lake, window, detections, detection_ids=_ids(detections, named),
+                overrides=overrides, trusted=trusted, tuning=tuning, now=now,
+            )  # fmt: skip
+            runs.append(findings.paging(found))
+    either = {i for detections in catalogs for i in _ids(detections, named)}
+    return backtest.backtest_table([q.id for q in shipped if q.id in either], *runs)
+
+
+def _ids(detections: Sequence[catalog.Query], named: Sequence[str] | None) -> list[str]:
+    """The detections a run takes: the named ones, else those its tuning leaves enabled."""
+    return [q.id for q in detect.select_detections(detections, named or None)]
 
 
 def register(app: typer.Typer) -> None:

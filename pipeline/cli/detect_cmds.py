@@ -18,12 +18,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from pipeline import cases, catalog, detect, safe_text, times
+from pipeline import cases, catalog, detect, findings, safe_text, times
 from pipeline.alerting.alert import Alert
 from pipeline.callers import display_name
-from pipeline.cli import alerts_cmds
+from pipeline.cli import alerts_cmds, tuning_cmds
 from pipeline.cli.common import fail, make_console, severity_markup
+from pipeline.names.resolve import resource_label
 from pipeline.settings import Settings
+from pipeline.tuning.model import EMPTY, Tuning
 
 DEFAULT_WINDOW = dt.timedelta(hours=1)
 
@@ -39,7 +41,9 @@ _DETECT_HELP = (
     "or KEYTRAIL_TRUSTED_ACCOUNTS; when none are given, the accounts seen as recipientAccountId in the events "
     "read are trusted. --format json prints one alert per line (the alert contract); the exit code is 0 with "
     "or without findings. --publish then queues the findings in the lake's alert outbox and publishes the "
-    "pending alerts to SNS (--topic-arn or KEYTRAIL_TOPIC_ARN; see `keytrail alerts`).\n\n"
+    "pending alerts to SNS (--topic-arn or KEYTRAIL_TOPIC_ARN; see `keytrail alerts`). The tuning file "
+    "(--tuning, KEYTRAIL_TUNING or ./keytrail.yaml; docs/tuning.md) sets params, severities and exceptions: an "
+    "excepted finding is listed (JSON: with its `exception`) and recorded as `excepted`, never paged.\n\n"
     "Example: keytrail detect --lake ./lake --since 2024-05-08T02:00:00Z --until 2024-05-08T03:00:00Z "
     "--param kms_decrypt_volume_spike.min_events=500 --format json"
 )
@@ -102,7 +106,8 @@ def _findings_table(alerts: Sequence[Alert], since: dt.datetime, until: dt.datet
         table.add_row(
             severity_markup(alert.severity),
             safe_text.terminal(alert.detection_id),
-            safe_text.terminal(f"{_short(alert.principal_arn)} -> {_short(alert.resource_arn)}"),
+            safe_text.terminal(f"{_short(alert.principal_arn)} -> {resource_label(alert) or '-'}")
+            + (safe_text.terminal(f" (excepted: {alert.exception['id']})", style="dim") if alert.exception else ""),
             f"{alert.first_seen:%m-%d %H:%M}",
             f"{alert.event_count:,}",
         )
@@ -133,6 +138,7 @@ def detect_command(
     endpoint_url: Annotated[
         str | None, typer.Option("--endpoint-url", help="SNS endpoint for --publish, e.g. a moto server.")
     ] = None,
+    tuning: tuning_cmds.TuningOption = None,
 ) -> None:
     now = dt.datetime.now(dt.UTC)  # the only clock read of a detect run
     settings = Settings.from_env()
@@ -152,7 +158,10 @@ def detect_command(
             f"(keytrail ingest SOURCE --lake {lake_path}) or pass --lake",
         )
     try:
-        detections = catalog.load("detections", queries)  # once: for the run and for the re-alert policy
+        shipped = catalog.load("detections", queries)
+        tuning_file = tuning_cmds.load_tuning(err, tuning, settings, shipped)
+        # once: for the run and for the re-alert policy, as the tuning file sets them up
+        detections = findings.tuned_catalog(shipped, tuning_file)
         with detections_progress(err) as progress:
             alerts = run_tracked(
                 progress,
@@ -163,6 +172,8 @@ def detect_command(
                 detection_ids=detection or None,
                 overrides=overrides,
                 trusted=tuple(trusted_account or settings.trusted_accounts),
+                tuning=tuning_file,
+                now=now,
             )
     except (ValueError, catalog.CatalogError, duckdb.Error) as exc:
         raise fail(err, str(exc)) from None
@@ -183,7 +194,10 @@ def detect_command(
             settings=settings,
             topic_arn=topic_arn,
             endpoint_url=endpoint_url,
+            notices=tuning_cmds.expiry_notices(tuning_file, now),
         )
+    else:
+        tuning_cmds.print_expired(err, tuning_file, now)
 
 
 def detections_progress(err: Console) -> Progress:
@@ -202,20 +216,25 @@ def run_tracked(
     detection_ids: Sequence[str] | None,
     overrides: dict[str, dict[str, Any]],
     trusted: tuple[str, ...],
+    tuning: Tuning = EMPTY,
+    now: dt.datetime | None = None,
 ) -> list[Alert]:
-    """`detect.run_detections` with a task on `progress` that advances after each detection."""
+    """`findings.find` (detections, the tuning's exceptions as of `now`, names) with a task on `progress` that
+    advances after each detection."""
     selected = detect.select_detections(detections, detection_ids)
     task = progress.add_task(label, total=len(selected))
 
     def advance(query: catalog.Query, found: int) -> None:
         progress.update(task, advance=1, description=f"{label}: {query.id}: {found} finding(s)")
 
-    return detect.run_detections(
+    return findings.find(
         lake,
         *window,
-        queries=detections,
+        detections=detections,
+        tuning=tuning,
+        now=now or window[1],
         detection_ids=[q.id for q in selected],
-        param_overrides=overrides,
+        overrides=overrides,
         trusted_accounts=trusted,
         progress=advance,
     )

@@ -11,6 +11,7 @@ import typer
 
 from pipeline import catalog, safe_text
 from pipeline.alerting.outbox import OutboxError
+from pipeline.cli import tuning_cmds
 from pipeline.cli.common import fail, make_console
 from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
@@ -32,6 +33,7 @@ def report_command(
             "--detect/--no-detect", help="Run the detections over the period too (default), or show the outbox only."
         ),
     ] = True,
+    tuning: tuning_cmds.TuningOption = None,
 ) -> None:
     """Write one self-contained HTML page about a period: alerts by severity with their runbooks, volume charts,
     top principals/keys/secrets and denied calls. No external assets: mail it or attach it to a ticket.
@@ -51,7 +53,9 @@ def report_command(
         with err.status(f"building the report for {iso(start)} .. {iso(end)}", spinner="dots"):
             from pipeline import report  # matplotlib: ~0.9 s to import, only this command needs it
 
-            built = report.build(lake_path, start, end, now=now, run_detections=detections)
+            settings = Settings.from_env()
+            tuned = tuning_cmds.load_tuning(err, tuning, settings, catalog.load("detections"))
+            built = report.build(lake_path, start, end, now=now, run_detections=detections, tuning=tuned)
             report.write(built, out)
     except (catalog.CatalogError, duckdb.Error, OSError, OutboxError) as exc:
         raise fail(err, str(exc)) from None
