@@ -2,8 +2,9 @@
 -- An application that suddenly decrypts with far more distinct values of a context key than it ever did -
 -- most of them values it never used - is walking through other people's data ("user A's data decrypted as
 -- user B", T1530), or an attacker is bulk-reading SSM parameters / secrets through KMS. Counted per
--- (principal, key, context key) and $window bucket, against the principal's own lookback: the most distinct
--- values it ever used in one bucket, and the set of values it already knew. A new tenant or two is
+-- (principal, key, context key) and $window bucket, against the principal's own lookback: the distinct values
+-- of its usual busy bucket (a high percentile, so one past scan does not hide the next), and the set of
+-- values it already knew. A new tenant or two is
 -- onboarding; a nightly run over the same tenants as every night uses no new values; both stay quiet.
 -- Several context keys scanned together (SecretARN + SecretVersionId) make one finding, not one per key.
 -- Two scales: each $window bucket is judged on the calls of the $scan_window ending with it (3 h: a scan paced
@@ -80,8 +81,8 @@ known_values AS (  -- per candidate bucket: the values already used in its lookb
         AND h.bucket >= c.bucket - $lookback
 ),
 
-baseline AS (  -- per candidate bucket: the most distinct values the principal used in one bucket of its lookback
-    SELECT c.principal_arn, c.key_arn, c.context_key, c.bucket, max(h.distinct_values) AS baseline_max_distinct
+baseline AS (  -- per candidate bucket: the distinct values of the principal's usual busy bucket in its lookback
+    SELECT c.principal_arn, c.key_arn, c.context_key, c.bucket, quantile_disc(h.distinct_values, $baseline_quantile) AS baseline_distinct
     FROM candidates AS c
     JOIN (
         SELECT principal_arn, key_arn, context_key, bucket, count(*) AS distinct_values
@@ -127,12 +128,12 @@ recent AS (
 ),
 
 scanning AS (  -- buckets over every threshold, per context key
-    SELECT r.*, coalesce(b.baseline_max_distinct, 0) AS baseline_max_distinct
+    SELECT r.*, coalesce(b.baseline_distinct, 0) AS baseline_distinct
     FROM recent AS r
     LEFT JOIN baseline AS b USING (principal_arn, key_arn, context_key, bucket)
     WHERE r.distinct_values >= $min_distinct_values
       AND r.new_values >= $min_new_values
-      AND r.distinct_values > $baseline_factor * coalesce(b.baseline_max_distinct, 0)
+      AND r.distinct_values > $baseline_factor * coalesce(b.baseline_distinct, 0)
 ),
 
 one_per_bucket AS (  -- one finding per principal, key and bucket: the context key with the most new values
@@ -161,7 +162,7 @@ SELECT
     bucket AS bucket_start,
     distinct_values,
     new_values,
-    baseline_max_distinct,
+    baseline_distinct,
     sample_new_values
 FROM one_per_bucket
 WHERE pick = 1
