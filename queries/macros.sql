@@ -47,3 +47,8 @@ CREATE MACRO principal_kind(principal_type, principal_arn, session_issuer_arn, i
 -- The services keytrail audits. The lake also keeps CloudTrail's own management events (StopLogging,
 -- PutEventSelectors, ...) for the trail-blinding detections; activity summaries count these two only.
 CREATE MACRO audited_service(event_source) AS event_source IN ('kms.amazonaws.com', 'secretsmanager.amazonaws.com');
+
+-- The caller a detection names: its caller_arn, else - for a caller from another account that the key owner's
+-- trail shows only as userIdentity type AWSAccount - that account's id (never null for a real caller).
+CREATE MACRO named_caller(caller, principal_type, account_id) AS
+    coalesce(caller, CASE WHEN principal_type = 'AWSAccount' THEN account_id END);

@@ -15,7 +15,7 @@
 -- principal's known values are a sample and its baseline at least 64, far above this detection's thresholds.
 WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events
     SELECT
-        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
+        named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -29,7 +29,7 @@ WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events
       AND error_code IS NULL
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
       AND encryption_context IS NOT NULL
-      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
+      AND named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) IS NOT NULL
       AND event_time >= time_bucket($window, $since) + $window - $scan_window
       AND event_time < $until
 ),
@@ -52,10 +52,11 @@ candidates AS (  -- recent buckets with enough distinct values to be scanning at
 ),
 
 history_contexts AS (  -- the lookback side, from the hourly rollups (same filters): the candidates' context keys
-    SELECT caller_arn AS principal_arn, kms_key AS key_arn, time_bucket($window, hour) AS bucket, unnest(contexts) AS c
+    SELECT named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn, kms_key AS key_arn, time_bucket($window, hour) AS bucket, unnest(contexts) AS c
     FROM hourly
     SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM candidates) AS k
-        ON k.principal_arn = hourly.caller_arn AND k.key_arn = hourly.kms_key
+        ON k.principal_arn = named_caller(hourly.caller_arn, hourly.principal_type, hourly.caller_account_id)
+        AND k.key_arn = hourly.kms_key
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($read_events, event_name)
       AND error_code IS NULL

@@ -10,7 +10,7 @@
 -- the lookback comes from the hourly rollups (`hourly`: one row per call shape), the judged buckets from events.
 WITH calls AS (  -- the run's own buckets, from the raw events
     SELECT
-        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
+        named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -23,7 +23,7 @@ WITH calls AS (  -- the run's own buckets, from the raw events
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($context_events, event_name)
       AND error_code IS NULL
-      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
+      AND named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) IS NOT NULL
       AND coalesce(key_arn, key_id) IS NOT NULL
       AND event_time >= time_bucket($window, $since)
       AND event_time < $until
@@ -38,7 +38,7 @@ judged_shapes AS (  -- shapes used in a bucket of the run often enough to be a f
 
 shape_buckets AS (  -- the lookback side, from the hourly rollups (same filters): shapes used on the judged keys
     SELECT
-        caller_arn AS principal_arn,
+        named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
         kms_key AS key_arn,
         coalesce(context_keys, []) AS context_keys,
         time_bucket($window, hour) AS bucket,
@@ -48,7 +48,7 @@ shape_buckets AS (  -- the lookback side, from the hourly rollups (same filters)
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($context_events, event_name)
       AND error_code IS NULL
-      AND caller_arn IS NOT NULL
+      AND named_caller(caller_arn, principal_type, caller_account_id) IS NOT NULL
       AND hour >= time_bucket($window, $since) - $lookback
       AND hour < $until
     GROUP BY ALL

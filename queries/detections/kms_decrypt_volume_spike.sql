@@ -21,7 +21,7 @@
 -- its alert id bucketed by where that window starts: reruns and longer runs give the same id.
 WITH calls AS (  -- the run's own buckets (and the $window before them, for sliding windows), from raw events
     SELECT
-        caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
+        named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
         recipient_account_id,
         aws_region,
@@ -36,7 +36,7 @@ WITH calls AS (  -- the run's own buckets (and the $window before them, for slid
       AND error_code IS NULL
       -- reads a service makes for the caller that another detection already sees first-hand
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
-      AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
+      AND named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) IS NOT NULL
       AND event_time >= time_bucket($window, $since) - $window
       AND event_time < $until
 ),
@@ -77,14 +77,15 @@ judged AS (  -- buckets over the lowest floor of any scale (usually few): only t
 
 past_buckets AS (  -- the lookback side, from the hourly rollups (same filters): the judged pairs' calls per bucket
     SELECT
-        caller_arn AS principal_arn,
+        named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
         kms_key AS key_arn,
         time_bucket($window, hour) AS bucket,
         sum(events)::BIGINT AS calls,
         min(first_seen) AS first_seen
     FROM hourly
     SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM judged) AS j
-        ON j.principal_arn = hourly.caller_arn AND j.key_arn = hourly.kms_key
+        ON j.principal_arn = named_caller(hourly.caller_arn, hourly.principal_type, hourly.caller_account_id)
+        AND j.key_arn = hourly.kms_key
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($read_events, event_name)
       AND error_code IS NULL

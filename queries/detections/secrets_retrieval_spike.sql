@@ -14,7 +14,7 @@ WITH secret_reads AS (
         r.event_id,
         r.event_time,
         timezone('UTC', r.event_time) AS utc_time,  -- hour-of-day must not depend on the session time zone
-        caller_arn(r.principal_arn, r.session_issuer_arn) AS principal_arn,  -- see queries/README.md
+        named_caller(caller_arn(r.principal_arn, r.session_issuer_arn), r.principal_type, r.principal_account_id) AS principal_arn,  -- see queries/README.md
         r.recipient_account_id,
         r.aws_region,
         r.source_ip,
@@ -24,7 +24,7 @@ WITH secret_reads AS (
     WHERE r.event_source = 'secretsmanager.amazonaws.com'
       AND list_contains($read_events, r.event_name)
       AND r.error_code IS NULL
-      AND caller_arn(r.principal_arn, r.session_issuer_arn) IS NOT NULL
+      AND named_caller(caller_arn(r.principal_arn, r.session_issuer_arn), r.principal_type, r.principal_account_id) IS NOT NULL
       AND r.event_time >= time_bucket($window, $since)
       AND r.event_time < $until
 ),
@@ -53,13 +53,14 @@ judged AS (  -- buckets of the run over the volume floor (usually few): only the
 
 past_buckets AS (  -- the lookback side, from the hourly rollups (same filters): the judged pairs' reads per bucket
     SELECT
-        caller_arn AS principal_arn,
+        named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
         secret_name(secret_id) AS secret_name,
         time_bucket($window, timezone('UTC', hour)) AS bucket,
         sum(events)::BIGINT AS reads
     FROM hourly
     SEMI JOIN (SELECT DISTINCT principal_arn, secret_name FROM judged) AS j
-        ON j.principal_arn = hourly.caller_arn AND j.secret_name = secret_name(hourly.secret_id)
+        ON j.principal_arn = named_caller(hourly.caller_arn, hourly.principal_type, hourly.caller_account_id)
+        AND j.secret_name = secret_name(hourly.secret_id)
     WHERE event_source = 'secretsmanager.amazonaws.com'
       AND list_contains($read_events, event_name)
       AND error_code IS NULL
