@@ -5,13 +5,27 @@
 -- call) is compared with the quiet stretch that covered the same moment on each earlier day of the lookback
 -- (from its last call to its next), so a region that is quiet every night from midnight to six stays quiet at
 -- five in the morning, and the same hours of silence at two in the afternoon fire. Each $window bucket is
--- judged at its end, only from calls in its own lookback.
-WITH activity AS (  -- audited calls per account/region, lookback + window
-    SELECT recipient_account_id AS account_id, aws_region AS region, event_time
-    FROM events
+-- judged at its end, only from calls in its own lookback (the hourly rollups: a run's cost follows the window).
+-- The silent stretch must also have held at least min_expected_calls calls on a typical earlier day (median):
+-- a sparse account whose few calls arrive at random is not silent when its first call of the day comes late.
+WITH audited_hours AS (  -- per account/region and hour: its first and last audited call, from the hourly rollups
+    SELECT
+        recipient_account_id AS account_id,
+        aws_region AS region,
+        hour,
+        min(first_seen) AS first_call,
+        max(last_seen) AS last_call,
+        sum(events)::BIGINT AS calls
+    FROM hourly
     WHERE list_contains($audited_sources, event_source)
-      AND event_time >= $baseline_start
-      AND event_time < $until
+      AND hour >= date_trunc('hour', $baseline_start)
+      AND hour < $until
+    GROUP BY ALL
+),
+
+activity AS (  -- moments are whole hours, so the last call before one and the next after it are exact from these
+    SELECT account_id, region, unnest([first_call, last_call]) AS event_time
+    FROM audited_hours
 ),
 
 buckets AS (  -- the buckets judged, each at its end
@@ -70,6 +84,32 @@ judged AS (
         count(stretch) FILTER (days_back > 0) AS days_known
     FROM stretches
     GROUP BY account_id, region, bucket, judged_at
+),
+
+silent AS (  -- buckets silent for longer than the same moment on earlier days allowed
+    SELECT *
+    FROM judged
+    WHERE days_known >= $min_history_days  -- and heard from within the bucket's lookback (silence not null):
+      AND epoch(silence) > greatest(epoch($min_silence), epoch(usual_silence) * $tolerance)
+),
+
+earlier_calls AS (  -- the calls the same stretch of time of day held on each earlier day of the lookback
+    SELECT s.account_id, s.region, s.bucket, r.days_back, coalesce(sum(h.calls), 0) AS calls
+    FROM silent AS s
+    CROSS JOIN range(1, CAST(floor(epoch($lookback) / 86400) AS BIGINT)) AS r(days_back)
+    LEFT JOIN audited_hours AS h
+        ON h.account_id = s.account_id
+        AND h.region = s.region
+        AND h.hour >= date_trunc('hour', s.silent_since) - to_days(CAST(r.days_back AS INTEGER))
+        AND h.hour < s.judged_at - to_days(CAST(r.days_back AS INTEGER))
+    GROUP BY ALL
+),
+
+expected AS (  -- a sparse account whose calls arrive at random (a dozen a day) is not silent when its first
+    -- call comes late; a busy one that usually makes many calls in that stretch is
+    SELECT account_id, region, bucket, median(calls) AS usual_calls
+    FROM earlier_calls
+    GROUP BY ALL
 )
 
 SELECT
@@ -81,8 +121,9 @@ SELECT
     silent_since,
     round(epoch(silence) / 3600, 1) AS silent_hours,
     round(epoch(usual_silence) / 3600, 1) AS usual_silent_hours,
-    days_known
-FROM judged
-WHERE days_known >= $min_history_days  -- and heard from within the bucket's lookback (silence not null):
-  AND epoch(silence) > greatest(epoch($min_silence), epoch(usual_silence) * $tolerance)
+    days_known,
+    e.usual_calls AS usual_calls_in_silence
+FROM silent
+JOIN expected AS e USING (account_id, region, bucket)
+WHERE e.usual_calls >= $min_expected_calls
 ORDER BY first_seen, account_id, region
