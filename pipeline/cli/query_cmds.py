@@ -18,6 +18,7 @@ from rich.table import Table
 from pipeline import catalog, investigate, lake, query_examples, safe_text, times
 from pipeline.cli.common import fail, make_console
 from pipeline.cli.output import FORMATS, write_result
+from pipeline.cli.tables import FullOption
 from pipeline.engine import Engine, QueryRefused, readable_partitions
 from pipeline.investigate import InvestigationError
 from pipeline.settings import Settings
@@ -26,7 +27,12 @@ LakeOption = Annotated[
     Path | None, typer.Option("--lake", help="The lake directory (default: KEYTRAIL_LAKE, else ./keytrail-lake).")
 ]
 FormatOption = Annotated[
-    str, typer.Option("--format", "-f", help="table (rich), csv, json (one object per line) or parquet.")
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table (fits the terminal; plain when piped), csv, json (one object per line) or parquet.",
+    ),
 ]
 OutputOption = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write the result to this file (required for parquet).")
@@ -139,6 +145,7 @@ def run_command(
     until: Annotated[str | None, typer.Option("--until", help="Same as --param until=... (default now).")] = None,
     fmt: FormatOption = "table",
     output: OutputOption = None,
+    full: FullOption = False,
     lake_option: LakeOption = None,
     queries: QueriesOption = None,
 ) -> None:
@@ -167,7 +174,8 @@ def run_command(
             table = investigate.run(lake_path, resolved)
         except (ValueError, duckdb.Error, pa.ArrowException) as exc:
             raise _fail(f"{query.id} failed: {exc}", code=1) from None
-    _write(table, fmt, output, title=f"{query.id} {times.iso(resolved.since)} .. {times.iso(resolved.until)}")
+    title = f"{query.id} {times.display(resolved.since)} .. {times.display(resolved.until)}"
+    _write(table, fmt, output, title=title, full=full)
 
 
 def sql_command(
@@ -180,6 +188,7 @@ def sql_command(
     ] = None,
     fmt: FormatOption = "table",
     output: OutputOption = None,
+    full: FullOption = False,
     lake_option: LakeOption = None,
 ) -> None:
     """Ad-hoc SQL over the lake's `events` view, in a locked session: it reads the lake and nothing else
@@ -208,7 +217,7 @@ def sql_command(
         raise _fail(f"refused: {exc}. Write one SELECT over `events`.") from None
     except (duckdb.Error, pa.ArrowException) as exc:
         raise _fail(f"query failed: {exc}", code=1) from None
-    _write(table, fmt, output, title="sql")
+    _write(table, fmt, output, title="sql", full=full)
 
 
 def _sql_window(
@@ -232,10 +241,10 @@ def _sql_window(
 # --- output ------------------------------------------------------------------------------------------------------
 
 
-def _write(table: pa.Table, fmt: str, output: Path | None, *, title: str) -> None:
+def _write(table: pa.Table, fmt: str, output: Path | None, *, title: str, full: bool) -> None:
     """`write_result`, or one line saying which value the format cannot hold (a BLOB in CSV, a year past 9999)."""
     try:
-        write_result(table, fmt, output, title=title)
+        write_result(table, fmt, output, title=title, full=full)
     except (pa.ArrowException, ValueError, OverflowError) as exc:
         raise _fail(f"cannot write the result as {fmt}: {exc}", code=1) from None
 
