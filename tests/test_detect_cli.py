@@ -152,7 +152,7 @@ def test_table_output_lists_the_findings(small_lake: Path) -> None:
         (["--param", "min_events=3"], 2, "DETECTION_ID.param=value"),
         (["--detection", "no_such_detection"], 1, "unknown detection"),
         (["--since", "yesterday"], 2, "not a time: use an ISO time"),
-            (["--since", "-2d", "--until", "-3d"], 2, "must be before"),
+        (["--since", "-2d", "--until", "-3d"], 2, "must be before"),
         (["--since", "2024-05-08T15:00:00Z", "--until", "2024-05-08T14:00:00Z"], 2, "must be before"),
         (["--format", "xml"], 2, "use table or json"),
     ],

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.text import Text
 
-from pipeline import safe_text
+from pipeline import runbook, safe_text
 from pipeline.alerting import outbox_store
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.messages import FORMATS, short_name
@@ -22,7 +22,7 @@ from pipeline.alerting.publish import queue_and_publish
 from pipeline.alerting.sns import PublishError, PublishReport
 from pipeline.catalog import Query
 from pipeline.cli import tables
-from pipeline.cli.common import SEVERITY_STYLE, fail, make_console
+from pipeline.cli.common import SEVERITY_STYLE, command_prefix, fail, make_console
 from pipeline.settings import Settings
 from pipeline.times import display, iso
 
@@ -255,7 +255,8 @@ def show(
         return
     tables.print_fields(console, f"alert {entry.alert.alert_id}", fields, styles={"severity": SEVERITY_STYLE})
     console.print(Text("runbook", style="bold"))
-    console.print(safe_text.terminal(entry.alert.runbook or "-", multiline=True), soft_wrap=True)
+    steps = runbook.as_text(entry.alert.runbook or "-", entry.alert, prefix=command_prefix(), lake=lake)
+    console.print(safe_text.terminal(steps, multiline=True), soft_wrap=True)
     rows = [tables.strings([display(e.at), e.event, e.detail]) for e in history]
     columns = (tables.Column("at", "time", 0), tables.Column("event", "tag", 0), tables.Column("detail", "text", 1))
     tables.emit(tables.Listing("history", columns, rows, empty="no history"), "table", console=console)

@@ -4,6 +4,7 @@ showing a severity."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 import typer
@@ -44,3 +45,10 @@ def parse_date(value: str, flag: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD", param_hint=flag) from None
+
+
+def command_prefix() -> str:
+    """How the user runs keytrail, for the commands the CLI prints to paste: `uv run keytrail` when this process
+    runs under `uv run` (uv sets UV for what it runs: a checkout, as the README's quickstart does), else
+    `keytrail` (installed)."""
+    return "uv run keytrail" if os.environ.get("UV") else "keytrail"

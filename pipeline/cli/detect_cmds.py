@@ -15,7 +15,6 @@ import duckdb
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from pipeline import cases, catalog, detect, safe_text, times
 from pipeline.alerting.alert import Alert
@@ -275,19 +274,28 @@ def cases_command(
             for case in query.tests:
                 results.append(cases.run_case(query, case))
                 progress.advance(task)
-    table = Table(title=f"{total} case(s) of {len(selected)} query(ies)")
-    for column in ("query", "case", "kind", "rows", "ms", "result"):
-        table.add_column(column, justify="right" if column in ("rows", "ms") else "left", no_wrap=column == "query")
-    for result in results:
-        table.add_row(
-            result.query_id,
-            safe_text.markup(result.case_name),
-            "firing" if result.firing else "quiet",
-            str(result.rows),
-            f"{result.seconds * 1000:.0f}",
-            "[green]pass[/]" if result.passed else "[red]FAIL[/]",
-        )
-    console.print(table)
+    columns = (
+        tables.Column("query", "text", 0),
+        tables.Column("case", "text", 1),
+        tables.Column("kind", "tag", 2),
+        tables.Column("rows", "number", 3),
+        tables.Column("ms", "number", 4),
+        tables.Column("result", "tag", 0, style=lambda v: "green" if v == "pass" else "red"),
+    )
+    rows = [
+        [
+            r.query_id,
+            r.case_name,
+            "firing" if r.firing else "quiet",
+            str(r.rows),
+            f"{r.seconds * 1000:.0f}",
+            "pass" if r.passed else "FAIL",
+        ]
+        for r in results
+    ]
+    tables.emit(
+        tables.Listing(f"{total} case(s) of {len(selected)} query(ies)", columns, rows), "table", console=console
+    )
     failed = [r for r in results if not r.passed]
     for result in failed:
         console.print(safe_text.terminal(result.detail, style="red", multiline=True))

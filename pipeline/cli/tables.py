@@ -184,9 +184,9 @@ def print_table(console: Console, listing: Listing, *, full: bool = False) -> No
     """The listing as a table fitted to `console`'s width, or (`full`) whole: a table when it fits, else a
     block of `name  value` lines per record."""
     if listing.title:
-        console.print(safe_text.terminal(listing.title, style="bold"), soft_wrap=True)
+        console.print(safe_text.terminal(listing.title, style="bold"))
     if not listing.rows:
-        console.print(safe_text.terminal(listing.empty), soft_wrap=True)
+        console.print(safe_text.terminal(listing.empty))
         _notes(console, listing.notes)
         return
     cells = [[safe_text.visible(v) for v in row] for row in listing.rows]
@@ -251,7 +251,7 @@ def print_fields(
 
 def _notes(console: Console, notes: Sequence[str]) -> None:
     for note in notes:
-        console.print(safe_text.terminal(note, style="dim"), soft_wrap=True)
+        console.print(safe_text.terminal(note, style="dim"))  # prose: wrapped between words
 
 
 def strings(values: Sequence[Any]) -> list[str]:

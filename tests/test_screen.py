@@ -1,0 +1,128 @@
+"""The analyst's screen: every table-printing command fits 80 and 200 columns without breaking a value, never
+turns `:secret:` into an emoji, and leaves every ARN recoverable (`--full` or `--format json`); every command
+the CLI tells a user to paste (query show examples, runbook steps) runs exactly as printed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import investigate, runbook
+from pipeline.alerting.outbox import Outbox
+from pipeline.cli import app
+from tests.analyst_lake import END, LAST_DAY, AnalystLake, analyst_lake_fixture
+
+analyst_lake = pytest.fixture(scope="session")(analyst_lake_fixture)
+runner = CliRunner()
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+ARN = re.compile(r"arn:aws[^\s\"',]*")
+SECRETS_SQL = "SELECT principal_arn, secret_id, key_arn, event_time FROM events WHERE secret_id IS NOT NULL LIMIT 40"
+DAY = ["--since", LAST_DAY.date().isoformat(), "--until", END.date().isoformat()]
+
+
+def _commands(lake: Path, alert_id: str) -> dict[str, list[str]]:
+    flag = ["--lake", str(lake)]
+    return {
+        "query list": ["query", "list"],
+        "query show": ["query", "show", "key_usage", *flag],
+        "query run denied_activity": ["query", "run", "denied_activity", *DAY, *flag],
+        "query run principal_activity": [
+            "query",
+            "run",
+            "principal_activity",
+            "--param",
+            "principal=mallory@example.com",
+            *DAY,
+            *flag,
+        ],
+        "sql": ["sql", SECRETS_SQL, *flag],
+        "alerts list": ["alerts", "list", *flag],
+        "alerts show": ["alerts", "show", alert_id, *flag],
+        "detect": ["detect", *DAY, *flag],
+        "backtest": ["backtest", "--since", "2024-05-06", "--until", END.date().isoformat(), *flag],
+    }
+
+
+def _run(args: list[str], columns: int, *, terminal: bool = True) -> str:
+    env = {"COLUMNS": str(columns), "NO_COLOR": "1", "TTY_COMPATIBLE": "1" if terminal else "0", "UV": ""}
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, (args, result.output)
+    return ANSI.sub("", result.stdout)  # bold headers: styles are not text
+
+
+def _arns(text: str) -> set[str]:
+    return {m.rstrip(".)") for m in ARN.findall(text)}
+
+
+@pytest.mark.parametrize("name", list(_commands(Path("x"), "x")))
+@pytest.mark.parametrize("columns", [80, 200])
+def test_every_table_fits_the_terminal_without_breaking_a_value(
+    analyst_lake: AnalystLake, name: str, columns: int
+) -> None:
+    args = _commands(analyst_lake.path, analyst_lake.alert_ids[0][:12])[name]
+    shown = _run(args, columns)
+    assert "㊙" not in shown, name
+    whole = _arns(shown if name == "query show" else _run([*args, "--format", "json"], columns))
+    for line in shown.splitlines():
+        for token in line.split():
+            token = token.strip("`().,")
+            if not token.startswith("arn:"):
+                continue
+            if "…" in token:  # shortened in the middle: its head and tail belong to one whole ARN
+                head, _, tail = token.partition("…")
+                assert any(a.startswith(head) and a.endswith(tail) for a in whole), (name, token)
+            else:  # shown whole: never a piece of an ARN broken at the line's end
+                assert token in whole, (name, token, line)
+    if name not in ("alerts show", "query show"):  # these print one value per line, whole (soft-wrapped)
+        assert all(len(line) <= columns for line in shown.splitlines()), (name, max(shown.splitlines(), key=len))
+    if name in ("query run denied_activity", "sql"):  # ARN columns: --full shows every one whole
+        assert whole and whole <= _arns(_run([*args, "--full"], columns)), name
+
+
+def test_json_of_alerts_show_parses_when_piped(analyst_lake: AnalystLake) -> None:
+    alert_id = analyst_lake.alert_ids[0]
+    printed = _run(
+        ["alerts", "show", alert_id[:10], "--lake", str(analyst_lake.path), "--format", "json"], 80, terminal=False
+    )
+    document = json.loads(printed)
+    assert document["alert_id"] == alert_id and document["outbox"]["state"] and document["history"]
+
+
+def test_piped_tables_are_plain_and_whole(analyst_lake: AnalystLake) -> None:
+    args = ["sql", SECRETS_SQL, "--lake", str(analyst_lake.path)]
+    piped = _run(args, 80, terminal=False)
+    assert "…" not in piped and "\x1b" not in piped and "─" not in piped
+    assert _arns(piped) == _arns(_run([*args, "--format", "json"], 80))
+    assert any(":secret:" in arn for arn in _arns(piped))
+
+
+@pytest.mark.parametrize("query_id", [q.id for q in investigate.load()])
+def test_query_show_examples_run_exactly_as_printed(analyst_lake: AnalystLake, query_id: str) -> None:
+    """Printed with the prefix of the running keytrail (here `uv run keytrail`): run exactly those words."""
+    result = runner.invoke(app, ["query", "show", query_id, "--lake", str(analyst_lake.path)], env={"UV": "uv"})
+    example = result.stdout.strip().splitlines()[-1]
+    words = shlex.split(example)
+    assert words[:3] == ["uv", "run", "keytrail"], example
+    ran = runner.invoke(app, words[3:], env={"COLUMNS": "200"})
+    assert ran.exit_code == 0, (example, ran.output)
+
+
+def test_every_runbook_command_runs_as_printed(analyst_lake: AnalystLake) -> None:
+    with Outbox.open(analyst_lake.path, create=False) as box:
+        alerts = [entry.alert for entry in box.entries(None)]
+    ran = 0
+    for alert in alerts:
+        shown = _run(["alerts", "show", alert.alert_id, "--lake", str(analyst_lake.path)], 200)
+        for command in runbook.commands(alert.runbook, alert, lake=analyst_lake.path):
+            assert command in shown  # alerts show prints it as it is run here
+            words = shlex.split(command)
+            assert words[0] == "keytrail" and "<" not in command, command
+            result = runner.invoke(app, [*words[1:], "--format", "json"], env={"COLUMNS": "200"})
+            assert result.exit_code == 0, (command, result.output)
+            ran += 1
+    assert ran >= len(alerts)  # every alert's runbook names at least one command on average
