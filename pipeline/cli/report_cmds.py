@@ -11,7 +11,7 @@ import typer
 
 from pipeline import catalog, safe_text
 from pipeline.alerting.outbox import OutboxError
-from pipeline.cli.common import fail, make_console
+from pipeline.cli.common import command_prefix, fail, make_console
 from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
 from pipeline.times import check_window, iso, parse_time
@@ -51,7 +51,9 @@ def report_command(
         with err.status(f"building the report for {iso(start)} .. {iso(end)}", spinner="dots"):
             from pipeline import report  # matplotlib: ~0.9 s to import, only this command needs it
 
-            built = report.build(lake_path, start, end, now=now, run_detections=detections)
+            built = report.build(
+                lake_path, start, end, now=now, run_detections=detections, command_prefix=command_prefix()
+            )
             report.write(built, out)
     except (catalog.CatalogError, duckdb.Error, OSError, OutboxError) as exc:
         raise fail(err, str(exc)) from None
