@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,15 @@ def test_every_runbook_command_runs_as_printed(analyst_lake: AnalystLake) -> Non
             assert result.exit_code == 0, (command, result.output)
             ran += 1
     assert ran >= len(alerts)  # every alert's runbook names at least one command on average
+
+
+def test_serve_without_a_prefect_server_says_so_in_one_line() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    result = runner.invoke(app, ["serve", "s3://trail-bucket"], env={"PREFECT_API_URL": url, "COLUMNS": "80"})
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and url in lines[0] and "prefect server start" in lines[0], result.output
+    assert "Traceback" not in result.output and "serving" not in result.output

@@ -30,7 +30,8 @@ def make_console(*, stderr: bool = False, **options: Any) -> Console:
 def fail(console: Console, message: str, code: int = 1) -> typer.Exit:
     """Print an error and return the Exit to raise. Escaped: messages hold paths, ARNs and `[...]` hints, and
     what they quote from a trail may hold control characters; their own line breaks are kept."""
-    console.print(f"[red]error:[/red] {safe_text.markup(message, multiline=True)}")
+    # soft_wrap: one line per line of the message (the terminal wraps it), so a path or command in it copies whole
+    console.print(f"[red]error:[/red] {safe_text.markup(message, multiline=True)}", soft_wrap=True)
     return typer.Exit(code)
 
 
