@@ -4,6 +4,7 @@ the CLI tells a user to paste (query show examples, runbook steps) runs exactly 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import shlex
@@ -17,6 +18,7 @@ from pipeline import investigate, runbook
 from pipeline.alerting.outbox import Outbox
 from pipeline.cli import app
 from tests.analyst_lake import END, LAST_DAY, AnalystLake, analyst_lake_fixture
+from tests.trails import lake_table, log_bytes, log_key, record, write_local
 
 analyst_lake = pytest.fixture(scope="session")(analyst_lake_fixture)
 runner = CliRunner()
@@ -139,3 +141,31 @@ def test_serve_without_a_prefect_server_says_so_in_one_line() -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and url in lines[0] and "prefect server start" in lines[0], result.output
     assert "Traceback" not in result.output and "serving" not in result.output
+
+
+def test_ingest_until_is_exclusive_and_takes_relative_times(tmp_path: Path) -> None:
+    """--until 2024-05-02 reads May 1 only, as every other command's --until stops before it."""
+    trail = tmp_path / "trail"
+    for day in (1, 2):
+        when = f"2024-05-0{day}T10:00:00Z"
+        key = log_key(dt.date(2024, 5, day), f"2024050{day}T1000Z_a")
+        write_local(trail, key, log_bytes([record(f"e{day}", when)]))
+    lake = tmp_path / "lake"
+    args = ["ingest", str(trail), "--lake", str(lake), "--workers", "1"]
+    first = runner.invoke(app, [*args, "--since", "2024-05-01", "--until", "2024-05-02"])
+    assert first.exit_code == 0, first.output
+    assert sorted(lake_table(lake)["event_id"].to_pylist()) == ["e1"]
+    relative = runner.invoke(app, [*args, "--since", "-3000d", "--until", "now"])
+    assert relative.exit_code == 0, relative.output
+    assert sorted(lake_table(lake)["event_id"].to_pylist()) == ["e1", "e2"]
+    wrong = runner.invoke(app, [*args, "--since", "May 1"])
+    assert wrong.exit_code == 2 and "YYYY-MM-DD" in " ".join(wrong.output.split())
+
+
+def test_detect_with_an_empty_default_window_says_where_the_data_is(analyst_lake: AnalystLake) -> None:
+    shown = _run(["detect", "--lake", str(analyst_lake.path)], 200)
+    said = " ".join(shown.split())
+    assert "no findings in" in said and "the default window: the last hour" in said
+    assert "2024-05-01 to 2024-05-08" in said and "--since 2024-05-01 --until 2024-05-09" in said
+    relative = _run(["detect", "--lake", str(analyst_lake.path), "--since", "-2d", "--until", "-30m"], 200)
+    assert "no findings in" in relative and "default window" not in relative

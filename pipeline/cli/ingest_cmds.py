@@ -43,14 +43,27 @@ _INGEST_HELP = (
     "SOURCE is s3://bucket\\[/prefix] (credentials from the standard AWS chain; endpoint from --endpoint-url or "
     "AWS_ENDPOINT_URL) or a local folder with the CloudTrail layout "
     "(AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/, organization trails too). Runs are incremental: "
-    "objects already in the lake's ledger are skipped.\n\n"
+    "objects already in the lake's ledger are skipped. --since/--until pick whole days of files: "
+    "[since, until), ISO or relative to now (-2d), --until exclusive as in every command.\n\n"
     "Exit codes: 0 clean, 3 something was quarantined (see the summary and <lake>/quarantine/), 1 error, 2 usage."
     "\n\nExample: keytrail ingest s3://my-trail-bucket/cloudtrail --lake ./lake --since 2024-05-01 --until 2024-05-07"
 )
 
 
-def _date(value: str | None, flag: str) -> dt.date | None:
-    return None if value is None else parse_date(value, flag)
+def _days(since: str | None, until: str | None, now: dt.datetime) -> tuple[dt.date | None, dt.date | None]:
+    """The days [since, until) touches: CloudTrail files are listed per day, so ingest reads whole days. --until
+    is exclusive as everywhere (`--until 2024-05-07` stops after May 6); either end may be relative (-2d)."""
+    bounds: list[dt.datetime | None] = []
+    for flag, value in (("--since", since), ("--until", until)):
+        try:
+            bounds.append(None if value is None else times.parse_time(value, now))
+        except ValueError as exc:
+            raise typer.BadParameter(f"{exc} (a day YYYY-MM-DD, a time, or relative: -2d)", param_hint=flag) from None
+    start, end = bounds
+    return (
+        start.date() if start else None,
+        (end - dt.timedelta(microseconds=1)).date() if end else None,
+    )
 
 
 def _summary(report: IngestReport, lake_path: Path) -> Table:
@@ -106,8 +119,10 @@ def _aws_error(exc: Exception, source: str) -> str:
 def ingest_command(
     source: Annotated[str, typer.Argument(help="s3://bucket\\[/prefix] or a folder holding AWSLogs/...")],
     lake_path: LakeOption = None,
-    since: Annotated[str | None, typer.Option("--since", help="First day to read (YYYY-MM-DD, inclusive).")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Last day to read (YYYY-MM-DD, inclusive).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help=f"Read from this day: {times.TIME_HELP}.")] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Read up to this time (exclusive: 2024-05-07 ends with May 6).")
+    ] = None,
     account: Annotated[list[str] | None, typer.Option("--account", help="Only this account id (repeatable).")] = None,
     region: Annotated[list[str] | None, typer.Option("--region", help="Only this region (repeatable).")] = None,
     endpoint_url: Annotated[
@@ -119,7 +134,7 @@ def ingest_command(
 ) -> None:
     settings = Settings.from_env()
     console = make_console(stderr=True)
-    start, end = _date(since, "--since"), _date(until, "--until")
+    start, end = _days(since, until, dt.datetime.now(dt.UTC))  # the clock: relative days resolve against it
     try:
         times.check_days(start, end)
     except ValueError as exc:
@@ -193,7 +208,7 @@ def compact_command(
     lake_path = lake_path if lake_path is not None else settings.lake
     if not lake.events_dir(lake_path).is_dir():
         raise fail(console, f"{lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}` first")
-    days = [day for value in date or () if (day := _date(value, "--date"))] or lake.partitions(lake_path)
+    days = [parse_date(value, "--date") for value in date or ()] or lake.partitions(lake_path)
     now = dt.datetime.now(dt.UTC)
     table = Table(title=f"compact {lake_path}")
     for column in ("day", "files before", "files after", "rows"):
