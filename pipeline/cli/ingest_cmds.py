@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from pipeline import aws, lake, safe_text, times
+from pipeline.cli import tables
 from pipeline.cli.common import fail, make_console, parse_date
 from pipeline.ingest import IngestReport, ingest
 from pipeline.ingest_failures import RunFault
@@ -59,6 +60,9 @@ def _days(since: str | None, until: str | None, now: dt.datetime) -> tuple[dt.da
             bounds.append(None if value is None else times.parse_time(value, now))
         except ValueError as exc:
             raise typer.BadParameter(f"{exc} (a day YYYY-MM-DD, a time, or relative: -2d)", param_hint=flag) from None
+    for flag, bound in zip(("--since", "--until"), bounds, strict=True):
+        if bound is not None and not times.in_range(bound):  # before the exclusive end becomes a last day
+            times.check_days(bound.date() if flag == "--since" else None, bound.date() if flag == "--until" else None)
     start, end = bounds
     return (
         start.date() if start else None,
@@ -90,17 +94,13 @@ def _summary(report: IngestReport, lake_path: Path) -> Table:
     return table
 
 
-def _quarantine_table(report: IngestReport) -> Table:
-    table = Table(title="quarantined (kept for inspection)")
-    for column in ("source", "reason", "kept at"):
-        table.add_column(column, overflow="fold")
-    for entry in report.quarantine[:20]:
-        table.add_row(
-            safe_text.terminal(entry.source), safe_text.terminal(entry.reason), safe_text.terminal(entry.path)
-        )
-    if len(report.quarantine) > 20:
-        table.add_row(f"... and {len(report.quarantine) - 20} more", "", "")
-    return table
+def _quarantine_listing(report: IngestReport) -> tables.Listing:
+    """What was quarantined: the source object, why, and where it is kept (paths whole with --full / piped)."""
+    rows = [[entry.source, entry.reason, str(entry.path)] for entry in report.quarantine[:20]]
+    more = len(report.quarantine) - 20
+    columns = (tables.Column("source", "id", 0), tables.Column("reason", "text", 1), tables.Column("kept at", "id", 2))
+    notes = (f"... and {more} more in the lake's quarantine/",) if more > 0 else ()
+    return tables.Listing("quarantined (kept for inspection)", columns, rows, notes=notes)
 
 
 def _aws_error(exc: Exception, source: str) -> str:
@@ -134,8 +134,8 @@ def ingest_command(
 ) -> None:
     settings = Settings.from_env()
     console = make_console(stderr=True)
-    start, end = _days(since, until, dt.datetime.now(dt.UTC))  # the clock: relative days resolve against it
     try:
+        start, end = _days(since, until, dt.datetime.now(dt.UTC))  # the clock: relative days resolve against it
         times.check_days(start, end)
     except ValueError as exc:
         raise fail(console, str(exc), 2) from None
@@ -186,7 +186,7 @@ def ingest_command(
         )
         out.print(f"[yellow]nothing found under {safe_text.markup(source)}: {hint}")
     if report.quarantine:
-        out.print(_quarantine_table(report))
+        tables.emit(_quarantine_listing(report), "table", console=out)
     if report.quarantined_anything:
         where = safe_text.markup(lake.quarantine_dir(lake_path))
         out.print(f"[yellow]something was quarantined: see {where} (exit code 3)")
