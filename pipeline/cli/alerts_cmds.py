@@ -74,7 +74,7 @@ def list_alerts(
 _ALERT_COLUMNS = (
     tables.Column("alert", "id", priority=0),
     tables.Column("state", "tag", priority=0, style=lambda v: _STATE_STYLE.get(v, "")),
-    tables.Column("severity", "tag", priority=0, style=lambda v: SEVERITY_STYLE.get(v, "")),
+    tables.severity_column(),
     tables.Column("detection", "text", priority=1),
     tables.Column("principal", "id", priority=1),
     tables.Column("resource", "id", priority=2),

@@ -20,7 +20,7 @@ from pipeline import cases, catalog, detect, safe_text, times
 from pipeline.alerting.alert import Alert
 from pipeline.callers import display_name
 from pipeline.cli import alerts_cmds, tables
-from pipeline.cli.common import SEVERITY_STYLE, fail, make_console
+from pipeline.cli.common import fail, make_console
 from pipeline.engine import readable_partitions
 from pipeline.settings import Settings
 
@@ -87,7 +87,7 @@ def _short(arn: str | None) -> str:
 
 
 _FINDING_COLUMNS = (
-    tables.Column("severity", "tag", priority=0, style=lambda v: SEVERITY_STYLE.get(v, "")),
+    tables.severity_column(),
     tables.Column("detection", "text", priority=0),
     tables.Column("principal -> resource", "id", priority=1),
     tables.Column("first seen", "time", priority=1),

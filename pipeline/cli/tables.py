@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline import safe_text
-from pipeline.cli.common import make_console
+from pipeline.cli.common import SEVERITY_STYLE, make_console
 
 Kind = Literal["id", "text", "time", "number", "tag"]
 RECORD_FORMATS: tuple[str, ...] = ("table", "json", "csv")
@@ -56,6 +56,11 @@ class Column:
     kind: Kind = "text"
     priority: int = 1
     style: Callable[[str], str] | None = None  # a rich style for a cell's value (severity colours)
+
+
+def severity_column() -> Column:
+    """The severity of an alert or finding, in its colour: never hidden."""
+    return Column("severity", "tag", priority=0, style=lambda v: SEVERITY_STYLE.get(v, ""))
 
 
 @dataclass(frozen=True)
