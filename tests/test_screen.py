@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import investigate, runbook
+from pipeline import analysis, investigate, runbook
 from pipeline.alerting.outbox import Outbox
 from pipeline.cli import app
 from tests.analyst_lake import END, LAST_DAY, AnalystLake, analyst_lake_fixture
@@ -169,3 +169,20 @@ def test_detect_with_an_empty_default_window_says_where_the_data_is(analyst_lake
     assert "2024-05-01 to 2024-05-08" in said and "--since 2024-05-01 --until 2024-05-09" in said
     relative = _run(["detect", "--lake", str(analyst_lake.path), "--since", "-2d", "--until", "-30m"], 200)
     assert "no findings in" in relative and "default window" not in relative
+
+
+def test_investigate_defaults_to_the_worst_alert_of_the_lakes_last_day(analyst_lake: AnalystLake) -> None:
+    """Not the wall clock's last 24 hours: years later, the lake's last day still has its critical alert."""
+    focus = analysis.subject(analyst_lake.path, now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    assert focus.alert is not None and focus.alert.severity == "critical"
+    assert LAST_DAY <= focus.alert.first_seen < END
+    assert analysis.last_day(analyst_lake.path) == (LAST_DAY, END)
+
+
+def test_a_notebooks_relative_lake_is_the_users_not_the_kernels(tmp_path: Path) -> None:
+    (tmp_path / "demo-lake").mkdir()
+    default = Path("keytrail-lake")
+    assert analysis.lake_path("demo-lake", default=default, started_in=tmp_path) == tmp_path / "demo-lake"
+    assert analysis.lake_path(None, default=Path("/abs/lake"), started_in=tmp_path) == Path("/abs/lake")
+    # not where the user started: the repository root (a kernel runs in notebooks/, never the base)
+    assert analysis.lake_path("no-such-lake", default=default, started_in=None) == analysis.REPOSITORY / "no-such-lake"
