@@ -20,10 +20,43 @@ from pipeline import catalog, investigate, times
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.outbox import Outbox, OutboxEntry, OutboxError, outbox_path
 from pipeline.catalog import Query
-from pipeline.engine import Engine
+from pipeline.engine import Engine, readable_partitions
 from pipeline.integrity.results import Coverage
 
 KIND = "analysis"
+# A checkout's root (where README, notebooks/ and ./demo-lake live); an installed package has no such parent.
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def lake_path(lake: Path | str | None, *, default: Path, started_in: Path | None = None) -> Path:
+    """The lake a notebook means: `lake` (else `default`, the KEYTRAIL_LAKE setting). A relative path is the
+    user's, not the kernel's (a kernel runs in notebooks/): it resolves against the directory the user started
+    from (`started_in`, the shell's PWD) when the lake is there, else against the repository root."""
+    path = Path(lake) if lake else default
+    if path.is_absolute():
+        return path
+    for base in (started_in, REPOSITORY):
+        if base is not None and (base / path).is_dir():
+            return (base / path).resolve()
+    return (started_in or REPOSITORY) / path
+
+
+def last_day(lake: Path | str) -> tuple[dt.datetime, dt.datetime]:
+    """The lake's last day of data as [midnight, next midnight): the default window when none is given, so a
+    notebook on an old lake shows its data, not an empty "last 24 hours" of the wall clock."""
+    days = readable_partitions(Path(lake))
+    if not days:
+        raise investigate.InvestigationError(f"no events in the lake {lake}: ingest a trail first")
+    start = times.midnight(max(days))
+    return start, start + dt.timedelta(days=1)
+
+
+def show_whole_tables() -> None:
+    """polars display for notebooks: every row and whole values (ARNs, names), not 10 rows of 30 characters."""
+    pl.Config.set_tbl_rows(-1)
+    pl.Config.set_fmt_str_lengths(500)
+    pl.Config.set_tbl_width_chars(10_000)
+    pl.Config.set_tbl_cols(-1)
 
 
 def open_window(lake: Path | str, since: dt.datetime, until: dt.datetime) -> Engine:
@@ -130,18 +163,24 @@ def subject(
     now: dt.datetime,
     alert_id: str = "",
     principal_arn: str = "",
-    start: str = "-24h",
-    end: str = "now",
+    start: str = "",
+    end: str = "",
     pad: dt.timedelta = dt.timedelta(hours=1),
 ) -> Subject:
     """Who and when to look at: an alert (its principal, its first/last seen +/- `pad`), else a principal over
-    [start, end), else the most severe alert of [start, end) in the outbox."""
+    [start, end), else the most severe alert of [start, end) in the outbox. Neither start nor end given means
+    the lake's last day of data (`last_day`), never the wall clock's last 24 hours."""
+    if not start and not end and not alert_id:  # an alert brings its own window
+        first, last = last_day(lake)
+        start, end = times.iso(first), times.iso(last)
+    start, end = start or "-24h", end or "now"  # one end given: the other as the CLI defaults it
     if not alert_id and not principal_arn:
         since, until = times.parse_time(start, now), times.parse_time(end, now)
         entries = outbox_entries(lake, since, until)
         if not entries:
             raise investigate.InvestigationError(
-                "no alert in the outbox for this window: set alert_id or principal_arn in the parameters cell"
+                f"no alert in the outbox for {times.display(since)} .. {times.display(until)}: set alert_id or "
+                "principal_arn, or a wider start/end, in the parameters cell"
             )
         alert_id = entries[0].alert.alert_id
     if alert_id:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
+from collections.abc import Sequence
 
 import polars as pl
 from matplotlib.axes import Axes
@@ -18,6 +19,28 @@ from pipeline import safe_text
 
 # Outcome colours: success, authorization denial, any other error.
 OUTCOME_COLOURS: dict[str, str] = {"ok": "#2b8a3e", "denied": "#c92a2a", "error": "#e67700"}
+# One colour per operation, the same in the report and the notebooks whatever the period shows (a colour
+# that moved between charts would make a reader compare the wrong bars).
+OPERATION_COLOURS: dict[str, str] = {
+    "Decrypt": "#1c7ed6",
+    "GenerateDataKey": "#0ca678",
+    "Encrypt": "#74b816",
+    "GetSecretValue": "#f59f00",
+    "DescribeKey": "#868e96",
+    "ReEncrypt": "#ae3ec9",
+    "Sign": "#d6336c",
+    "ListSecrets": "#e8590c",
+    "PutSecretValue": "#5c940d",
+    "RotateSecret": "#3bc9db",
+    "ScheduleKeyDeletion": "#c92a2a",
+    "DisableKey": "#862e9c",
+    "PutKeyPolicy": "#364fc7",
+    "PutResourcePolicy": "#0b7285",
+    "AccessDenied": "#c92a2a",
+    "other": "#ced4da",
+}
+ALERT_COLOUR = "#e03131"
+_SPARE_COLOURS = ("#495057", "#a61e4d", "#5f3dc4", "#1864ab", "#087f5b", "#d9480f", "#e64980", "#2f9e44")
 _MAX_SERIES = 8  # more colours than this is unreadable: the rest are summed as "other"
 _HOUR = dt.timedelta(hours=1)
 
@@ -41,16 +64,33 @@ def _keep_top_series(frame: pl.DataFrame, series: str, value: str) -> pl.DataFra
     )
 
 
+def colour(name: str) -> str:
+    """The fixed colour of an operation (or error code); other names get a stable colour from their text."""
+    if name in OPERATION_COLOURS:
+        return OPERATION_COLOURS[name]
+    return _SPARE_COLOURS[sum(name.encode()) % len(_SPARE_COLOURS)]
+
+
 def stacked_over_time(
-    frame: pl.DataFrame, *, time: str, series: str, value: str, title: str, bucket: dt.timedelta = _HOUR
+    frame: pl.DataFrame,
+    *,
+    time: str,
+    series: str,
+    value: str,
+    title: str,
+    bucket: dt.timedelta = _HOUR,
+    marks: Sequence[tuple[dt.datetime, str]] = (),
 ) -> Figure:
-    """Stacked bars of `value` per `time` bucket of width `bucket`, one colour per `series` (e.g. calls per hour
-    by operation); the largest series get their own colour, the rest are summed as "other"."""
+    """Stacked bars of `value` per `time` bucket of width `bucket` (hourly rows are summed into wider buckets),
+    one fixed colour per `series` (`colour`); the largest series get their own bar, the rest are summed as
+    "other". `marks` (time, label): the alerts of the period, a red triangle each at the top of the axis."""
     figure, axes = _figure()
     axes.set_title(title)
     if frame.is_empty():
         _empty(axes)
         return figure
+    if bucket > _HOUR:
+        frame = frame.with_columns(pl.col(time).dt.truncate(f"{int(bucket.total_seconds())}s"))
     folded = _keep_top_series(frame.with_columns(pl.col(series).fill_null("(none)")), series, value)
     wide = (
         folded.group_by(time, series)
@@ -64,12 +104,34 @@ def stacked_over_time(
     bottom = [0.0] * len(times)
     for name in [column for column in wide.columns if column != time]:
         heights = [float(v) for v in wide[name].to_list()]
-        axes.bar(times, heights, width=width, bottom=bottom, label=safe_text.plot_label(name), align="edge")
+        label = safe_text.plot_label(name)
+        axes.bar(times, heights, width=width, bottom=bottom, label=label, align="edge", color=colour(name))
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    axes.set_ylabel(value)
+    if marks:  # a red triangle above the bars per alert: visible without hiding the bars under it
+        axes.scatter(
+            [moment for moment, _ in marks],
+            [1.0] * len(marks),
+            transform=axes.get_xaxis_transform(),
+            marker="v",
+            s=46,
+            color=ALERT_COLOUR,
+            edgecolors="white",
+            linewidths=0.5,
+            clip_on=False,
+            zorder=5,
+            label=f"alert ({len(marks)})",
+        )
+    if len(times) == 1:  # one bucket: show a bucket either side, not one bar filling the axis
+        axes.set_xlim(times[0] - bucket, times[0] + 2 * bucket)
+    axes.set_ylabel(f"{value} per {_bucket_name(bucket)}")
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     figure.autofmt_xdate()
     return figure
+
+
+def _bucket_name(bucket: dt.timedelta) -> str:
+    hours = int(bucket.total_seconds() // 3600)
+    return {1: "hour", 24: "day", 168: "week"}.get(hours, f"{hours} h")
 
 
 def top_bars(frame: pl.DataFrame, *, label: str, value: str, title: str, max_label: int = 60) -> Figure:

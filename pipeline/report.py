@@ -17,11 +17,12 @@ from typing import Any
 
 import polars as pl
 
-from pipeline import analysis, catalog, findings, plots, safe_text
+from pipeline import analysis, catalog, findings, plots, runbook, safe_text
 from pipeline.alerting.alert import SEVERITIES, Alert, alert_order
 from pipeline.alerting.outbox import OutboxEntry
+from pipeline.callers import display_name
 from pipeline.names.resolve import account_label
-from pipeline.times import iso
+from pipeline.times import chart_bucket, display
 from pipeline.tuning.model import EMPTY, Tuning
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Report:
     charts: tuple[tuple[str, str], ...]  # (caption, data URI)
     tables: tuple[tuple[str, pl.DataFrame], ...]  # (heading, rows)
     notes: tuple[str, ...] = field(default=())
+    command_prefix: str = "keytrail"  # how the reader runs keytrail: runbook commands are printed with it
 
 
 def merge_alerts(found: Iterable[Alert], entries: Iterable[OutboxEntry]) -> list[ReportAlert]:
@@ -67,20 +69,21 @@ def build(
     run_detections: bool = True,
     queries_dir: Path | None = None,
     tuning: Tuning = EMPTY,
+    command_prefix: str = "keytrail",
 ) -> Report:
     """Collect the period's figures, charts and alerts (detections over [since, until), tuned by `tuning` as
     every run is, + the outbox)."""
-    notes: list[str] = []
     found: list[Alert] = []
+    excepted = 0
     if run_detections:
         detections = findings.tuned_catalog(catalog.load("detections", queries_dir), tuning)
         found = findings.find(lake, since, until, detections=detections, tuning=tuning, now=now)
         excepted = len(findings.excepted(found))
-        notes.append(
-            f"Detections were run over the period: {len(found)} finding(s)"
-            + (f", {excepted} of them excepted by the tuning file {tuning.path}." if excepted else ".")
-        )
     entries = analysis.outbox_entries(lake, since, until)
+    merged = merge_alerts(found, entries)
+    notes = [reconcile(found, entries, ran=run_detections)]
+    bucket = chart_bucket(since, until)
+    marks = [(r.alert.first_seen, r.alert.detection_id) for r in merged]
     with analysis.open_window(lake, since, until) as engine:
         totals = analysis.totals(engine)
         per_hour = analysis.calls_per_hour(engine)
@@ -91,14 +94,24 @@ def build(
         contexts = analysis.context_cardinality(engine)
         denied = analysis.investigation(engine, "denied_activity", {"limit": 25})
         coverage = analysis.log_coverage(engine)
+    if excepted:
+        notes.append(f"{excepted} of the findings are excepted by the tuning file {tuning.path} (they do not page).")
     notes.append(coverage.line() if coverage.total else _NOT_VERIFIED)
+    every = "hour" if bucket == dt.timedelta(hours=1) else f"{bucket.total_seconds() / 3600:g} h"
     charts = (
-        ("Calls per hour by operation", per_hour, "hour", "event_name", "calls"),
-        ("Failed calls per hour by error code", errors, "hour", "error_code", "calls"),
+        (f"Calls per {every} by operation (red triangles: alerts)", per_hour, "event_name"),
+        (f"Failed calls per {every} by error code (red triangles: alerts)", errors, "error_code"),
     )
     images = [
-        (title, plots.to_data_uri(plots.stacked_over_time(frame, time=t, series=s, value=v, title=title)))
-        for title, frame, t, s, v in charts
+        (
+            title,
+            plots.to_data_uri(
+                plots.stacked_over_time(
+                    frame, time="hour", series=series, value="calls", title=title, bucket=bucket, marks=marks
+                )
+            ),
+        )
+        for title, frame, series in charts
     ]
     images.append(
         (
@@ -112,7 +125,7 @@ def build(
         until=until,
         generated_at=now,
         totals=totals,
-        alerts=tuple(merge_alerts(found, entries)),
+        alerts=tuple(merged),
         charts=tuple(images),
         tables=(
             ("Top principals", principals),
@@ -122,7 +135,29 @@ def build(
             ("Denied calls", denied),
         ),
         notes=tuple(notes),
+        command_prefix=command_prefix,
     )
+
+
+def reconcile(found: Sequence[Alert], entries: Sequence[OutboxEntry], *, ran: bool) -> str:
+    """Why the number of findings and the number of alerts differ: one sentence for the page."""
+    queued = {e.alert.alert_id for e in entries}
+    found_ids = {a.alert_id for a in found}
+    total = len(queued | found_ids)
+    if not ran:
+        return f"{total} alert(s) from the outbox (detections were not run for this report)."
+    said = [f"{total} alert(s). This report's detection run found {len(found)} finding(s)"]
+    if len(found_ids) < len(found):
+        said.append(
+            f", {len(found) - len(found_ids)} of them a repeat of another finding's alert (same detection, "
+            "dedup key and window bucket: one alert)"
+        )
+    said.append(
+        f"; {len(found_ids & queued)} of these alerts were already in the outbox, {len(found_ids - queued)} are new "
+        f'(state "{NOT_IN_OUTBOX}"), and {len(queued - found_ids)} are in the outbox only (queued by runs whose '
+        "window or params differed)."
+    )
+    return "".join(said)
 
 
 def write(report: Report, out: Path) -> Path:
@@ -135,21 +170,34 @@ def write(report: Report, out: Path) -> Path:
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#212529;background:#f8f9fa}
-main{max-width:1180px;margin:0 auto;padding:24px}
+main{max-width:1180px;margin:0 auto;padding:24px 16px}
 header h1{margin:0 0 4px}header p{margin:0;color:#495057}
 h2{margin-top:32px;border-bottom:2px solid #dee2e6;padding-bottom:4px}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin-top:16px}
 .card{background:#fff;border:1px solid #dee2e6;border-radius:6px;padding:10px 16px;min-width:110px}
 .card b{display:block;font-size:22px}
-table{border-collapse:collapse;width:100%;background:#fff;margin:8px 0 16px;font-size:13px}
-th,td{border:1px solid #dee2e6;padding:4px 8px;text-align:left;vertical-align:top;word-break:break-all}
-th{background:#e9ecef;word-break:normal}
+.scroll{overflow-x:auto;max-width:100%;margin:8px 0 16px}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
+th,td{border:1px solid #dee2e6;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#e9ecef;white-space:nowrap}
+td.num,td.time,td.tag{white-space:nowrap}td.num{text-align:right}
+td.id{overflow-wrap:anywhere;min-width:12em}
+code{font:12px ui-monospace,Menlo,Consolas,monospace;background:#f1f3f5;padding:1px 4px;border-radius:3px;
+overflow-wrap:anywhere}
+ol.runbook li{margin:4px 0}
+.alert{background:#fff;border:1px solid #dee2e6;border-radius:6px;padding:4px 12px;margin:12px 0}
 .sev{display:inline-block;border-radius:4px;padding:0 6px;color:#fff;font-weight:600}
 .sev-critical{background:#862e9c}.sev-high{background:#c92a2a}.sev-medium{background:#e67700}
 .sev-low{background:#1971c2}.sev-info{background:#868e96}
 details{margin:2px 0}details p{white-space:pre-wrap;margin:4px 0 8px}
 figure{background:#fff;border:1px solid #dee2e6;border-radius:6px;margin:12px 0;padding:8px}
-figure img{max-width:100%}figcaption{color:#495057}
+figure img{max-width:100%;height:auto}figcaption{color:#495057}
+@media (max-width:600px){main{padding:12px 8px}h1{font-size:22px}
+.cards{gap:6px}.card{min-width:0;flex:1 1 28%;padding:6px 8px}.card b{font-size:17px}
+#triage thead{display:none}#triage,#triage tbody,#triage tr{display:block}
+#triage tr{border:1px solid #dee2e6;border-radius:6px;margin:0 0 8px;padding:6px 8px}
+#triage td{display:inline-block;border:none;padding:1px 6px 1px 0;min-width:0}
+#triage td.title{display:block}}
 .muted{color:#868e96}
 """
 
@@ -162,7 +210,7 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
-        return iso(value)
+        return display(value)
     if isinstance(value, list | tuple):
         return ", ".join(_text(v) for v in value)
     if isinstance(value, dict):
@@ -176,8 +224,24 @@ def _table(frame: pl.DataFrame, empty: str = "nothing in this period") -> str:
     if frame.is_empty():
         return f'<p class="muted">{_e(empty)}</p>'
     head = "".join(f"<th>{_e(name)}</th>" for name in frame.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in frame.iter_rows())
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    kinds = [_kind(frame[name]) for name in frame.columns]
+    rows = "".join(
+        "<tr>" + "".join(f'<td class="{k}">{_e(v)}</td>' for k, v in zip(kinds, row, strict=True)) + "</tr>"
+        for row in frame.iter_rows()
+    )
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+
+def _kind(column: pl.Series) -> str:
+    """A cell class: numbers and times never wrap; ids and ARNs may break anywhere; IPs and names stay whole."""
+    if column.dtype.is_numeric():
+        return "num"
+    if column.dtype.is_temporal():
+        return "time"
+    texts = [str(v) for v in column.drop_nulls().head(50).to_list()]
+    if any(t.startswith("arn:") or len(t) > 40 for t in texts):
+        return "id"
+    return "tag"
 
 
 def _cards(report: Report) -> str:
@@ -203,21 +267,43 @@ _TOTALS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _alerts(alerts: Sequence[ReportAlert]) -> str:
-    if not alerts:
+def _triage(report: Report) -> str:
+    """The period's alerts in one table, most severe first, each row linking to its details below."""
+    if not report.alerts:
         return '<p class="muted">No alerts in this period.</p>'
-    parts: list[str] = []
-    for severity in reversed(SEVERITIES):
-        group = [r for r in alerts if r.alert.severity == severity]
-        if not group:
-            continue
-        parts.append(f'<h3><span class="sev sev-{severity}">{_e(severity)}</span> {len(group)} alert(s)</h3>')
-        for item in group:
-            parts.append(_alert(item))
-    return "".join(parts)
+    head = "".join(f"<th>{h}</th>" for h in ("severity", "alert", "principal", "resource", "first seen", "state"))
+    rows = []
+    for item in report.alerts:
+        a = item.alert
+        rows.append(
+            f'<tr><td class="tag"><span class="sev sev-{_e(a.severity)}">{_e(a.severity)}</span></td>'
+            f'<td class="title"><a href="#{_anchor(a)}">{_e(a.title)}</a></td>'
+            f'<td class="id" title="{_e(a.principal_arn or "")}">{_e(display_name(a.principal_arn) or "-")}</td>'
+            f'<td class="id" title="{_e(a.resource_arn or "")}">{_e(display_name(a.resource_arn) or "-")}</td>'
+            f'<td class="time">{_e(display(a.first_seen))}</td><td class="tag">{_e(item.state)}</td></tr>'
+        )
+    body = "".join(rows)
+    return f'<div class="scroll"><table id="triage"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def _alert(item: ReportAlert) -> str:
+def _anchor(alert: Alert) -> str:
+    return f"alert-{alert.alert_id}"
+
+
+def _alerts(report: Report) -> str:
+    return "".join(_alert(item, report) for item in report.alerts)
+
+
+def _runbook(alert: Alert, report: Report) -> str:
+    steps = runbook.render(alert.runbook or "", alert, prefix=report.command_prefix, lake=report.lake)
+    items = "".join(
+        "<li>" + "".join(f"<code>{_e(p.text)}</code>" if p.code else _e(p.text) for p in step) + "</li>"
+        for step in steps
+    )
+    return f'<ol class="runbook">{items}</ol>' if items else '<p class="muted">no runbook</p>'
+
+
+def _alert(item: ReportAlert, report: Report) -> str:
     a = item.alert
     fields = (
         ("detection", a.detection_id),
@@ -227,20 +313,28 @@ def _alert(item: ReportAlert) -> str:
             (f"{a.names['resource']} ({a.resource_arn})" if a.names.get("resource") else a.resource_arn) or "-",
         ),
         ("account / region", f"{account_label(a) or '-'} / {a.region or '-'}"),
-        ("first / last seen", f"{iso(a.first_seen)} .. {iso(a.last_seen)}"),
+        ("first / last seen", f"{display(a.first_seen)} .. {display(a.last_seen)}"),
         ("events", a.event_count),
         ("ATT&CK", a.attack),
         ("state", item.state),
         ("alert id", a.alert_id),
         *_exception_rows(a),
     )
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in fields)
-    context = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in a.context.items())
+    rows = "".join(f'<tr><th>{_e(k)}</th><td class="id">{_e(v)}</td></tr>' for k, v in fields)
+    context = "".join(f'<tr><th>{_e(k)}</th><td class="id">{_e(v)}</td></tr>' for k, v in a.context.items())
+    evidence = f"{report.command_prefix} query run alert_evidence --param alert_id={a.alert_id[:12]}"
+    evidence += f" --lake {report.lake}"
     return (
-        f"<h4>{_e(a.title)}</h4><table>{rows}</table>"
-        f"<details open><summary>Runbook</summary><p>{_e(a.runbook, multiline=True)}</p></details>"
-        + (f"<details><summary>Context</summary><table>{context}</table></details>" if context else "")
-        + f'<p class="muted">Evidence: keytrail query run alert_evidence --param alert_id={_e(a.alert_id[:12])}</p>'
+        f'<section class="alert" id="{_anchor(a)}"><h3><span class="sev sev-{_e(a.severity)}">{_e(a.severity)}'
+        f"</span> {_e(a.title)}</h3>"
+        f'<div class="scroll"><table>{rows}</table></div><h4>Runbook</h4>{_runbook(a, report)}'
+        + (
+            f'<details><summary>Context</summary><div class="scroll"><table>{context}</table></div></details>'
+            if context
+            else ""
+        )
+        + f'<p class="muted">Evidence: <code>{_e(evidence)}</code> · <a href="#triage">back to the alerts</a></p>'
+        "</section>"
     )
 
 
@@ -261,7 +355,7 @@ def _exception_rows(alert: Alert) -> tuple[tuple[str, Any], ...]:
 
 def render(report: Report) -> str:
     """The report as one HTML document (inline CSS and images, every value escaped)."""
-    period = f"{iso(report.since)} .. {iso(report.until)}"
+    period = f"{display(report.since)} .. {display(report.until)}"
     charts = "".join(
         f'<figure><img src="{_e(uri)}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
         for caption, uri in report.charts
@@ -270,10 +364,12 @@ def render(report: Report) -> str:
     notes = "".join(f'<p class="muted">{_e(note)}</p>' for note in report.notes)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>keytrail report {_e(period)}</title><style>{_CSS}</style></head><body><main>"
         f"<header><h1>keytrail report</h1><p>{_e(period)} · lake {_e(report.lake)} · generated "
-        f"{_e(report.generated_at)}</p></header>{_cards(report)}{notes}"
-        f'<h2 id="alerts">Alerts by severity</h2>{_alerts(report.alerts)}'
-        f'<h2 id="activity">Activity</h2>{charts}{tables}'
+        f"{_e(report.generated_at)}</p></header>"
+        f'<h2 id="alerts">Alerts ({len(report.alerts)})</h2>{notes}{_triage(report)}'
+        f'<h2 id="activity">Activity</h2>{_cards(report)}{charts}{tables}'
+        f'<h2 id="details">Alert details and runbooks</h2>{_alerts(report)}'
         "</main></body></html>"
     )

@@ -150,3 +150,13 @@ def check_days(since: dt.date | None, until: dt.date | None) -> None:
             raise ValueError(f"{flag} {day.isoformat()} is outside {display(EARLIEST)} .. {display(LATEST)}")
     if since is not None and until is not None and since > until:
         raise ValueError(f"--since {since.isoformat()} is after --until {until.isoformat()}: swap them")
+
+
+_CHART_BUCKETS = tuple(dt.timedelta(hours=h) for h in (1, 3, 6, 12, 24, 24 * 7))
+
+
+def chart_bucket(since: dt.datetime, until: dt.datetime, most: int = 200) -> dt.timedelta:
+    """The narrowest of 1h, 3h, 6h, 12h, 1d, 1w giving at most `most` bars over [since, until): a week of
+    hours, a quarter of days, years of weeks."""
+    span = utc(until) - utc(since)
+    return next((b for b in _CHART_BUCKETS if span / b <= most), _CHART_BUCKETS[-1])

@@ -23,7 +23,8 @@ analyst_lake = pytest.fixture(scope="session")(analyst_lake_fixture)
 
 
 def keytrail(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args), env={"COLUMNS": "250"})
+    # UV unset: prints as an installed keytrail does (tests/test_screen.py runs the `uv run keytrail` form)
+    result = runner.invoke(app, list(args), env={"COLUMNS": "250", "UV": ""})
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import report
+from pipeline import report, runbook
 from pipeline.alerting.outbox import Outbox
 from pipeline.cli import app
 from tests.analyst_lake import END, LAST_DAY, AnalystLake, analyst_lake_fixture, make_alert
@@ -28,7 +28,12 @@ def test_the_report_shows_every_alert_with_its_runbook_and_inline_charts(analyst
     assert entries
     for entry in entries:
         assert entry.alert.alert_id in page
-        assert html.escape(entry.alert.runbook) in page
+        # the runbook as numbered steps, its commands filled in for this alert and ready to paste
+        steps = runbook.render(entry.alert.runbook, entry.alert, prefix="keytrail", lake=analyst_lake.path)
+        assert len(steps) > 1
+        for step in steps:
+            for part in step:
+                assert (f"<code>{html.escape(part.text)}</code>" if part.code else html.escape(part.text)) in page
     for severity in {e.alert.severity for e in entries}:
         assert f'<span class="sev sev-{severity}">' in page
     # The detections re-run over the period find what the outbox holds: nothing is "new".
@@ -37,7 +42,7 @@ def test_the_report_shows_every_alert_with_its_runbook_and_inline_charts(analyst
     assert len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', page)) == 3
     assert not re.search(r'(src|href)="(https?:)?//', page), "the page must not load anything from outside"
     for heading in ("Top principals", "Top KMS keys", "Most read secrets", "Denied calls"):
-        assert f"<h2>{heading}</h2><table>" in page
+        assert f'<h2>{heading}</h2><div class="scroll"><table>' in page
     assert f"{built.totals['events']:,}" in page and built.totals["events"] > 0
 
 

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console, RenderableType
-from rich.json import JSON
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
+from rich.text import Text
 
-from pipeline import safe_text
+from pipeline import runbook, safe_text
 from pipeline.alerting import outbox_store
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.messages import FORMATS, short_name
@@ -22,10 +21,11 @@ from pipeline.alerting.outbox import STATES, Outbox, OutboxEntry, OutboxError
 from pipeline.alerting.publish import queue_and_publish
 from pipeline.alerting.sns import PublishError, PublishReport
 from pipeline.catalog import Query
-from pipeline.cli.common import fail, make_console, severity_markup
+from pipeline.cli import tables
+from pipeline.cli.common import SEVERITY_STYLE, command_prefix, fail, make_console
 from pipeline.names.resolve import resource_label
 from pipeline.settings import Settings
-from pipeline.times import display
+from pipeline.times import display, iso
 
 _STATE_STYLE = {"pending": "yellow", "sent": "green", "suppressed": "dim", "failed": "red", "excepted": "blue"}
 
@@ -53,16 +53,18 @@ def _outbox_fields(entry: OutboxEntry) -> dict[str, object]:
 def list_alerts(
     lake: Path | None = LakeOption,
     state: str | None = typer.Option(None, "--state", help=f"Only alerts in this state: {'|'.join(STATES)}."),
-    output: str = typer.Option("table", "--format", help="table (rich) or json (one object per line)."),
+    output: tables.FormatOption = "table",
+    full: tables.FullOption = False,
     show_all: bool = typer.Option(False, "--all", help="Include excepted alerts (a tuning exception covered them)."),
 ) -> None:
     """List the alerts in the lake's outbox with their state, most severe first (excepted ones with --all).
+    Principals and resources show by name; --format json has the full ARNs (one alert per line, with its outbox
+    state).
 
     Example: keytrail alerts list --lake ./demo-lake --state pending
     """
     console = make_console()
-    if output not in ("table", "json"):
-        raise fail(console, f"unknown --format {output!r}: use table or json")
+    tables.check_format(output)
     lake = _lake(lake, Settings.from_env())
     try:
         with Outbox.open(lake, create=False) as box:
@@ -71,39 +73,49 @@ def list_alerts(
         raise fail(console, str(err)) from None
     hidden = 0 if show_all or state else sum(1 for e in entries if e.state == "excepted")
     entries = [e for e in entries if show_all or state or e.state != "excepted"]
-    if output == "json":
-        for entry in entries:
-            typer.echo(json.dumps({**entry.alert.to_dict(), "outbox": _outbox_fields(entry)}))
-        return
-    table = Table(title=f"alerts in {safe_text.markup(lake)}" + (f" ({state})" if state else ""))
-    # Narrow terminals: the SNS MessageId gives way, and long ids fold onto more lines instead of "kms_…".
-    with_message = console.width >= 140
-    columns = ("alert", "state", "severity", "detection", "principal", "resource", "first seen")
-    for column in (*columns, "MessageId") if with_message else columns:
-        table.add_column(column, no_wrap=column in ("alert", "state", "severity", "first seen"), overflow="fold")
+    tables.emit(_alerts_listing(lake, state, entries), output, full=full, console=console)
+    if hidden and output == "table":
+        console.print(f"{hidden} excepted alert(s) not shown (a tuning exception covered them): --all lists them")
+
+
+_ALERT_COLUMNS = (
+    tables.Column("alert", "id", priority=0),
+    tables.Column("state", "tag", priority=0, style=lambda v: _STATE_STYLE.get(v, "")),
+    tables.severity_column(),
+    tables.Column("detection", "text", priority=1),
+    tables.Column("principal", "id", priority=1),
+    tables.Column("resource", "id", priority=2),
+    tables.Column("first seen", "time", priority=2),
+    tables.Column("MessageId / error", "id", priority=5),
+)
+
+
+def _alerts_listing(lake: Path, state: str | None, entries: Sequence[OutboxEntry]) -> tables.Listing:
+    rows = []
     for entry in entries:
         alert = entry.alert
         message = (entry.message_id or "") + (" (summary)" if entry.delivery == "summary" else "")
-        cells: list[RenderableType] = [
-            alert.alert_id[: 12 if with_message else 8],
-            f"[{_STATE_STYLE[entry.state]}]{entry.state}[/]",
-            severity_markup(alert.severity),
-            safe_text.terminal(alert.detection_id),
-            safe_text.terminal(short_name(alert.principal_arn) or ""),
-            safe_text.terminal(resource_label(alert)),
-            display(alert.first_seen),
-        ]
-        if with_message:
-            cells.append(
-                safe_text.markup(message)
-                or (f"[red]{safe_text.markup(entry.last_error)}[/red]" if entry.last_error else "")
+        rows.append(
+            tables.strings(
+                [
+                    alert.alert_id,
+                    entry.state,
+                    alert.severity,
+                    alert.detection_id,
+                    short_name(alert.principal_arn),
+                    resource_label(alert),
+                    display(alert.first_seen),
+                    message or entry.last_error,
+                ]
             )
-        table.add_row(*cells)
-    console.print(table)
-    if not entries:
-        console.print("no alerts" + (f" in state {state}" if state else "") + " yet")
-    if hidden:
-        console.print(f"{hidden} excepted alert(s) not shown (a tuning exception covered them): --all lists them")
+        )
+    return tables.Listing(
+        title=f"alerts in {lake}" + (f" ({state})" if state else ""),
+        columns=_ALERT_COLUMNS,
+        rows=rows,
+        records=[{**entry.alert.to_dict(), "outbox": _outbox_fields(entry)} for entry in entries],
+        empty="no alerts" + (f" in state {state}" if state else "") + " yet",
+    )
 
 
 def publish(
@@ -223,12 +235,15 @@ def _print_failures(console: Console, report: PublishReport) -> bool:
 def show(
     alert_id: str = typer.Argument(..., help="The alert id, or its first characters as `alerts list` prints them."),
     lake: Path | None = LakeOption,
+    output: tables.FormatOption = "table",
 ) -> None:
-    """Show one alert in full (the JSON sent to SNS) with its outbox state and history.
+    """Show one alert in full (every field of the JSON sent to SNS, whole) with its outbox state, runbook and
+    history. --format json prints it as one JSON object (the alert, `outbox` and `history`), for scripts.
 
     Example: keytrail alerts show 3f9c2a1b7d40 --lake ./demo-lake
     """
     console = make_console()
+    tables.check_format(output)
     lake = _lake(lake, Settings.from_env())
     try:
         with Outbox.open(lake, create=False) as box:
@@ -236,15 +251,41 @@ def show(
             history = box.history(entry.alert.alert_id)
     except OutboxError as err:
         raise fail(console, str(err)) from None
-    # ensure_ascii: JSON escapes for what a trail may hold (U+202E, U+2028, ...); rich's default prints them raw.
-    console.print(JSON(json.dumps(entry.alert.to_dict()), ensure_ascii=True))
-    console.print(JSON(json.dumps(_outbox_fields(entry)), ensure_ascii=True))
-    table = Table(title="history")
-    for column in ("at", "event", "detail"):
-        table.add_column(column)
-    for event in history:
-        table.add_row(display(event.at), safe_text.terminal(event.event), safe_text.terminal(event.detail or ""))
-    console.print(table)
+    document = {
+        **entry.alert.to_dict(),
+        "outbox": _outbox_fields(entry),
+        "history": [{"at": iso(e.at), "event": e.event, "detail": e.detail} for e in history],
+    }
+    if output == "json":
+        tables.emit(tables.Listing("", (), (), records=[document]), "json", console=console)
+        return
+    fields = _alert_fields(entry)
+    if output == "csv":
+        listing = tables.Listing("", (tables.Column("field"), tables.Column("value")), list(fields.items()))
+        tables.emit(listing, "csv", console=console)
+        return
+    tables.print_fields(console, f"alert {entry.alert.alert_id}", fields, styles={"severity": SEVERITY_STYLE})
+    console.print(Text("runbook", style="bold"))
+    steps = runbook.as_text(entry.alert.runbook or "-", entry.alert, prefix=command_prefix(), lake=lake)
+    console.print(safe_text.terminal(steps, multiline=True), soft_wrap=True)
+    rows = [tables.strings([display(e.at), e.event, e.detail]) for e in history]
+    columns = (tables.Column("at", "time", 0), tables.Column("event", "tag", 0), tables.Column("detail", "text", 1))
+    tables.emit(tables.Listing("history", columns, rows, empty="no history"), "table", console=console)
+
+
+def _alert_fields(entry: OutboxEntry) -> dict[str, str]:
+    """Every field of an alert and its outbox state as text: times for people, context and lists as JSON
+    (escaped, so a hidden character in a trail value shows as `\\uXXXX`)."""
+    fields: dict[str, str] = {}
+    data = entry.alert.to_dict()
+    data.pop("runbook", None)
+    for name, value in {**data, **_outbox_fields(entry)}.items():
+        if name in ("first_seen", "last_seen"):
+            value = display(getattr(entry.alert, name))
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, ensure_ascii=True)
+        fields[name] = "" if value is None else str(value)
+    return fields
 
 
 def retry(

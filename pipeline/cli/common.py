@@ -4,6 +4,7 @@ showing a severity."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 import typer
@@ -29,7 +30,8 @@ def make_console(*, stderr: bool = False, **options: Any) -> Console:
 def fail(console: Console, message: str, code: int = 1) -> typer.Exit:
     """Print an error and return the Exit to raise. Escaped: messages hold paths, ARNs and `[...]` hints, and
     what they quote from a trail may hold control characters; their own line breaks are kept."""
-    console.print(f"[red]error:[/red] {safe_text.markup(message, multiline=True)}")
+    # soft_wrap: one line per line of the message (the terminal wraps it), so a path or command in it copies whole
+    console.print(f"[red]error:[/red] {safe_text.markup(message, multiline=True)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -44,3 +46,10 @@ def parse_date(value: str, flag: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD", param_hint=flag) from None
+
+
+def command_prefix() -> str:
+    """How the user runs keytrail, for the commands the CLI prints to paste: `uv run keytrail` when this process
+    runs under `uv run` (uv sets UV for what it runs: a checkout, as the README's quickstart does), else
+    `keytrail` (installed)."""
+    return "uv run keytrail" if os.environ.get("UV") else "keytrail"

@@ -13,16 +13,15 @@ from typing import Annotated, Any
 
 import duckdb
 import typer
-from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from pipeline import cases, catalog, detect, findings, safe_text, times
 from pipeline.alerting.alert import Alert
 from pipeline.callers import display_name
-from pipeline.cli import alerts_cmds, tuning_cmds
-from pipeline.cli.common import fail, make_console, severity_markup
+from pipeline.cli import alerts_cmds, tables, tuning_cmds
+from pipeline.cli.common import fail, make_console
+from pipeline.engine import readable_partitions
 from pipeline.names.resolve import resource_label
 from pipeline.settings import Settings
 from pipeline.tuning.model import EMPTY, Tuning
@@ -36,8 +35,9 @@ QueriesOption = Annotated[
 _DETECT_HELP = (
     "Run the detections over [since, until) of the lake and print the findings.\n\n"
     "Each bucket is judged against its own lookback (e.g. the 7 days before it), so one run over a range finds "
-    "what the scheduled runs over it find. Default window: the "
-    "last hour ending now. Trusted accounts (cross-account and policy detections) come from --trusted-account "
+    "what the scheduled runs over it find. Times are ISO or relative to now (now, -2d, -30m); default window: "
+    "the last hour ending now (when it finds nothing, it says which days the lake holds). "
+    "Trusted accounts (cross-account and policy detections) come from --trusted-account "
     "or KEYTRAIL_TRUSTED_ACCOUNTS; when none are given, the accounts seen as recipientAccountId in the events "
     "read are trusted. --format json prints one alert per line (the alert contract); the exit code is 0 with "
     "or without findings. --publish then queues the findings in the lake's alert outbox and publishes the "
@@ -49,26 +49,25 @@ _DETECT_HELP = (
 )
 
 
-def _time(value: str | None, flag: str) -> dt.datetime | None:
-    """An ISO-8601 flag value (UTC if no offset); ValueError naming the flag."""
+def resolve_window(since: str | None, until: str | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The window from --since/--until (ISO or relative to `now`): until defaults to now, since to one hour
+    before until. ValueError naming the flag when a value is not a time, or the window is inverted or outside
+    the span the lake can hold."""
+    end = _time(until, "--until", now) or now
+    start = _time(since, "--since", now)
+    if start is None:  # an hour before an --until outside the lake's span may not exist: check_window says why
+        start = end - DEFAULT_WINDOW if times.in_range(end) else end
+    times.check_window(start, end)
+    return start, end
+
+
+def _time(value: str | None, flag: str, now: dt.datetime) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        return times.parse_timestamp(value)
+        return times.parse_time(value, now)
     except ValueError as exc:
         raise ValueError(f"{flag}: {exc}") from None
-
-
-def resolve_window(
-    since: dt.datetime | None, until: dt.datetime | None, now: dt.datetime
-) -> tuple[dt.datetime, dt.datetime]:
-    """Fill in a missing end of the window: until defaults to now, since to one hour before until.
-    ValueError when it is inverted or outside the span the lake can hold."""
-    until = until or now
-    if since is None:  # an hour before an --until outside the lake's span may not exist: check_window says why
-        since = until - DEFAULT_WINDOW if times.in_range(until) else until
-    times.check_window(since, until)
-    return since, until
 
 
 def parse_param_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -91,33 +90,63 @@ def _short(arn: str | None) -> str:
     return display_name(arn) or "-"
 
 
-def _findings_table(alerts: Sequence[Alert], since: dt.datetime, until: dt.datetime) -> Table:
-    table = Table(
-        title=f"{len(alerts)} finding(s) in {since:%Y-%m-%d %H:%M}Z .. {until:%Y-%m-%d %H:%M}Z",
-        box=box.SIMPLE_HEAD,
-        caption="full ARNs, context and runbook: --format json",
-    )
-    table.add_column("severity", no_wrap=True)
-    table.add_column("detection", no_wrap=True)
-    table.add_column("principal -> resource", overflow="fold")
-    table.add_column("first seen", no_wrap=True)
-    table.add_column("events", justify="right", no_wrap=True)
-    for alert in alerts:
-        table.add_row(
-            severity_markup(alert.severity),
-            safe_text.terminal(alert.detection_id),
-            safe_text.terminal(f"{_short(alert.principal_arn)} -> {resource_label(alert) or '-'}")
-            + (safe_text.terminal(f" (excepted: {alert.exception['id']})", style="dim") if alert.exception else ""),
-            f"{alert.first_seen:%m-%d %H:%M}",
-            f"{alert.event_count:,}",
+_FINDING_COLUMNS = (
+    tables.severity_column(),
+    tables.Column("detection", "text", priority=0),
+    tables.Column("principal -> resource", "id", priority=1),
+    tables.Column("first seen", "time", priority=1),
+    tables.Column("events", "number", priority=3),
+    tables.Column("alert", "id", priority=4),
+)
+
+
+def _findings_listing(alerts: Sequence[Alert], since: dt.datetime, until: dt.datetime) -> tables.Listing:
+    rows = [
+        tables.strings(
+            [
+                alert.severity,
+                alert.detection_id,
+                f"{_short(alert.principal_arn)} -> {resource_label(alert) or '-'}"
+                + (f" (excepted: {alert.exception['id']})" if alert.exception else ""),
+                times.display(alert.first_seen),
+                f"{alert.event_count:,}",
+                alert.alert_id,
+            ]
         )
-    return table
+        for alert in alerts
+    ]
+    return tables.Listing(
+        title=f"{len(alerts)} finding(s) in {times.display(since)} .. {times.display(until)}",
+        columns=_FINDING_COLUMNS,
+        rows=rows,
+        records=[alert.to_dict() for alert in alerts],
+        notes=("full ARNs, context and runbook: --format json, or keytrail alerts show ID once published",),
+    )
+
+
+def _nothing_found(lake: Path, since: dt.datetime, until: dt.datetime, defaulted: bool) -> str:
+    """What an empty run looked at and, when the window was the default hour, a wider one to try."""
+    said = f"no findings in {times.display(since)} .. {times.display(until)}"
+    if not defaulted:
+        return said
+    days = readable_partitions(lake)
+    if not days:
+        return f"{said} (the default window: the last hour); the lake has no events yet"
+    first, last = min(days), max(days)
+    return (
+        f"{said} (the default window: the last hour). The lake holds events from {first} to {last}: try "
+        f"--since {first} --until {last + dt.timedelta(days=1)}, or --since -7d"
+    )
 
 
 def detect_command(
     lake: Annotated[Path | None, typer.Option("--lake", help="The lake directory (default: KEYTRAIL_LAKE).")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Window start, ISO-8601 (UTC if no offset).")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Window end (exclusive); default now.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help=f"Window start: {times.TIME_HELP}; default an hour before --until.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Window end (exclusive): ISO or relative; default now.")
+    ] = None,
     detection: Annotated[
         list[str] | None, typer.Option("--detection", "-d", help="Run only this detection (repeatable).")
     ] = None,
@@ -127,7 +156,8 @@ def detect_command(
     trusted_account: Annotated[
         list[str] | None, typer.Option("--trusted-account", help="A trusted AWS account id (repeatable).")
     ] = None,
-    output: Annotated[str, typer.Option("--format", help="table (rich) or json (one alert per line).")] = "table",
+    output: tables.FormatOption = "table",
+    full: tables.FullOption = False,
     queries: QueriesOption = None,
     publish: Annotated[
         bool, typer.Option("--publish", help="Queue findings in the lake's alert outbox and publish them to SNS.")
@@ -143,10 +173,9 @@ def detect_command(
     now = dt.datetime.now(dt.UTC)  # the only clock read of a detect run
     settings = Settings.from_env()
     err = make_console(stderr=True)
-    if output not in ("table", "json"):
-        raise typer.BadParameter(f"{output!r}: use table or json", param_hint="--format")
+    tables.check_format(output)
     try:
-        window = resolve_window(_time(since, "--since"), _time(until, "--until"), now)
+        window = resolve_window(since, until, now)
     except ValueError as exc:
         raise fail(err, str(exc), 2) from None
     overrides = parse_param_overrides(param or [])
@@ -177,13 +206,12 @@ def detect_command(
             )
     except (ValueError, catalog.CatalogError, duckdb.Error) as exc:
         raise fail(err, str(exc)) from None
-    if output == "json":
-        for alert in alerts:
-            typer.echo(safe_text.json_text(alert.to_json()))
-    elif alerts:
-        make_console().print(_findings_table(alerts, *window))
+    if alerts or output != "table":
+        tables.emit(_findings_listing(alerts, *window), output, full=full)
     else:
-        make_console().print(f"no findings for {window[0].isoformat()} .. {window[1].isoformat()}")
+        make_console().print(
+            safe_text.terminal(_nothing_found(lake_path, *window, defaulted=since is None)), soft_wrap=True
+        )
     if publish:
         alerts_cmds.queue_and_publish_with_progress(
             err,
@@ -265,19 +293,28 @@ def cases_command(
             for case in query.tests:
                 results.append(cases.run_case(query, case))
                 progress.advance(task)
-    table = Table(title=f"{total} case(s) of {len(selected)} query(ies)")
-    for column in ("query", "case", "kind", "rows", "ms", "result"):
-        table.add_column(column, justify="right" if column in ("rows", "ms") else "left", no_wrap=column == "query")
-    for result in results:
-        table.add_row(
-            result.query_id,
-            safe_text.markup(result.case_name),
-            "firing" if result.firing else "quiet",
-            str(result.rows),
-            f"{result.seconds * 1000:.0f}",
-            "[green]pass[/]" if result.passed else "[red]FAIL[/]",
-        )
-    console.print(table)
+    columns = (
+        tables.Column("query", "text", 0),
+        tables.Column("case", "text", 1),
+        tables.Column("kind", "tag", 2),
+        tables.Column("rows", "number", 3),
+        tables.Column("ms", "number", 4),
+        tables.Column("result", "tag", 0, style=lambda v: "green" if v == "pass" else "red"),
+    )
+    rows = [
+        [
+            r.query_id,
+            r.case_name,
+            "firing" if r.firing else "quiet",
+            str(r.rows),
+            f"{r.seconds * 1000:.0f}",
+            "pass" if r.passed else "FAIL",
+        ]
+        for r in results
+    ]
+    tables.emit(
+        tables.Listing(f"{total} case(s) of {len(selected)} query(ies)", columns, rows), "table", console=console
+    )
     failed = [r for r in results if not r.passed]
     for result in failed:
         console.print(safe_text.terminal(result.detail, style="red", multiline=True))

@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from pipeline import aws, lake, safe_text, times
+from pipeline.cli import tables
 from pipeline.cli.common import fail, make_console, parse_date
 from pipeline.ingest import IngestReport, ingest
 from pipeline.ingest_failures import RunFault
@@ -43,14 +44,30 @@ _INGEST_HELP = (
     "SOURCE is s3://bucket\\[/prefix] (credentials from the standard AWS chain; endpoint from --endpoint-url or "
     "AWS_ENDPOINT_URL) or a local folder with the CloudTrail layout "
     "(AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/, organization trails too). Runs are incremental: "
-    "objects already in the lake's ledger are skipped.\n\n"
+    "objects already in the lake's ledger are skipped. --since/--until pick whole days of files: "
+    "[since, until), ISO or relative to now (-2d), --until exclusive as in every command.\n\n"
     "Exit codes: 0 clean, 3 something was quarantined (see the summary and <lake>/quarantine/), 1 error, 2 usage."
     "\n\nExample: keytrail ingest s3://my-trail-bucket/cloudtrail --lake ./lake --since 2024-05-01 --until 2024-05-07"
 )
 
 
-def _date(value: str | None, flag: str) -> dt.date | None:
-    return None if value is None else parse_date(value, flag)
+def _days(since: str | None, until: str | None, now: dt.datetime) -> tuple[dt.date | None, dt.date | None]:
+    """The days [since, until) touches: CloudTrail files are listed per day, so ingest reads whole days. --until
+    is exclusive as everywhere (`--until 2024-05-07` stops after May 6); either end may be relative (-2d)."""
+    bounds: list[dt.datetime | None] = []
+    for flag, value in (("--since", since), ("--until", until)):
+        try:
+            bounds.append(None if value is None else times.parse_time(value, now))
+        except ValueError as exc:
+            raise typer.BadParameter(f"{exc} (a day YYYY-MM-DD, a time, or relative: -2d)", param_hint=flag) from None
+    for flag, bound in zip(("--since", "--until"), bounds, strict=True):
+        if bound is not None and not times.in_range(bound):  # before the exclusive end becomes a last day
+            times.check_days(bound.date() if flag == "--since" else None, bound.date() if flag == "--until" else None)
+    start, end = bounds
+    return (
+        start.date() if start else None,
+        (end - dt.timedelta(microseconds=1)).date() if end else None,
+    )
 
 
 def _summary(report: IngestReport, lake_path: Path) -> Table:
@@ -77,17 +94,13 @@ def _summary(report: IngestReport, lake_path: Path) -> Table:
     return table
 
 
-def _quarantine_table(report: IngestReport) -> Table:
-    table = Table(title="quarantined (kept for inspection)")
-    for column in ("source", "reason", "kept at"):
-        table.add_column(column, overflow="fold")
-    for entry in report.quarantine[:20]:
-        table.add_row(
-            safe_text.terminal(entry.source), safe_text.terminal(entry.reason), safe_text.terminal(entry.path)
-        )
-    if len(report.quarantine) > 20:
-        table.add_row(f"... and {len(report.quarantine) - 20} more", "", "")
-    return table
+def _quarantine_listing(report: IngestReport) -> tables.Listing:
+    """What was quarantined: the source object, why, and where it is kept (paths whole with --full / piped)."""
+    rows = [[entry.source, entry.reason, str(entry.path)] for entry in report.quarantine[:20]]
+    more = len(report.quarantine) - 20
+    columns = (tables.Column("source", "id", 0), tables.Column("reason", "text", 1), tables.Column("kept at", "id", 2))
+    notes = (f"... and {more} more in the lake's quarantine/",) if more > 0 else ()
+    return tables.Listing("quarantined (kept for inspection)", columns, rows, notes=notes)
 
 
 def _aws_error(exc: Exception, source: str) -> str:
@@ -106,8 +119,10 @@ def _aws_error(exc: Exception, source: str) -> str:
 def ingest_command(
     source: Annotated[str, typer.Argument(help="s3://bucket\\[/prefix] or a folder holding AWSLogs/...")],
     lake_path: LakeOption = None,
-    since: Annotated[str | None, typer.Option("--since", help="First day to read (YYYY-MM-DD, inclusive).")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Last day to read (YYYY-MM-DD, inclusive).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help=f"Read from this day: {times.TIME_HELP}.")] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Read up to this time (exclusive: 2024-05-07 ends with May 6).")
+    ] = None,
     account: Annotated[list[str] | None, typer.Option("--account", help="Only this account id (repeatable).")] = None,
     region: Annotated[list[str] | None, typer.Option("--region", help="Only this region (repeatable).")] = None,
     endpoint_url: Annotated[
@@ -119,8 +134,8 @@ def ingest_command(
 ) -> None:
     settings = Settings.from_env()
     console = make_console(stderr=True)
-    start, end = _date(since, "--since"), _date(until, "--until")
     try:
+        start, end = _days(since, until, dt.datetime.now(dt.UTC))  # the clock: relative days resolve against it
         times.check_days(start, end)
     except ValueError as exc:
         raise fail(console, str(exc), 2) from None
@@ -171,7 +186,7 @@ def ingest_command(
         )
         out.print(f"[yellow]nothing found under {safe_text.markup(source)}: {hint}")
     if report.quarantine:
-        out.print(_quarantine_table(report))
+        tables.emit(_quarantine_listing(report), "table", console=out)
     if report.quarantined_anything:
         where = safe_text.markup(lake.quarantine_dir(lake_path))
         out.print(f"[yellow]something was quarantined: see {where} (exit code 3)")
@@ -193,7 +208,7 @@ def compact_command(
     lake_path = lake_path if lake_path is not None else settings.lake
     if not lake.events_dir(lake_path).is_dir():
         raise fail(console, f"{lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}` first")
-    days = [day for value in date or () if (day := _date(value, "--date"))] or lake.partitions(lake_path)
+    days = [parse_date(value, "--date") for value in date or ()] or lake.partitions(lake_path)
     now = dt.datetime.now(dt.UTC)
     table = Table(title=f"compact {lake_path}")
     for column in ("day", "files before", "files after", "rows"):

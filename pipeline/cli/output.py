@@ -1,6 +1,7 @@
 """Query results on the terminal or in a file: a rich table, CSV, JSON lines or Parquet (`--format`, `--output`).
 
-Table cells show trail values through `safe_text.terminal`; JSON lines escape hidden characters (the decoded
+The table is `tables.print_table` (fitted to the terminal, plain when piped, `--full` for whole values); times
+show as `2026-12-05 08:08:21Z`. JSON lines escape hidden characters (the decoded
 values are the exact ones); CSV and Parquet hold the values verbatim: they are data files, not terminal text.
 """
 
@@ -16,26 +17,25 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import typer
-from rich.table import Table
 
 from pipeline import safe_text
+from pipeline.cli import tables
 from pipeline.cli.common import make_console
-from pipeline.times import iso
+from pipeline.times import display, iso
 
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
 TABLE_MAX_ROWS = 500  # a terminal is not the place for more: the note points to --format csv --output
 
 
-def write_result(table: pa.Table, fmt: str, output: Path | None, *, title: str) -> None:
+def write_result(table: pa.Table, fmt: str, output: Path | None, *, title: str, full: bool = False) -> None:
     """Print or write `table` as a rich table, CSV, JSON lines or Parquet."""
     if fmt == "parquet":
         assert output is not None
         pq.write_table(table, output, compression="zstd")
     elif fmt == "table":
-        console = make_console(file=output.open("w") if output else None, width=200 if output else None)
-        console.print(_rich_table(table, title))
-        if table.num_rows > TABLE_MAX_ROWS:
-            console.print(f"… {table.num_rows - TABLE_MAX_ROWS} more rows: use --format csv --output FILE")
+        # A file gets the plain (piped) form: full values, no colours, no box drawing.
+        console = make_console(file=output.open("w") if output else None)
+        tables.emit(listing(table, title), "table", full=full, console=console)
     else:
         text = _csv(table) if fmt == "csv" else _json_lines(table)
         if output:
@@ -46,16 +46,34 @@ def write_result(table: pa.Table, fmt: str, output: Path | None, *, title: str) 
         make_console(stderr=True).print(f"{table.num_rows} rows written to {safe_text.markup(output)}")
 
 
-def _rich_table(table: pa.Table, title: str) -> Table:
-    view = Table(title=safe_text.terminal(f"{title} ({table.num_rows} rows)"))
-    for name in table.column_names:
-        view.add_column(safe_text.terminal(name), overflow="fold")
-    for row in table.slice(0, TABLE_MAX_ROWS).to_pylist():
-        view.add_row(*(safe_text.terminal(_cell(value)) for value in row.values()))
-    return view
+def listing(table: pa.Table, title: str) -> tables.Listing:
+    """An Arrow result as a listing: times for people, ids/ARNs shortened in the middle, long text last to go."""
+    rows = [[_cell(value) for value in row.values()] for row in table.slice(0, TABLE_MAX_ROWS).to_pylist()]
+    columns = tuple(
+        _column(name, table.schema.field(name).type, [row[i] for row in rows], i)
+        for i, name in enumerate(table.column_names)
+    )
+    notes = ()
+    if table.num_rows > TABLE_MAX_ROWS:
+        notes = (f"… {table.num_rows - TABLE_MAX_ROWS} more rows: use --format csv --output FILE",)
+    return tables.Listing(f"{title} ({table.num_rows} rows)", columns, rows, notes=notes)
+
+
+def _column(name: str, type_: pa.DataType, values: list[str], position: int) -> tables.Column:
+    if pa.types.is_timestamp(type_) or pa.types.is_date(type_):
+        return tables.Column(name, "time", priority=position)
+    if pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_decimal(type_):
+        return tables.Column(name, "number", priority=position)
+    if name.endswith(("_arn", "_id", "_ids")) or any(v.startswith("arn:") for v in values):
+        return tables.Column(name, "id", priority=position)
+    longest = max((len(v) for v in values), default=0)
+    # Free text (error messages, user agents) gives way before the short columns that say who and what.
+    return tables.Column(name, "text", priority=position + (100 if longest > 40 else 0))
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return display(value)
     plain = _plain(value)
     if plain is None:
         return ""

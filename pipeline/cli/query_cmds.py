@@ -13,11 +13,14 @@ from typing import Annotated, Any
 import duckdb
 import pyarrow as pa
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from pipeline import catalog, investigate, lake, query_examples, safe_text, times
-from pipeline.cli.common import fail, make_console
+from pipeline.cli import tables
+from pipeline.cli.common import command_prefix, fail, make_console
 from pipeline.cli.output import FORMATS, write_result
+from pipeline.cli.tables import FormatOption as RecordFormatOption
+from pipeline.cli.tables import FullOption
 from pipeline.engine import Engine, QueryRefused, readable_partitions
 from pipeline.investigate import InvestigationError
 from pipeline.settings import Settings
@@ -26,7 +29,12 @@ LakeOption = Annotated[
     Path | None, typer.Option("--lake", help="The lake directory (default: KEYTRAIL_LAKE, else ./keytrail-lake).")
 ]
 FormatOption = Annotated[
-    str, typer.Option("--format", "-f", help="table (rich), csv, json (one object per line) or parquet.")
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table (fits the terminal; plain when piped), csv, json (one object per line) or parquet.",
+    ),
 ]
 OutputOption = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write the result to this file (required for parquet).")
@@ -63,18 +71,19 @@ def _load(queries: Path | None) -> tuple[catalog.Query, ...]:
 
 
 @query_app.command("list")
-def list_command(queries: QueriesOption = None) -> None:
+def list_command(queries: QueriesOption = None, fmt: RecordFormatOption = "table", full: FullOption = False) -> None:
     """List the investigation queries, with the params each one needs.
 
     Example: keytrail query list
     """
-    table = Table(title="investigations (keytrail query show ID for params and an example)")
-    for column in ("id", "question", "required params"):
-        table.add_column(column, no_wrap=column == "id")
-    for query in _load(queries):
-        required = ", ".join(p.name for p in query.params if p.required) or "-"
-        table.add_row(safe_text.terminal(query.id), safe_text.terminal(query.title), safe_text.terminal(required))
-    make_console().print(table)
+    tables.check_format(fmt)
+    rows = [
+        [query.id, query.title, ", ".join(p.name for p in query.params if p.required) or "-"]
+        for query in _load(queries)
+    ]
+    columns = (tables.Column("id", "tag", 0), tables.Column("question", "text", 1), tables.Column("required params"))
+    title = "investigations (keytrail query show ID for params and an example)"
+    tables.emit(tables.Listing(title, columns, rows), fmt, full=full)
 
 
 @query_app.command("show")
@@ -98,23 +107,23 @@ def show_command(
     console = make_console()
     console.print(f"[bold]{safe_text.markup(query.id)}[/bold]: {safe_text.markup(query.title)}\n")
     console.print(safe_text.markup(query.description, multiline=True) + "\n")
-    params = Table(title="params (--param name=value)")
-    params.add_column("name", no_wrap=True)
-    params.add_column("type", no_wrap=True)
-    params.add_column("default", max_width=28, overflow="fold")
-    params.add_column("help", ratio=1, overflow="fold")
+    # One block per param: its help is a sentence, which a table column would cut or wrap mid-word.
+    console.print("[bold]params[/bold] (--param name=value)")
     for name, type_, default, help_text in investigate.describe_params(query):
-        params.add_row(*(safe_text.terminal(cell, multiline=True) for cell in (name, type_, default, help_text)))
-    console.print(params)
+        console.print(
+            Text.assemble(("  " + name, "bold"), f"  {type_}", ("  default " + default) if default else ""),
+            soft_wrap=True,
+        )
+        console.print(safe_text.terminal(f"      {help_text}", multiline=True))
     console.print("\n[bold]next steps[/bold]")
     for step in query.next_steps:
-        console.print(f"  • {safe_text.markup(step, multiline=True)}")
+        console.print(safe_text.terminal(f"  • {step}"), soft_wrap=True)
     values = _lake_example(query, lake_path)
     where = f"on {lake_path}" if values is not None else "(illustrative values)"
     console.print(f"\n[bold]example[/bold] {safe_text.markup(where)}")
     # Plain print: the command must stay copyable (no wrapping, no markup); its values may come from the lake.
     example = investigate.example_command(query, values, lake_path=lake_path if values is not None else None)
-    typer.echo(safe_text.visible(example))
+    typer.echo(safe_text.visible(example.replace("keytrail", command_prefix(), 1)))
 
 
 def _lake_example(query: catalog.Query, lake_path: Path) -> dict[str, Any] | None:
@@ -139,6 +148,7 @@ def run_command(
     until: Annotated[str | None, typer.Option("--until", help="Same as --param until=... (default now).")] = None,
     fmt: FormatOption = "table",
     output: OutputOption = None,
+    full: FullOption = False,
     lake_option: LakeOption = None,
     queries: QueriesOption = None,
 ) -> None:
@@ -167,7 +177,8 @@ def run_command(
             table = investigate.run(lake_path, resolved)
         except (ValueError, duckdb.Error, pa.ArrowException) as exc:
             raise _fail(f"{query.id} failed: {exc}", code=1) from None
-    _write(table, fmt, output, title=f"{query.id} {times.iso(resolved.since)} .. {times.iso(resolved.until)}")
+    title = f"{query.id} {times.display(resolved.since)} .. {times.display(resolved.until)}"
+    _write(table, fmt, output, title=title, full=full)
 
 
 def sql_command(
@@ -180,6 +191,7 @@ def sql_command(
     ] = None,
     fmt: FormatOption = "table",
     output: OutputOption = None,
+    full: FullOption = False,
     lake_option: LakeOption = None,
 ) -> None:
     """Ad-hoc SQL over the lake's `events` view, in a locked session: it reads the lake and nothing else
@@ -208,7 +220,7 @@ def sql_command(
         raise _fail(f"refused: {exc}. Write one SELECT over `events`.") from None
     except (duckdb.Error, pa.ArrowException) as exc:
         raise _fail(f"query failed: {exc}", code=1) from None
-    _write(table, fmt, output, title="sql")
+    _write(table, fmt, output, title="sql", full=full)
 
 
 def _sql_window(
@@ -232,10 +244,10 @@ def _sql_window(
 # --- output ------------------------------------------------------------------------------------------------------
 
 
-def _write(table: pa.Table, fmt: str, output: Path | None, *, title: str) -> None:
+def _write(table: pa.Table, fmt: str, output: Path | None, *, title: str, full: bool) -> None:
     """`write_result`, or one line saying which value the format cannot hold (a BLOB in CSV, a year past 9999)."""
     try:
-        write_result(table, fmt, output, title=title)
+        write_result(table, fmt, output, title=title, full=full)
     except (pa.ArrowException, ValueError, OverflowError) as exc:
         raise _fail(f"cannot write the result as {fmt}: {exc}", code=1) from None
 

@@ -12,7 +12,7 @@ import typer
 from pipeline import catalog, safe_text
 from pipeline.alerting.outbox import OutboxError
 from pipeline.cli import tuning_cmds
-from pipeline.cli.common import fail, make_console
+from pipeline.cli.common import command_prefix, fail, make_console
 from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
 from pipeline.times import check_window, iso, parse_time
@@ -55,7 +55,15 @@ def report_command(
 
             settings = Settings.from_env()
             tuned = tuning_cmds.load_tuning(err, tuning, settings, catalog.load("detections"))
-            built = report.build(lake_path, start, end, now=now, run_detections=detections, tuning=tuned)
+            built = report.build(
+                lake_path,
+                start,
+                end,
+                now=now,
+                run_detections=detections,
+                tuning=tuned,
+                command_prefix=command_prefix(),
+            )
             report.write(built, out)
     except (catalog.CatalogError, duckdb.Error, OSError, OutboxError) as exc:
         raise fail(err, str(exc)) from None

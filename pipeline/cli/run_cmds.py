@@ -7,6 +7,8 @@ Prefect reads at import time is in place.
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Annotated
 
@@ -102,6 +104,13 @@ def serve_command(
             "`prefect server start --host 127.0.0.1`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api` "
             "and run keytrail serve again",
         )
+    api_url = str(PREFECT_API_URL.value())
+    if problem := _unreachable(api_url):
+        raise fail(
+            console,
+            f"no Prefect server at {api_url} ({problem}): start one with `uv run prefect server start --host "
+            "127.0.0.1` in another terminal, or point PREFECT_API_URL at yours",
+        )
     from flows.serve import ServeOptions, build_deployments, serve_forever
 
     options = ServeOptions(
@@ -119,6 +128,17 @@ def serve_command(
         f"'{safe_text.markup(compact_cron)}' (UTC)"
     )
     serve_forever(build_deployments(options))
+
+
+def _unreachable(api_url: str, timeout: float = 5.0) -> str | None:
+    """Why the Prefect API at `api_url` cannot be used (its /health does not answer), or None when it can.
+    Checked before serving: otherwise Prefect prints "serving..." and then a several-hundred-line traceback."""
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return str(reason) or type(exc).__name__
 
 
 def register(app: typer.Typer) -> None:
