@@ -190,13 +190,14 @@ def main() -> None:
     if not args.skip_duckdb:
         # 1 thread is DuckDB's best per core (~25% less CPU than 2 here); 2 threads its best wall time
         stages += [("duckdb", [str(corpus), str(scratch / "duckdb-out"), str(n)], f"(c) duckdb t={n}") for n in (1, 2)]
-    measured: dict[str, h.Measured] = {}
-    for stage, stage_args, label in stages:
-        runs = []
-        for run in range(args.repeat):
+    runs: dict[str, list[h.Measured]] = {label: [] for _, _, label in stages}
+    # Round-robin, not stage after stage: the load of other work on the machine drifts, and ratios such as the
+    # rollups' cost ((b) w=1 against (d)) would otherwise compare runs taken under different loads.
+    for run in range(args.repeat):
+        for stage, stage_args, label in stages:
             with h.console.status(f"running {label} ({run + 1}/{args.repeat}) ..."):
-                runs.append(h.run_child(script, stage, stage_args, label))
-        measured[label] = sorted(runs, key=lambda m: m.cpu)[len(runs) // 2]  # the median run by CPU
+                runs[label].append(h.run_child(script, stage, stage_args, label))
+    measured = {label: sorted(done, key=lambda m: m.cpu)[len(done) // 2] for label, done in runs.items()}  # medians
     shutil.rmtree(scratch, ignore_errors=True)
     report(facts, measured, args.repeat)
 
