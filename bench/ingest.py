@@ -104,8 +104,8 @@ def child_ingest(corpus: Path, lake: Path, workers: int, rollups: bool = True) -
     from pipeline.ingest import ingest
     from pipeline.lake import rollups as rollups_module
 
-    if not rollups:  # this measuring process only: the writer stages no rollup file (the parent process writes)
-        rollups_module.stage = lambda events, folder, name: []
+    if not rollups:  # this measuring process only (w=1 reads and writes here): every rollup is empty, no file
+        rollups_module.hourly = lambda events: rollups_module.ROLLUP_SCHEMA.empty_table()
     shutil.rmtree(lake, ignore_errors=True)
     result: dict[str, Any] = {}
     try:

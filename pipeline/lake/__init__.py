@@ -39,6 +39,7 @@ from pipeline.lake.ledger import (
     Checkpoint,
     FileEntry,
     ObjectEntry,
+    claim_staging,
     committed_files,
     committed_rollup_files,
     ingested_objects,
@@ -46,7 +47,9 @@ from pipeline.lake.ledger import (
     new_batch_id,
     read_ledger,
     recover,
+    remove_staging,
 )
+from pipeline.lake.parts import Part, Segment, SegmentWriter
 from pipeline.lake.quarantine import quarantine_object, quarantine_records
 from pipeline.lake.writer import BatchWriter, SourceObject
 
@@ -57,7 +60,11 @@ __all__ = [
     "CompactReport",
     "FileEntry",
     "ObjectEntry",
+    "Part",
+    "Segment",
+    "SegmentWriter",
     "SourceObject",
+    "claim_staging",
     "committed_duplicates",
     "committed_files",
     "committed_rollup_files",
@@ -73,5 +80,6 @@ __all__ = [
     "quarantine_records",
     "read_ledger",
     "recover",
+    "remove_staging",
     "rollups_dir",
 ]

@@ -166,12 +166,25 @@ def by_day(rollups: pa.Table) -> list[tuple[dt.date, pa.Table]]:
 def stage(events: pa.Table | Sequence[Path], folder: Path, name: str) -> list[tuple[dt.date, Path, int]]:
     """Compute the rollup of `events` and write one file per day, `<folder>/event_date=D/<name>.parquet`.
     Returns (day, path, rows) of each file."""
+    return _write_days(hourly(events), folder, name)
+
+
+def stage_merged(pieces: Sequence[pa.Table], folder: Path, name: str) -> list[tuple[dt.date, Path, int]]:
+    """`stage` for events whose rollups were computed in pieces (where ingest workers wrote them): the pieces
+    merged, one file per day."""
+    pieces = [piece for piece in pieces if piece.num_rows]
+    if len(pieces) > 1:
+        return _write_days(merge(pa.concat_tables(pieces)), folder, name)
+    return _write_days(pieces[0] if pieces else ROLLUP_SCHEMA.empty_table(), folder, name)
+
+
+def _write_days(table: pa.Table, folder: Path, name: str) -> list[tuple[dt.date, Path, int]]:
     staged = []
-    for day, table in by_day(hourly(events)):
+    for day, rows in by_day(table):
         path = folder / partition_name(day) / f"{name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, compression="zstd")
-        staged.append((day, path, table.num_rows))
+        pq.write_table(rows, path, compression="zstd")
+        staged.append((day, path, rows.num_rows))
     return staged
 
 
