@@ -32,6 +32,7 @@ from pipeline import events, ingest_failures
 from pipeline.events import RejectedRecord
 from pipeline.ingest_failures import LogFormatError
 from pipeline.lake import rollups
+from pipeline.lake.ids import fingerprints
 from pipeline.lake.parts import Segment, SegmentWriter
 from pipeline.s3 import LogObject, fetch
 
@@ -153,7 +154,8 @@ def read_task(
     def close_segment() -> None:
         nonlocal writer
         parts, ids = writer.finish()
-        segments.append(Segment(parts, ids, rollups.hourly([path for _, path, rows in parts if rows])))
+        rollup = rollups.hourly([path for _, path, rows in parts if rows])
+        segments.append(Segment(parts, ids, fingerprints(ids.column(0)), rollup))
         ends.append(len(results))
         seen, number = writer.seen, len(segments)
         writer = SegmentWriter(folder / f"s{number:03d}", f"{name}-s{number:03d}", seen)

@@ -65,7 +65,8 @@ class BatchRecord(msgspec.Struct, omit_defaults=True):
     committed_at: str | None  # None when the caller passed no `now` (library code reads no clock)
     files: list[FileEntry] = msgspec.field(default_factory=list)
     superseded: list[str] = msgspec.field(default_factory=list)  # files a compaction or rebuild replaced
-    id_index: str | None = None
+    id_index: str | None = None  # before fingerprints: the batch's one id file (see `ids.upgrade`)
+    index: list[str] = msgspec.field(default_factory=list)  # the batch's id files and fingerprint run
     objects: list[ObjectEntry] = msgspec.field(default_factory=list)
     events_kept: int = 0
     events_duplicate: int = 0
@@ -142,8 +143,8 @@ def recover_locked(lake: Path) -> int:
         else:  # not committed: undo the renames
             for entry in intent.published:
                 _unlink(Path(lake) / entry.path)
-            if intent.id_index:
-                _unlink(Path(lake) / intent.id_index)
+            for rel in [*intent.index, intent.id_index] if intent.id_index else intent.index:
+                _unlink(Path(lake) / rel)
         log.warning("recovered interrupted %s batch %s", intent.kind, intent.batch_id)
         intent_path.unlink()
         repaired += 1

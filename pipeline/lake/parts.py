@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -37,6 +38,7 @@ class Part(NamedTuple):
 class Segment:
     parts: list[Part]
     ids: pa.Table  # ID_SCHEMA: (event_id, event_date) of the parts' rows, in the order they were added
+    prints: np.ndarray | None  # the ids' fingerprints (`ids.fingerprints`; None: not computed)
     rollup: pa.Table | None  # the hourly rollup of the parts' rows (None: not computed)
 
     @property

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,8 +23,8 @@ import pyarrow.parquet as pq
 from pipeline.events import RejectedRecord
 from pipeline.lake import rollups
 from pipeline.lake.files import ROW_GROUP_ROWS, parquet_writer
-from pipeline.lake.ids import committed_duplicates, write_id_index
-from pipeline.lake.layout import ids_dir, partition_dir, staging_dir
+from pipeline.lake.ids import committed_duplicates, fingerprints, merge_runs, read_index, stage_index
+from pipeline.lake.layout import partition_dir, staging_dir
 from pipeline.lake.ledger import (
     BatchRecord,
     Checkpoint,
@@ -161,43 +162,43 @@ class BatchWriter:
 
     # --- staging and committing -------------------------------------------------------------------------------
 
-    def _staged(self) -> tuple[list[Part], pa.Table, list[pa.Table] | None]:
-        """Every staged part, their ids, and the hourly rollups of their rows in pieces (None: compute them from
-        the files)."""
+    def _staged(self) -> tuple[list[Part], pa.Table, np.ndarray | None, list[pa.Table] | None]:
+        """Every staged part, their ids and the ids' fingerprints (None: compute them), and the hourly rollups of
+        their rows in pieces (None: compute them from the files)."""
         own_parts, own_ids = self._own.finish()
         parts = own_parts + [part for segment in self._segments for part in segment.parts]
+        if self._rewritten:
+            return parts, read_index(path for _, path, rows in parts if rows), None, None
         ids = pa.concat_tables([own_ids, *(segment.ids for segment in self._segments)])
+        prints: np.ndarray | None = None
+        if all(segment.prints is not None for segment in self._segments):
+            prints = np.concatenate([fingerprints(own_ids.column(0)), *(s.prints for s in self._segments)])
         pieces: list[pa.Table] | None = [segment.rollup for segment in self._segments if segment.rollup is not None]
-        if self._rewritten or len(pieces) < len(self._segments):
+        if len(pieces) < len(self._segments):
             pieces = None
         elif own_parts:
             pieces.append(rollups.hourly([path for _, path, rows in own_parts if rows]))
-        return parts, ids, pieces
+        return parts, ids, prints, pieces
 
     def commit(self, checkpoint: Checkpoint | None = None) -> BatchRecord:
         """Publish the batch atomically with the ledger entries of the objects it consumed. Rows whose event_id
         another batch committed meanwhile are dropped and counted as their objects' duplicates."""
-        staged, ids, pieces = self._staged()
-        self._seen = set()  # free the memory before reading the committed id index
+        staged, ids, prints, pieces = self._staged()
+        self._seen = set()  # free the memory before probing the committed id index
         self._segments = []
         # Hand the written buffers back to the OS: the id probe below allocates from other threads, which
         # the Arrow pool would not reuse them for (+120 MB resident per commit otherwise).
         pa.default_memory_pool().release_unused()
-        id_index = self.staging / "ids.parquet"
-        self.staging.mkdir(parents=True, exist_ok=True)
-        if self._rewritten:
-            write_id_index(id_index, [path for _, path, rows in staged if rows])
-            ids = pq.read_table(id_index)
-        elif staged:  # from memory: reading the staged files back cost ~5% of an ingest run
-            pq.write_table(ids, id_index, compression="zstd")
+        if staged and prints is None:
+            prints = fingerprints(ids.column(0))
         staged_rollups = self._stage_rollups(staged, pieces)  # outside the lock; redone below if rows were dropped
         with lake_lock(self.lake):
             recover_locked(self.lake)
             if staged:
-                clash = committed_duplicates(self.lake, ids.column(0).combine_chunks())
+                clash = committed_duplicates(self.lake, ids.column(0).combine_chunks(), prints)
                 if clash:  # rollups count committed rows only
                     staged = self._drop_ids(staged, clash)
-                    write_id_index(id_index, [path for _, path, rows in staged if rows])
+                    ids, prints = read_index(path for _, path, rows in staged if rows), None
                     staged_rollups = self._stage_rollups(staged, None)
             objects = list(self._objects.values())
             record = BatchRecord(
@@ -216,11 +217,12 @@ class BatchWriter:
                 moves.append((path, target))
                 record.files.append(FileEntry(target.relative_to(self.lake).as_posix(), rows))
             if moves:
-                index_target = ids_dir(self.lake) / f"{self.batch_id}.parquet"
-                moves.append((id_index, index_target))
-                record.id_index = index_target.relative_to(self.lake).as_posix()
+                index_moves = stage_index(self.staging, self.lake, self.batch_id, ids, prints)
+                record.index = [target.relative_to(self.lake).as_posix() for _, target in index_moves]
+                moves += index_moves
             rollup_moves, record.rollups = rollups.moves(self.lake, staged_rollups)
             publish(self.lake, record, moves, checkpoint, rollup_moves)
+            merge_runs(self.lake)
         remove_staging(self.staging)
         pa.default_memory_pool().release_unused()
         return record
