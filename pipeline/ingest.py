@@ -177,10 +177,12 @@ class _Run:
 
 def ingest_objects(
     objects: Iterable[LogObject],
-    lake_path: Path,
+    lake_path: Path | str,
     *,
     event_sources: Sequence[str] = DEFAULT_SOURCES,
     s3_client: Any | None = None,
+    lake_client: Any | None = None,
+    cache_dir: Path | None = None,
     workers: int = 1,
     progress: Progress | None = None,
     now: dt.datetime | None = None,
@@ -189,12 +191,15 @@ def ingest_objects(
     """Ingest the given objects (e.g. one day chunk a flow mapped over) into the lake.
 
     Objects already in the ledger and digest/insight objects are skipped and counted. Safe to run
-    concurrently for different chunks of the same lake. `now` is recorded in the ledger; `checkpoint` is
+    concurrently for different chunks of the same lake, from any number of machines when the lake is on S3
+    (`lake_path` s3://bucket/prefix: `lake_client`, default `s3_client`, reaches it; `cache_dir` holds this
+    machine's replica, see `lake.remote`). `now` is recorded in the ledger; `checkpoint` is
     called with 'object:<n>' after each object and 'files-published' just before the commit point (tests
     raise from it to simulate a crash).
     """
     started = time.perf_counter()
-    lake_path = Path(lake_path)
+    with writing_lake(Path(str(lake_path))):  # an S3 lake: this machine's replica of it, synced with its log
+        lake_path = lake.resolve(lake_path, lake_client if lake_client is not None else s3_client, cache_dir)
     listed = list(objects)
     with writing_lake(lake_path):
         lake.recover(lake_path)
@@ -245,7 +250,7 @@ def ingest_objects(
 
 def ingest(
     source: str,
-    lake_path: Path,
+    lake_path: Path | str,
     *,
     since: dt.date | None = None,
     until: dt.date | None = None,
@@ -253,6 +258,8 @@ def ingest(
     regions: Sequence[str] = (),
     event_sources: Sequence[str] = DEFAULT_SOURCES,
     s3_client: Any | None = None,
+    lake_client: Any | None = None,
+    cache_dir: Path | None = None,
     workers: int = 1,
     progress: Progress | None = None,
     now: dt.datetime | None = None,
@@ -267,6 +274,8 @@ def ingest(
         lake_path,
         event_sources=event_sources,
         s3_client=s3_client,
+        lake_client=lake_client,
+        cache_dir=cache_dir,
         workers=workers,
         progress=progress,
         now=now,

@@ -54,6 +54,7 @@ from pipeline.lake.ledger import (
 )
 from pipeline.lake.parts import Part, Segment, SegmentWriter
 from pipeline.lake.quarantine import quarantine_object, quarantine_records
+from pipeline.lake.remote import is_remote, open_remote, resolve
 from pipeline.lake.writer import BatchWriter, SourceObject
 
 __all__ = [
@@ -74,8 +75,10 @@ __all__ = [
     "compact",
     "events_dir",
     "ingested_objects",
+    "is_remote",
     "lake_lock",
     "new_batch_id",
+    "open_remote",
     "partition_dir",
     "partitions",
     "quarantine_dir",
@@ -84,5 +87,6 @@ __all__ = [
     "read_ledger",
     "recover",
     "remove_staging",
+    "resolve",
     "rollups_dir",
 ]

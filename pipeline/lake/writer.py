@@ -9,6 +9,7 @@ are sums of those entries.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -39,7 +40,10 @@ from pipeline.lake.ledger import (
 )
 from pipeline.lake.parts import Part, Segment, SegmentWriter
 from pipeline.lake.quarantine import quarantine_object, quarantine_records
+from pipeline.lake.remote import RemoteLake, attached
 from pipeline.times import iso
+
+log = logging.getLogger(__name__)
 
 
 class SourceObject(Protocol):
@@ -66,9 +70,10 @@ class BatchWriter:
     concurrently with other writers on the same lake; their commits are serialized by the lake lock.
     """
 
-    def __init__(self, lake: Path, now: dt.datetime | None = None) -> None:
+    def __init__(self, lake: Path, now: dt.datetime | None = None, remote: RemoteLake | None = None) -> None:
         self.lake = Path(lake)
         self.now = now
+        self.remote = remote if remote is not None else attached(self.lake)  # an S3 lake's replica commits there
         self.batch_id = new_batch_id(now)
         self.staging = staging_dir(self.lake) / self.batch_id
         self._seen: set[str] = set()  # every event_id of the batch so far
@@ -194,38 +199,71 @@ class BatchWriter:
         staged_rollups = self._stage_rollups(staged, pieces)  # outside the lock; redone below if rows were dropped
         with lake_lock(self.lake):
             recover_locked(self.lake)
-            if staged:
-                clash = committed_duplicates(self.lake, ids.column(0).combine_chunks(), prints)
-                if clash:  # rollups count committed rows only
-                    staged = self._drop_ids(staged, clash)
-                    ids, prints = read_index(path for _, path, rows in staged if rows), None
-                    staged_rollups = self._stage_rollups(staged, None)
-            objects = list(self._objects.values())
-            record = BatchRecord(
-                batch_id=self.batch_id,
-                kind="ingest",
-                committed_at=iso(self.now) if self.now is not None else None,
-                objects=objects,
-                events_kept=sum(entry.events_kept for entry in objects),
-                events_duplicate=sum(entry.events_duplicate for entry in objects),
-            )
-            moves: list[tuple[Path, Path]] = []
-            for day, path, rows in staged:
-                if rows == 0:
-                    continue
-                target = partition_dir(self.lake, day) / path.name
-                moves.append((path, target))
-                record.files.append(FileEntry(target.relative_to(self.lake).as_posix(), rows))
-            if moves:
-                index_moves = stage_index(self.staging, self.lake, self.batch_id, ids, prints)
-                record.index = [target.relative_to(self.lake).as_posix() for _, target in index_moves]
-                moves += index_moves
-            rollup_moves, record.rollups = rollups.moves(self.lake, staged_rollups)
-            publish(self.lake, record, moves, checkpoint, rollup_moves)
+            while True:
+                if self.remote is not None:
+                    self.remote.sync()  # what other machines committed: the id check must see it
+                if staged:
+                    clash = committed_duplicates(self.lake, ids.column(0).combine_chunks(), prints)
+                    if clash:  # rollups count committed rows only
+                        staged = self._drop_ids(staged, clash)
+                        ids, prints = read_index(path for _, path, rows in staged if rows), None
+                        staged_rollups = self._stage_rollups(staged, None)
+                record, moves, rollup_moves = self._record(staged, ids, prints, staged_rollups)
+                if self.remote is None:
+                    publish(self.lake, record, moves, checkpoint, rollup_moves)
+                    break
+                if self._publish_remote(record, moves + rollup_moves, checkpoint):
+                    publish(self.lake, record, moves, None, rollup_moves)
+                    self.remote.committed(record)
+                    break
+                log.info("batch %s: another writer committed first; checking again", self.batch_id)
             merge_runs(self.lake)
         remove_staging(self.staging)
         pa.default_memory_pool().release_unused()
         return record
+
+    def _record(
+        self, staged: list[Part], ids: pa.Table, prints: np.ndarray | None, staged_rollups: list[Part]
+    ) -> tuple[BatchRecord, list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+        """The ledger record of the batch as staged, and the renames that publish it (events + index, rollups)."""
+        objects = list(self._objects.values())
+        record = BatchRecord(
+            batch_id=self.batch_id,
+            kind="ingest",
+            committed_at=iso(self.now) if self.now is not None else None,
+            objects=objects,
+            events_kept=sum(entry.events_kept for entry in objects),
+            events_duplicate=sum(entry.events_duplicate for entry in objects),
+        )
+        moves: list[tuple[Path, Path]] = []
+        for day, path, rows in staged:
+            if rows == 0:
+                continue
+            target = partition_dir(self.lake, day) / path.name
+            moves.append((path, target))
+            record.files.append(FileEntry(target.relative_to(self.lake).as_posix(), rows))
+        if moves:
+            index_moves = stage_index(self.staging, self.lake, self.batch_id, ids, prints)
+            record.index = [target.relative_to(self.lake).as_posix() for _, target in index_moves]
+            moves += index_moves
+        rollup_moves, record.rollups = rollups.moves(self.lake, staged_rollups)
+        return record, moves, rollup_moves
+
+    def _publish_remote(
+        self, record: BatchRecord, moves: list[tuple[Path, Path]], checkpoint: Checkpoint | None
+    ) -> bool:
+        """Upload the staged files under their final keys, then create the next log entry (the commit point on
+        S3). False when another writer took that entry first."""
+        assert self.remote is not None
+        etags = {}
+        for source, target in moves:
+            rel = target.relative_to(self.lake).as_posix()
+            etags[rel] = self.remote.upload(source, rel)
+        for entry in record.published:
+            entry.etag = etags.get(entry.path)
+        if checkpoint is not None:
+            checkpoint("files-published")  # tests inject a crash here: files uploaded, no log entry
+        return self.remote.try_commit(record)
 
     def _stage_rollups(self, staged: list[Part], pieces: list[pa.Table] | None) -> list[Part]:
         """The hourly rollups of the staged rows, one file per day (replacing any staged before): merged from
