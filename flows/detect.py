@@ -23,6 +23,7 @@ from pipeline import catalog, detect
 from pipeline.alerting import sns
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.publish import AlertingReport, OnProgress, SnsTarget, queue_and_publish
+from pipeline.lake import lake_dir
 from pipeline.settings import Settings
 from pipeline.times import parse_duration, parse_timestamp
 
@@ -116,6 +117,7 @@ def evaluate_window(
     """detect -> queue -> publish as tasks of the calling flow; returns counts and the new alert ids.
 
     The catalog is loaded once here: it picks the detections and gives the outbox its re-alert intervals."""
+    lake = str(lake_dir(lake, settings))  # an s3:// lake: this machine's replica of it
     detections = catalog.load("detections")
     alerts = find_alerts(lake, since, until, detections, tuple(settings.trusted_accounts))
     report = queue_and_publish_alerts(lake, alerts, detections, now, publish, settings)

@@ -28,6 +28,9 @@ class Settings:
     realert_hours: float = 6.0
     storm_cap: int = 50
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # Where this machine keeps its replica of an s3:// lake (a read-through cache of its files), and its bound.
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "keytrail")
+    cache_bytes: int = 2 << 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -43,4 +46,6 @@ class Settings:
             realert_hours=float(env.get("KEYTRAIL_REALERT_HOURS", defaults.realert_hours)),
             storm_cap=int(env.get("KEYTRAIL_STORM_CAP", defaults.storm_cap)),
             workers=int(env.get("KEYTRAIL_WORKERS", defaults.workers)),
+            cache_dir=Path(env.get("KEYTRAIL_CACHE", str(defaults.cache_dir))),
+            cache_bytes=int(env.get("KEYTRAIL_CACHE_BYTES", defaults.cache_bytes)),
         )

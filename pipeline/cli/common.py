@@ -4,12 +4,15 @@ showing a severity."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
+from pipeline import lake as lakelib
 from pipeline import safe_text
+from pipeline.settings import Settings
 
 SEVERITY_STYLE: dict[str, str] = {
     "critical": "bold red",
@@ -44,3 +47,9 @@ def parse_date(value: str, flag: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD", param_hint=flag) from None
+
+
+def lake_dir(option: Path | None, settings: Settings | None = None) -> Path:
+    """The lake a command works on: --lake, else KEYTRAIL_LAKE. For an s3://bucket/prefix lake, this machine's
+    replica of it (synced with the lake's log; see `pipeline.lake.remote`)."""
+    return lakelib.lake_dir(option, settings if settings is not None else Settings.from_env())

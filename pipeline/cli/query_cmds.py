@@ -16,11 +16,10 @@ import typer
 from rich.table import Table
 
 from pipeline import catalog, investigate, lake, query_examples, safe_text, times
-from pipeline.cli.common import fail, make_console
+from pipeline.cli.common import fail, lake_dir, make_console
 from pipeline.cli.output import FORMATS, write_result
 from pipeline.engine import Engine, QueryRefused, readable_partitions
 from pipeline.investigate import InvestigationError
-from pipeline.settings import Settings
 
 LakeOption = Annotated[
     Path | None, typer.Option("--lake", help="The lake directory (default: KEYTRAIL_LAKE, else ./keytrail-lake).")
@@ -49,7 +48,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _lake(option: Path | None) -> Path:
-    return option if option is not None else Settings.from_env().lake
+    return lake_dir(option)
 
 
 def _load(queries: Path | None) -> tuple[catalog.Query, ...]:

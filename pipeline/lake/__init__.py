@@ -54,7 +54,7 @@ from pipeline.lake.ledger import (
 )
 from pipeline.lake.parts import Part, Segment, SegmentWriter
 from pipeline.lake.quarantine import quarantine_object, quarantine_records
-from pipeline.lake.remote import is_remote, open_remote, resolve
+from pipeline.lake.remote import is_remote, lake_dir, normalize_url, open_remote, resolve
 from pipeline.lake.writer import BatchWriter, SourceObject
 
 __all__ = [
@@ -76,8 +76,10 @@ __all__ = [
     "events_dir",
     "ingested_objects",
     "is_remote",
+    "lake_dir",
     "lake_lock",
     "new_batch_id",
+    "normalize_url",
     "open_remote",
     "partition_dir",
     "partitions",

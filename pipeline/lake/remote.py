@@ -40,6 +40,7 @@ import msgspec
 
 from pipeline.lake.layout import batches_dir, events_dir, ledger_dir, rollups_dir
 from pipeline.lake.ledger import BatchRecord, FileEntry, write_atomic
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,12 @@ def open_remote(
     return remote
 
 
+def refuse_replica(lake: Path, what: str) -> None:
+    """Raise for work an S3 lake does not support yet (replacing files needs a superseding log entry)."""
+    if (Path(lake) / REMOTE_MARKER).exists():
+        raise RuntimeError(f"{what} of a lake on S3 is not supported yet: it would change only this machine's replica")
+
+
 def attached(replica: Path) -> RemoteLake | None:
     """The RemoteLake a replica mirrors (a client made from its marker), or None for a plain local lake."""
     marker = Path(replica) / REMOTE_MARKER
@@ -268,6 +275,7 @@ def resolve(
     *,
     endpoint_url: str | None = None,
     region: str | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> Path:
     """The directory to work on for `lake`: itself when local; for s3://bucket/prefix, this machine's replica
     (under `cache_root`, default `<tmp>/keytrail-cache`), synced with the log."""
@@ -278,4 +286,16 @@ def resolve(
 
         client = aws.client("s3", endpoint_url=endpoint_url, region=region)
     root = cache_root if cache_root is not None else Path(tempfile.gettempdir()) / "keytrail-cache"
-    return open_remote(lake, client, root, endpoint_url=endpoint_url, region=region).replica
+    return open_remote(lake, client, root, endpoint_url=endpoint_url, region=region, cache_bytes=cache_bytes).replica
+
+
+def lake_dir(lake: str | Path | None, settings: Settings) -> Path:
+    """The lake to work on: `lake`, else `settings.lake` (KEYTRAIL_LAKE); for an s3:// lake, this machine's
+    replica (under KEYTRAIL_CACHE, reached through KEYTRAIL_ENDPOINT_URL when set)."""
+    return resolve(
+        lake if lake is not None else settings.lake,
+        cache_root=settings.cache_dir,
+        endpoint_url=settings.endpoint_url,
+        region=settings.region,
+        cache_bytes=settings.cache_bytes,
+    )

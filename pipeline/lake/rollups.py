@@ -52,6 +52,7 @@ from pipeline.lake.ledger import (
     recover_locked,
     remove_staging,
 )
+from pipeline.lake.remote import refuse_replica
 from pipeline.sql_files import read_sql
 from pipeline.times import iso
 
@@ -224,6 +225,7 @@ def rebuild(
     files in one commit (readers see the old rollups or the new, never both). Runs under the lake lock, so the
     day's events cannot change meanwhile (a day of KMS/SM events takes seconds)."""
     lake = Path(lake)
+    refuse_replica(lake, "a rollups rebuild")
     batch_id = new_batch_id(now)
     with lake_lock(lake):
         recover_locked(lake)
