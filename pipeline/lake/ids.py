@@ -7,7 +7,8 @@ one row per event_id.
 Two parts, both written by the commit that adds the ids (named in its intent and ledger record):
 
     _ledger/ids/event_date=D/<batch>.parquet   the batch's event_ids of day D (exact, for confirmation)
-    _ledger/fingerprints/T-<batch>.npy         sorted 64-bit fingerprints (blake2b) of the ids, with their day
+    _ledger/fingerprints/T-<batch>.npy         sorted 64-bit fingerprints (blake2b) of the ids
+    _ledger/fingerprints/T-<batch>.days        the day of each (int32, aligned)
 
 A commit probes the fingerprint runs: memory bandwidth only (a sorted search of the new fingerprints in each
 run, ~2 ns per stored id, read a window at a time so memory stays bounded), where hashing the committed ids
@@ -38,7 +39,6 @@ import pyarrow.parquet as pq
 from pipeline.lake.layout import ids_dir, ledger_dir, partition_name
 
 ID_SCHEMA = pa.schema([pa.field("event_id", pa.string(), nullable=False), pa.field("event_date", pa.date32())])
-RUN_DTYPE = np.dtype([("fp", "<u8"), ("day", "<i4")])  # day: days since 1970-01-01 (date32)
 # Fingerprints of a run read at a time when probing (bounded memory whatever the run's size).
 _ID_CHUNK = 1 << 21
 _FANOUT = 8  # runs per tier before they merge into one of the next tier
@@ -56,12 +56,22 @@ def fingerprints(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.frombuffer(packed, dtype="<u8")
 
 
-def run_of(ids: pa.Table, prints: np.ndarray | None = None) -> np.ndarray:
-    """The sorted fingerprint run of an id table (ID_SCHEMA)."""
-    run = np.empty(ids.num_rows, dtype=RUN_DTYPE)
-    run["fp"] = fingerprints(ids.column(0)) if prints is None else prints
-    run["day"] = ids.column(1).cast(pa.int32()).to_numpy(zero_copy_only=False)
-    return np.sort(run, order="fp")
+def run_of(ids: pa.Table, prints: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted fingerprint run of an id table (ID_SCHEMA): the fingerprints, and the day of each."""
+    prints = fingerprints(ids.column(0)) if prints is None else prints
+    order = np.argsort(prints, kind="stable")
+    days = ids.column(1).cast(pa.int32()).to_numpy(zero_copy_only=False)
+    return prints[order], days[order].astype("<i4")
+
+
+def _days_path(run_path: Path) -> Path:
+    return run_path.with_suffix(".days")  # not *.npy: never taken for a run
+
+
+def _save_run(path: Path, prints: np.ndarray, days: np.ndarray) -> None:
+    """A run's two files, the days first: a run (*.npy) is whole once it exists."""
+    _save_atomic(_days_path(path), days)
+    _save_atomic(path, prints)
 
 
 # --- probing ------------------------------------------------------------------------------------------------
@@ -73,19 +83,26 @@ def _runs(lake: Path) -> list[Path]:
 
 
 def _hits(run_path: Path, needles: np.ndarray) -> np.ndarray:
-    """The days of the sorted `needles` found in one run (-1 where not found)."""
-    run = np.load(run_path, mmap_mode="r")
+    """The days of the sorted `needles` found in one run (-1 where not found). The run's fingerprints are mapped
+    a window at a time (each unmapped after: resident memory stays bounded) and searched in place, no copy."""
+    header = np.load(run_path, mmap_mode="r")
+    size, offset = len(header), header.offset
+    del header
     days = np.full(len(needles), -1, dtype=np.int32)
-    for start in range(0, len(run), _ID_CHUNK):
-        window = np.array(run[start : start + _ID_CHUNK])  # a copy: the mapped pages are not held resident
-        low = np.searchsorted(needles, window["fp"][0], side="left")
-        high = np.searchsorted(needles, window["fp"][-1], side="right")
-        if low == high:
-            continue
-        found = np.searchsorted(window["fp"], needles[low:high])
-        found[found >= len(window)] = len(window) - 1
-        match = window["fp"][found] == needles[low:high]
-        days[low:high][match] = window["day"][found[match]]
+    found_days: np.ndarray | None = None
+    for start in range(0, size, _ID_CHUNK):
+        count = min(_ID_CHUNK, size - start)
+        window = np.memmap(run_path, dtype="<u8", mode="r", offset=offset + 8 * start, shape=(count,))
+        low = int(np.searchsorted(needles, window[0], side="left"))
+        high = int(np.searchsorted(needles, window[-1], side="right"))
+        if low < high:
+            found = np.searchsorted(window, needles[low:high])
+            found[found >= count] = count - 1
+            match = window[found] == needles[low:high]
+            if match.any():
+                found_days = np.load(_days_path(run_path), mmap_mode="r") if found_days is None else found_days
+                days[low:high][match] = found_days[start + found[match]]
+        del window
     return days
 
 
@@ -138,7 +155,8 @@ def stage_index(
         moves.append((path, ids_dir(lake) / partition_name(day) / path.name))
     run_path = folder / f"0-{batch_id}.npy"
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(run_path, run_of(ids, prints))
+    _save_run(run_path, *run_of(ids, prints))
+    moves.append((_days_path(run_path), _days_path(fingerprints_dir(lake) / run_path.name)))
     moves.append((run_path, fingerprints_dir(lake) / run_path.name))
     return moves
 
@@ -168,11 +186,16 @@ def merge_runs(lake: Path) -> int:
         if full is None:
             return merged
         tier, paths = full
-        run = np.sort(np.concatenate([np.load(path) for path in paths]), order="fp")
-        _save_atomic(fingerprints_dir(lake) / f"{tier + 1}-{paths[-1].stem.split('-', 1)[1]}.npy", run)
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        prints = np.concatenate([np.load(path) for path in paths])
+        days = np.concatenate([np.load(_days_path(path)) for path in paths])
+        order = np.argsort(prints, kind="stable")
+        _save_run(
+            fingerprints_dir(lake) / f"{tier + 1}-{paths[-1].stem.split('-', 1)[1]}.npy", prints[order], days[order]
+        )
+        for path in paths:  # the run first: a days file without its run is never read
+            for stale in (path, _days_path(path)):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
         merged += len(paths)
 
 
@@ -190,5 +213,5 @@ def upgrade(lake: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table.filter(pc.equal(dates, pa.scalar(day, pa.date32()))), target, compression="zstd")
         fingerprints_dir(lake).mkdir(parents=True, exist_ok=True)
-        _save_atomic(fingerprints_dir(lake) / f"0-{path.stem}.npy", run_of(table))
+        _save_run(fingerprints_dir(lake) / f"0-{path.stem}.npy", *run_of(table))
         path.unlink()  # last: a crash before leaves it for the next upgrade (the copies are overwritten)
