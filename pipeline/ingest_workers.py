@@ -2,12 +2,13 @@
 tuning for it.
 
 An object is fetched, gunzipped (isal), split and normalized by `events.rows_from_log`; its rows become Arrow
-batches column-wise and are written, by the process that read them, as per-day Parquet parts with their hourly
-rollup (`lake.parts`): a task of consecutive objects at a time. With `workers > 1`, `workers - 1` processes
-run tasks over a bounded queue and this process runs one itself whenever the next result is not ready. What
-comes back is small (where the parts are, their event_ids, per-object counts, the rollup): the parent only
-orders the results, checks event_ids and commits. Results come back in listing order whatever the timing, and
-a task keeps the first copy of an eventID among its objects, so the run keeps the first copy in listing order.
+batches column-wise and are written, by the process that read them, as per-day Parquet parts with their
+event-id fingerprints (`lake.parts`): a task of consecutive objects at a time. With `workers > 1`,
+`workers - 1` processes run tasks over a bounded queue and this process runs one itself whenever the next
+result is not ready. What comes back is small (where the parts are, their event_ids, per-object counts): the
+parent only orders the results, checks event_ids, computes the batch's hourly rollups and commits. Results
+come back in listing order whatever the timing, and a task keeps the first copy of an eventID among its
+objects, so the run keeps the first copy in listing order.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import pyarrow as pa
 from pipeline import events, ingest_failures
 from pipeline.events import RejectedRecord
 from pipeline.ingest_failures import LogFormatError
-from pipeline.lake import rollups
 from pipeline.lake.ids import fingerprints
 from pipeline.lake.parts import Segment, SegmentWriter
 from pipeline.s3 import LogObject, fetch
@@ -154,8 +154,9 @@ def read_task(
     def close_segment() -> None:
         nonlocal writer
         parts, ids = writer.finish()
-        rollup = rollups.hourly([path for _, path, rows in parts if rows])
-        segments.append(Segment(parts, ids, fingerprints(ids.column(0)), rollup))
+        # No rollup here: per-segment rollups merged at commit cost 2x one rollup of the batch's files on a
+        # trail of many distinct callers and contexts (bench/README.md); the commit computes it once.
+        segments.append(Segment(parts, ids, fingerprints(ids.column(0)), None))
         ends.append(len(results))
         seen, number = writer.seen, len(segments)
         writer = SegmentWriter(folder / f"s{number:03d}", f"{name}-s{number:03d}", seen)

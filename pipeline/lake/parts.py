@@ -1,10 +1,11 @@
 """Segments: the rows of consecutive source objects written as per-day Parquet parts by one process.
 
 An ingest worker writes its own parts (Parquet encoding is most of a run's cost past parsing: it must run where
-the rows are made, not in one parent) and hands back a `Segment`: where the parts are, the (event_id, event_date)
-of their rows in order, and their hourly rollup. The parent only orders segments, checks their event_ids against
-the rest of the batch and the lake, and commits (`BatchWriter.adopt`). The first copy of an event_id wins: within
-a segment here, across segments in the order the parent adopts them.
+the rows are made, not in one parent) and hands back a `Segment`: where the parts are, the (event_id,
+event_date) of their rows and their fingerprints (and their hourly rollup, when the writer computed it). The
+parent only orders segments, checks their event_ids against the rest of the batch and the lake, and commits
+(`BatchWriter.adopt`). The first copy of an event_id wins: within a segment here, across segments in the order
+the parent adopts them.
 """
 
 from __future__ import annotations

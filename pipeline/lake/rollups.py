@@ -123,7 +123,7 @@ def _session() -> Iterator[duckdb.DuckDBPyConnection]:
     commit on several threads, and their views would clash in one catalog."""
     con = getattr(_local, "con", None)
     if con is None:
-        con, spill_dir = open_session(memory_limit="512MB")
+        con, spill_dir = open_session(memory_limit="160MB")
         con.execute("SET threads = 1")  # a batch's rollup is small: a second thread costs CPU, saves ~0.1 s
         atexit.register(close_session, con, spill_dir)
         _local.con = con
