@@ -179,13 +179,15 @@ def main() -> None:
     parser.add_argument(
         "--commit-lake-events",
         type=int,
-        help="(e): the big lake's size for the commit cost (default 30,000,000; --quick: 1,000,000; 0: skip)",
+        help="(e): the big lake's size for the commit cost (default 30,000,000; --quick or --events under 1M: "
+        "1,000,000; 0: skip)",
     )
     args = parser.parse_args()
     events = args.events or (50_000 if args.quick else 1_000_000)
-    big_lake = (
-        args.commit_lake_events if args.commit_lake_events is not None else (1_000_000 if args.quick else 30_000_000)
-    )
+    full = not args.quick and (args.events is None or args.events >= 1_000_000)  # the figure's run, not a look
+    big_lake = 30_000_000 if full else 1_000_000
+    if args.commit_lake_events is not None:
+        big_lake = args.commit_lake_events
     script = Path(__file__).resolve()
 
     if args.corpus is not None:
