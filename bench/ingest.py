@@ -11,6 +11,7 @@ Stages (each in its own child process, see _harness.py), all over the same Cloud
               Records, keep the two event sources, project the lake's columns, COPY to partitioned Parquet
   (d) ingest  (b) with workers=1 without the hourly rollups (switched off in the measuring child only): what
               rollups cost at ingest, and the bytes of rollups/ against events/ in (b)'s lake
+  (e) commit  one 200,000-event batch committed into an empty lake and into a 30,000,000-event lake (_commit.py)
 Per-core figures are events (or uncompressed bytes) per CPU-second of the stage's whole process tree.
 Targets (issue 2): (b) >= 40% of (a) per core, >= 2x (c) per core, peak RSS < 512 MB, near-linear 2-worker
 speed-up. Rollups (issue "detections over history"): at most +15% CPU per event, at most 10% of the events'
@@ -31,6 +32,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _commit
 import _harness as h  # bench/ is not a package: the scripts run by path
 
 EVENTS_PER_DAY = 200_000  # ~100 records per 5-minute file on average (median ~40): a busy organization trail
@@ -42,6 +44,7 @@ TARGET_RSS = 512 * 2**20
 TARGET_SPEEDUP = 1.8  # of 2.0 on 2 workers: "near-linear"
 TARGET_ROLLUP_CPU = 0.15  # extra CPU per event for maintaining the hourly rollups at commit
 TARGET_ROLLUP_BYTES = 0.10  # rollups/ against events/
+TARGET_COMMIT_GROWTH = 1.2  # a commit into the big lake against one into an empty lake
 
 
 # --- the corpus ------------------------------------------------------------------------------------------------
@@ -104,8 +107,8 @@ def child_ingest(corpus: Path, lake: Path, workers: int, rollups: bool = True) -
     from pipeline.ingest import ingest
     from pipeline.lake import rollups as rollups_module
 
-    if not rollups:  # this measuring process only: the writer stages no rollup file (the parent process writes)
-        rollups_module.stage = lambda events, folder, name: []
+    if not rollups:  # this measuring process only (w=1 reads and writes here): every rollup is empty, no file
+        rollups_module.hourly = lambda events: rollups_module.ROLLUP_SCHEMA.empty_table()
     shutil.rmtree(lake, ignore_errors=True)
     result: dict[str, Any] = {}
     try:
@@ -154,6 +157,7 @@ STAGES = {
         Path(corpus), Path(lake), int(workers), rollups == "on"
     ),
     "duckdb": lambda corpus, out, threads: child_duckdb(Path(corpus), Path(out), int(threads)),
+    "commit": _commit.child_commit,
 }
 
 
@@ -169,17 +173,39 @@ def main() -> None:
     )
     parser.add_argument("--events-per-day", type=int, default=EVENTS_PER_DAY, help="simulated trail density")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each stage; the median (by CPU) is shown")
+    parser.add_argument(
+        "--corpus", type=Path, help="measure this trail folder instead of the simulated one (e.g. gen_corpus.py's)"
+    )
+    parser.add_argument(
+        "--commit-lake-events",
+        type=int,
+        help="(e): the big lake's size for the commit cost (default 30,000,000; --quick or --events under 1M: "
+        "1,000,000; 0: skip)",
+    )
     args = parser.parse_args()
     events = args.events or (50_000 if args.quick else 1_000_000)
+    full = not args.quick and (args.events is None or args.events >= 1_000_000)  # the figure's run, not a look
+    big_lake = 30_000_000 if full else 1_000_000
+    if args.commit_lake_events is not None:
+        big_lake = args.commit_lake_events
     script = Path(__file__).resolve()
 
-    corpus = args.data / f"ingest-trail-{events}-{args.events_per_day}"
-    params = {"events": events, "events_per_day": args.events_per_day, "seed": SEED, "start": START.isoformat()}
-    facts = h.cached(corpus, params, lambda folder: build_corpus(folder, events, args.events_per_day))
-    h.console.print(
-        f"corpus {corpus}: {facts['events']:,} events ({facts['kms_and_secrets_events']:,} KMS + Secrets Manager) "
-        f"in {facts['files']:,} log files, {h.mb(facts['bytes_gz'])} gzipped; {os.cpu_count()} CPUs"
-    )
+    if args.corpus is not None:
+        corpus = args.corpus.resolve()
+        files = log_files(corpus)
+        facts = {"files": len(files), "bytes_gz": sum(path.stat().st_size for path in files)}
+        h.console.print(f"corpus {corpus}: {facts['files']:,} log files, {h.mb(facts['bytes_gz'])} gzipped")
+    else:
+        corpus = args.data / f"ingest-trail-{events}-{args.events_per_day}"
+        params = {"events": events, "events_per_day": args.events_per_day, "seed": SEED, "start": START.isoformat()}
+        facts = h.cached(corpus, params, lambda folder: build_corpus(folder, events, args.events_per_day))
+        h.console.print(
+            f"corpus {corpus}: {facts['events']:,} events ({facts['kms_and_secrets_events']:,} KMS + Secrets "
+            f"Manager) in {facts['files']:,} log files, {h.mb(facts['bytes_gz'])} gzipped; {os.cpu_count()} CPUs"
+        )
+    commit_lake = args.data / f"commit-lake-{big_lake}"
+    if big_lake:
+        h.cached(commit_lake, {"events": big_lake}, lambda folder: _commit.build(folder, big_lake))
     if args.prepare:
         return
 
@@ -190,13 +216,19 @@ def main() -> None:
     if not args.skip_duckdb:
         # 1 thread is DuckDB's best per core (~25% less CPU than 2 here); 2 threads its best wall time
         stages += [("duckdb", [str(corpus), str(scratch / "duckdb-out"), str(n)], f"(c) duckdb t={n}") for n in (1, 2)]
-    measured: dict[str, h.Measured] = {}
-    for stage, stage_args, label in stages:
-        runs = []
-        for run in range(args.repeat):
+    if big_lake:
+        stages.append(("commit", ["", "0"], "(e) commit into an empty lake"))
+        stages.append(
+            ("commit", [str(commit_lake), str(big_lake)], f"(e) commit into a {big_lake / 1e6:g}M-event lake")
+        )
+    runs: dict[str, list[h.Measured]] = {label: [] for _, _, label in stages}
+    # Round-robin, not stage after stage: the load of other work on the machine drifts, and ratios such as the
+    # rollups' cost ((b) w=1 against (d)) would otherwise compare runs taken under different loads.
+    for run in range(args.repeat):
+        for stage, stage_args, label in stages:
             with h.console.status(f"running {label} ({run + 1}/{args.repeat}) ..."):
-                runs.append(h.run_child(script, stage, stage_args, label))
-        measured[label] = sorted(runs, key=lambda m: m.cpu)[len(runs) // 2]  # the median run by CPU
+                runs[label].append(h.run_child(script, stage, stage_args, label))
+    measured = {label: sorted(done, key=lambda m: m.cpu)[len(done) // 2] for label, done in runs.items()}  # medians
     shutil.rmtree(scratch, ignore_errors=True)
     report(facts, measured, args.repeat)
 
@@ -205,7 +237,9 @@ STAGES_HELP = """\
 (a) floor      read + isal gunzip + msgspec split of the Records array, 1 process
 (b) ingest w=N pipeline.ingest.ingest into a fresh lake, N worker processes
 (c) duckdb t=N read_json_objects + json_transform + unnest + filter + COPY TO partitioned Parquet, N threads
-(d) ingest     (b) w=1 with the hourly rollups switched off: their cost at ingest"""
+(d) ingest     (b) w=1 with the hourly rollups switched off: their cost at ingest
+(e) commit     one batch's commit (segments adopted, event-id probe, index, rollups, ledger) into an empty lake and
+               into a big one (synthetic events, built once): the commit cost must not grow with the lake"""
 
 
 def report(facts: dict[str, Any], measured: dict[str, h.Measured], repeat: int) -> None:
@@ -213,7 +247,10 @@ def report(facts: dict[str, Any], measured: dict[str, h.Measured], repeat: int) 
     raw_bytes = floor.data["raw_bytes"]
     events = floor.data["events"]
     rows = []
+    commits = [m for m in measured.values() if m.name.startswith("(e)")]
     for m in measured.values():
+        if m in commits:
+            continue
         seen = m.data.get("events", events)
         rows.append(
             [
@@ -278,6 +315,18 @@ def report(facts: dict[str, Any], measured: dict[str, h.Measured], repeat: int) 
                 h.verdict(share <= TARGET_ROLLUP_BYTES),
             ],
         ]
+    if len(commits) == 2:
+        empty, big = commits
+        growth = big.cpu / empty.cpu  # CPU: the wall time of a 0.3 s step swings with other work's fsyncs here
+        lines.append(
+            [
+                f"commit of {_commit.BATCH_EVENTS:,} events into a {big.data['lake_events']:,}-event lake / empty "
+                "(CPU)",
+                f"{growth:.2f}x ({big.cpu:.3f} / {empty.cpu:.3f} CPU-s; wall {big.wall:.3f} / {empty.wall:.3f} s)",
+                f"<= {TARGET_COMMIT_GROWTH}x",
+                h.verdict(growth <= TARGET_COMMIT_GROWTH),
+            ]
+        )
     h.table("targets", ["figure", "value", "target", ""], lines)
 
 

@@ -7,6 +7,7 @@ settings when it is imported and when its temporary server starts.
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ from flows.backfill import backfill
 from flows.pipeline import keytrail_pipeline
 from pipeline import aws
 from pipeline import demo as parts
+from pipeline import lake as lakelib
 from pipeline.alerting.outbox import Outbox, OutboxEntry
 from pipeline.cli.common import make_console
 from pipeline.lake import committed_files
+from pipeline.settings import Settings
 from pipeline.simulate.digests import PUBLIC_KEYS
 from pipeline.simulate.results import SimulationResult
 from pipeline.simulate.run import simulate
@@ -62,7 +65,7 @@ def _simulate(console: Console, source: str, s3: Any, *, days: int, seed: int, s
 
 
 def run_demo(
-    lake: Path,
+    lake: Path | str,
     *,
     days: int = 8,
     seed: int = 7,
@@ -78,8 +81,10 @@ def run_demo(
         raise ValueError("the demo needs at least 2 days: history for the baselines, then the final day")
     console = console or make_console()
     started = time.monotonic()
-    lake = lake.resolve()
-    parts.prepare_lake(lake)
+    lake_url = lakelib.normalize_url(lake) if lakelib.is_remote(lake) else None
+    if lake_url is None:
+        lake = Path(lake).resolve()
+        parts.prepare_lake(lake)
     today = today or dt.datetime.now(dt.UTC).date()
     start = today - dt.timedelta(days=days)
     final_day = today - dt.timedelta(days=1)
@@ -99,13 +104,21 @@ def run_demo(
         # The simulator signs its digests with its own key and puts the matching ListPublicKeys response beside
         # the trail: the pipeline's verify step checks the final day's chain with it.
         settings = {"KEYTRAIL_ENDPOINT_URL": local.url, "KEYTRAIL_TOPIC_ARN": resources.topic_arn,
-                    "KEYTRAIL_LAKE": str(lake), "KEYTRAIL_PUBLIC_KEYS": f"{source}/{PUBLIC_KEYS}"}  # fmt: skip
+                    "KEYTRAIL_LAKE": lake_url or str(lake),
+                    "KEYTRAIL_PUBLIC_KEYS": f"{source}/{PUBLIC_KEYS}"}  # fmt: skip
+        if lake_url is not None:  # an S3 lake in the local endpoint; this run's replica in a fresh cache folder
+            s3.create_bucket(Bucket=lake_url[len("s3://") :].split("/", 1)[0])
+            settings["KEYTRAIL_CACHE"] = tempfile.mkdtemp(prefix="keytrail-demo-cache-")
         # The heartbeat thread costs ~1 s per flow run and has no environment variable.
         with parts.scoped_environment(settings), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             with console.status(f"Prefect: backfill {start} .. {final_day - dt.timedelta(days=1)} (history)"):
-                history = backfill(source, since=start, until=final_day - dt.timedelta(days=1), lake=str(lake))
+                history = backfill(
+                    source, since=start, until=final_day - dt.timedelta(days=1), lake=lake_url or str(lake)
+                )
             with console.status(f"Prefect: keytrail_pipeline for {final_day}"):
-                final = keytrail_pipeline(source, str(lake), horizon="24h", now=midnight(today))
+                final = keytrail_pipeline(source, lake_url or str(lake), horizon="24h", now=midnight(today))
+            if lake_url is not None:
+                lake = lakelib.lake_dir(lake_url, Settings.from_env())  # the replica the flows worked through
         messages = parts.receive_all(sqs, resources.queue_url)
         with Outbox.open(lake) as box:
             entries = box.entries()
@@ -113,13 +126,18 @@ def run_demo(
         facts = {
             "simulated": f"{simulation.events:,} events, {simulation.files:,} log objects, {days} days, "
             f"{len(simulation.accounts)} accounts x {len(simulation.regions)} regions",
-            "lake": f"{len(committed_files(lake)):,} Parquet files in {lake}",
+            "lake": f"{len(committed_files(lake)):,} Parquet files in {lake_url or lake}",
             "Prefect runs": "keytrail-backfill (history), keytrail-pipeline (final day)",
             "trail integrity": final.get("verify", {}).get("coverage") or f"not verified ({final.get('verify')})",
             "elapsed": f"{time.monotonic() - started:.0f} s",
         }
         reconciliation = parts.render_summary(
-            console, entries=entries, messages=messages, incidents=simulation.incidents, facts=facts, lake=str(lake)
+            console,
+            entries=entries,
+            messages=messages,
+            incidents=simulation.incidents,
+            facts=facts,
+            lake=lake_url or str(lake),
         )
         if keep_running:
             _wait_for_interrupt(console, local.url, resources)

@@ -23,6 +23,7 @@ from pipeline import catalog, findings
 from pipeline.alerting import sns
 from pipeline.alerting.alert import Alert
 from pipeline.alerting.publish import AlertingReport, OnProgress, SnsTarget, queue_and_publish
+from pipeline.lake import lake_dir
 from pipeline.settings import Settings
 from pipeline.times import parse_duration, parse_timestamp
 from pipeline.tuning import apply, loader
@@ -133,6 +134,7 @@ def evaluate_window(
     The catalog and the tuning file (KEYTRAIL_TUNING, else ./keytrail.yaml) are loaded once here: the tuned
     catalog picks the detections and gives the outbox its re-alert intervals, exactly as `keytrail detect
     --publish` does."""
+    lake = str(lake_dir(lake, settings))  # an s3:// lake: this machine's replica of it
     shipped = catalog.load("detections")
     tuning = loader.load_for_run(None, settings, shipped)
     detections = findings.tuned_catalog(shipped, tuning)

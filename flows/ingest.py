@@ -22,6 +22,7 @@ from flows.clients import s3_client_for
 from flows.logs import route_library_logs
 from pipeline import ingest, s3, safe_text
 from pipeline.ingest import IngestReport
+from pipeline.lake import is_remote
 from pipeline.s3 import LogObject, TrailDay
 from pipeline.settings import Settings
 
@@ -64,9 +65,14 @@ def ingest_chunk(
     event_sources: Sequence[str],
     endpoint_url: str | None,
     region: str | None,
+    cache_dir: Path | None = None,
 ) -> IngestReport:
     client = s3_client_for(objects[0].source, endpoint_url, region) if objects else None
-    report = ingest.ingest_objects(objects, Path(lake), event_sources=event_sources, s3_client=client)
+    # An s3:// lake stays a URL up to here: each worker (any machine) commits through its own replica of it.
+    lake_client = s3_client_for("s3://", endpoint_url, region) if is_remote(lake) else None
+    report = ingest.ingest_objects(
+        objects, lake, event_sources=event_sources, s3_client=client, lake_client=lake_client, cache_dir=cache_dir
+    )
     get_run_logger().info(
         "%s: %d objects read, %d skipped, %d quarantined; %d events kept, %d duplicates",
         safe_text.visible(label),
@@ -113,7 +119,13 @@ def ingest_cloudtrail(
     listed = list_day.map(days, endpoint, region)
     labels = [f"{d.account}/{d.region}/{d.day}" for d in days]
     reports = ingest_chunk.map(
-        listed, labels, unmapped(lake_path), unmapped(tuple(settings.event_sources)), endpoint, region
+        listed,
+        labels,
+        unmapped(lake_path),
+        unmapped(tuple(settings.event_sources)),
+        endpoint,
+        region,
+        unmapped(settings.cache_dir),
     )
     total = reduce(IngestReport.merge, (future.result() for future in reports), IngestReport())
     total.seconds = time.perf_counter() - started  # wall time: the chunks' own seconds overlap

@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from pipeline import lake, safe_text
 from pipeline.events import DEFAULT_SOURCES
 from pipeline.ingest_failures import reading_source, writing_lake
-from pipeline.ingest_workers import GroupResult, ObjectResult, few_collections, read_groups
+from pipeline.ingest_workers import ObjectResult, TaskResult, few_collections, run_tasks
 from pipeline.s3 import LogObject, list_source
 
 log = logging.getLogger(__name__)
@@ -101,24 +99,9 @@ class IngestReport:
 # --- the run ------------------------------------------------------------------------------------------------
 
 
-def _spans(group: GroupResult) -> dict[int, tuple[pa.RecordBatch, int]]:
-    """Each batch of a group, by the index of the first object whose rows it holds, with the index of the last
-    (batches hold whole objects, in order). Objects in between without rows belong to the span too, so the
-    writer meets every object in listing order and the ledger lists them so."""
-    with_rows = iter([index for index, result in enumerate(group.objects) if result.rows])
-    spans = {}
-    for batch in group.batches:
-        first = last = next(with_rows)
-        total = group.objects[first].rows
-        while total < batch.num_rows:
-            last = next(with_rows)
-            total += group.objects[last].rows
-        spans[first] = (batch, last)
-    return spans
-
-
 class _Run:
-    """One ingest run's state: the open batch (its writer keeps the ledger entries of the objects) and the report."""
+    """One ingest run's state: the open batch (its writer keeps the ledger entries of the objects), the staging
+    folder the run's tasks write their parts in, and the report."""
 
     def __init__(self, lake_path: Path, now: dt.datetime | None, checkpoint: lake.Checkpoint | None) -> None:
         self.lake = lake_path
@@ -126,27 +109,31 @@ class _Run:
         self.checkpoint = checkpoint
         self.report = IngestReport()
         self.writer: lake.BatchWriter | None = None
+        self.name = lake.new_batch_id(now)  # names the run's staging folder and its part files
+        with lake.lake_lock(lake_path):  # held while the run lives: `recover` leaves its parts alone
+            self.staging, self._staging_lock = lake.claim_staging(lake_path, self.name)
 
     def _open(self) -> lake.BatchWriter:
         if self.writer is None:
             self.writer = lake.BatchWriter(self.lake, self.now).__enter__()
         return self.writer
 
-    def consume_group(self, group: GroupResult) -> Iterator[ObjectResult]:
-        """Account for a group's objects in order, yielding after each one. Each Arrow batch is added when its
-        first object comes up, and a full lake batch commits only once every object whose rows it holds is
-        recorded."""
-        spans = _spans(group)
-        added_through = -1  # the last object whose rows are in the open batch
-        for index, result in enumerate(group.objects):
+    def consume_task(self, task: TaskResult) -> Iterator[ObjectResult]:
+        """Account for a task's objects in order, yielding after each one. Each segment is adopted when its
+        first object comes up, and a full lake batch commits only between segments, once every object whose
+        rows it holds is recorded."""
+        start = 0
+        for segment, end in zip(task.segments, task.ends, strict=True):
             with writing_lake(self.lake):
-                if index in spans:
-                    batch, last = spans[index]
-                    self._open().add(batch, [(other.obj, other.rows) for other in group.objects[index : last + 1]])
-                    added_through = last
-                self.consume(result)
-            yield result
-            if index >= added_through and self.writer is not None and self.writer.rows >= MAX_BATCH_EVENTS:
+                self._open().adopt(
+                    segment, [(result.obj, result.rows, result.duplicates) for result in task.objects[start:end]]
+                )
+            for result in task.objects[start:end]:
+                with writing_lake(self.lake):
+                    self.consume(result)
+                yield result
+            start = end
+            if self.writer is not None and self.writer.rows >= MAX_BATCH_EVENTS:
                 self.commit()
 
     def consume(self, result: ObjectResult) -> None:
@@ -179,18 +166,23 @@ class _Run:
             self.writer = None
         self.report.add_batch(record)
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
         if self.writer is not None:
             self.writer.__exit__(None, None, None)  # staging is left for `recover`: this run failed
             self.writer = None
+        if finished:
+            lake.remove_staging(self.staging)
+        self._staging_lock.close()
 
 
 def ingest_objects(
     objects: Iterable[LogObject],
-    lake_path: Path,
+    lake_path: Path | str,
     *,
     event_sources: Sequence[str] = DEFAULT_SOURCES,
     s3_client: Any | None = None,
+    lake_client: Any | None = None,
+    cache_dir: Path | None = None,
     workers: int = 1,
     progress: Progress | None = None,
     now: dt.datetime | None = None,
@@ -199,17 +191,20 @@ def ingest_objects(
     """Ingest the given objects (e.g. one day chunk a flow mapped over) into the lake.
 
     Objects already in the ledger and digest/insight objects are skipped and counted. Safe to run
-    concurrently for different chunks of the same lake. `now` is recorded in the ledger; `checkpoint` is
+    concurrently for different chunks of the same lake, from any number of machines when the lake is on S3
+    (`lake_path` s3://bucket/prefix: `lake_client`, default `s3_client`, reaches it; `cache_dir` holds this
+    machine's replica, see `lake.remote`). `now` is recorded in the ledger; `checkpoint` is
     called with 'object:<n>' after each object and 'files-published' just before the commit point (tests
     raise from it to simulate a crash).
     """
     started = time.perf_counter()
-    lake_path = Path(lake_path)
+    with writing_lake(Path(str(lake_path))):  # an S3 lake: this machine's replica of it, synced with its log
+        lake_path = lake.resolve(lake_path, lake_client if lake_client is not None else s3_client, cache_dir)
     listed = list(objects)
     with writing_lake(lake_path):
         lake.recover(lake_path)
         done = lake.ingested_objects(lake_path)
-    run = _Run(lake_path, now, checkpoint)
+        run = _Run(lake_path, now, checkpoint)
     report = run.report
     report.objects_listed = len(listed)
     to_read: list[LogObject] = []
@@ -224,18 +219,21 @@ def ingest_objects(
     if progress is not None:
         progress(0, len(to_read), 0, total_bytes)
     with few_collections():
+        finished = False
         try:
             count = 0
-            for group in read_groups(to_read, s3_client, event_sources, workers, MAX_BATCH_EVENTS):
-                for _ in run.consume_group(group):
+            tasks = run_tasks(to_read, s3_client, event_sources, workers, MAX_BATCH_EVENTS, run.staging, run.name)
+            for task in tasks:
+                for _ in run.consume_task(task):
                     count += 1
                     if progress is not None:
                         progress(count, len(to_read), report.bytes_read, total_bytes)
                     if checkpoint is not None:
                         checkpoint(f"object:{count}")
             run.commit()
+            finished = True
         finally:
-            run.close()
+            run.close(finished)
     report.seconds = time.perf_counter() - started
     log.info(
         "ingested %d objects (%d skipped, %d quarantined): %d events seen, %d kept, %d duplicates in %.2fs",
@@ -252,7 +250,7 @@ def ingest_objects(
 
 def ingest(
     source: str,
-    lake_path: Path,
+    lake_path: Path | str,
     *,
     since: dt.date | None = None,
     until: dt.date | None = None,
@@ -260,6 +258,8 @@ def ingest(
     regions: Sequence[str] = (),
     event_sources: Sequence[str] = DEFAULT_SOURCES,
     s3_client: Any | None = None,
+    lake_client: Any | None = None,
+    cache_dir: Path | None = None,
     workers: int = 1,
     progress: Progress | None = None,
     now: dt.datetime | None = None,
@@ -274,6 +274,8 @@ def ingest(
         lake_path,
         event_sources=event_sources,
         s3_client=s3_client,
+        lake_client=lake_client,
+        cache_dir=cache_dir,
         workers=workers,
         progress=progress,
         now=now,

@@ -1,10 +1,14 @@
-"""Reading log objects into Arrow batches, in this process or in worker processes, and the process tuning for it.
+"""Reading log objects into the lake's staged Parquet parts, in this process or in worker processes, and the process
+tuning for it.
 
 An object is fetched, gunzipped (isal), split and normalized by `events.rows_from_log`; its rows become Arrow
-batches column-wise, a group of consecutive objects at a time. With `workers > 1`, `workers - 1` processes read
-groups over a bounded queue and this process reads one itself whenever the next result is not ready; results
-come back in listing order whatever the timing, so the run that consumes them keeps the first copy of a
-duplicated eventID in listing order.
+batches column-wise and are written, by the process that read them, as per-day Parquet parts with their
+event-id fingerprints (`lake.parts`): a task of consecutive objects at a time. With `workers > 1`,
+`workers - 1` processes run tasks over a bounded queue and this process runs one itself whenever the next
+result is not ready. What comes back is small (where the parts are, their event_ids, per-object counts): the
+parent only orders the results, checks event_ids, computes the batch's hourly rollups and commits. Results
+come back in listing order whatever the timing, and a task keeps the first copy of an eventID among its
+objects, so the run keeps the first copy in listing order.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -27,6 +32,8 @@ import pyarrow as pa
 from pipeline import events, ingest_failures
 from pipeline.events import RejectedRecord
 from pipeline.ingest_failures import LogFormatError
+from pipeline.lake.ids import fingerprints
+from pipeline.lake.parts import Segment, SegmentWriter
 from pipeline.s3 import LogObject, fetch
 
 # Most bytes one log object may inflate to (CloudTrail's own files are tens of MB at most); past it the object is
@@ -42,11 +49,13 @@ except ImportError:  # pragma: no cover - isal is a declared dependency
     import gzip as _gzip  # type: ignore[no-redef]
 
 _ARROW_CHUNK = 1024  # rows per Arrow build: column-wise, never row by row; small enough to convert while cached
-_IN_FLIGHT_PER_WORKER = 2  # one group being read, one waiting: enough to keep workers busy, half the memory
-# Objects are read in groups of about this much stored data (or this many objects): ~5 MB of JSON, ~7 MB of
-# Arrow sent back from a worker (smaller groups cost the same CPU and ~40 MB less memory in flight).
-_GROUP_BYTES = 1 << 19
-_GROUP_OBJECTS = 512
+_IN_FLIGHT_PER_WORKER = 2  # one task being read, one waiting: enough to keep workers busy
+# Objects are read in tasks of about this much stored data (or this many objects): ~100k events, ~35k kept on a
+# busy organization trail, whose parts are files of a few MB (each task writes its own). What comes back to the
+# parent is ~40 bytes per kept event, so the size bounds file counts, not memory.
+_TASK_BYTES = 16 << 20
+_MIN_TASK_BYTES = 1 << 20
+_TASK_OBJECTS = 2048
 _INGEST_GC_THRESHOLDS = (100_000, 50, 100)
 # Starting a worker process costs ~0.5 s: below this much input per worker, fewer workers (or none) are faster.
 MIN_BYTES_PER_WORKER = 4 << 20
@@ -60,18 +69,21 @@ class ObjectResult:
     obj: LogObject
     seen: int
     rejected: list[RejectedRecord]
-    rows: int = 0  # normalized rows this object contributed to its group's batches (consecutive, in order)
+    rows: int = 0  # rows this object added to its task's parts (first copies)
+    duplicates: int = 0  # rows whose eventID came earlier in the task
     error: str | None = None  # why the object as a whole is unreadable
     payload: bytes | None = None  # the stored bytes, kept only for the quarantine (None: they were not read)
 
 
 @dataclass
-class GroupResult:
-    """Consecutive objects read together: real trails are mostly small files (tens of records), and one
-    Arrow build, one pickle and one lake add per object would cost more than reading them."""
+class TaskResult:
+    """Consecutive objects read and written together: real trails are mostly small files (tens of records), and
+    one Arrow build and one Parquet file per object would cost more than reading them. Each segment holds the
+    rows of a consecutive run of the objects (`ends[i]`: the index after segment i's last object)."""
 
     objects: list[ObjectResult]
-    batches: list[pa.RecordBatch]  # every batch holds whole objects' rows, in object order
+    segments: list[Segment]
+    ends: list[int]
 
 
 def decompress(data: bytes, key: str) -> bytes:
@@ -112,37 +124,74 @@ def read_object(
     return ObjectResult(obj, parsed.seen, parsed.rejected, rows=len(parsed.rows)), parsed.rows
 
 
-def read_group(
-    objects: Sequence[LogObject], client: Any | None, event_sources: Sequence[str], max_batch_rows: int
-) -> GroupResult:
-    """Read consecutive objects; their rows become Arrow batches of about _ARROW_CHUNK rows (at most about
-    `max_batch_rows`), cut only between objects so each batch maps to whole objects (and a lake batch can commit
-    between any two)."""
+def read_task(
+    objects: Sequence[LogObject],
+    client: Any | None,
+    event_sources: Sequence[str],
+    max_segment_rows: int,
+    folder: Path,
+    name: str,
+) -> TaskResult:
+    """Read consecutive objects and write their rows as Parquet parts under `folder` (named after `name`), in
+    segments cut between objects once one holds `max_segment_rows` rows (a lake batch can commit between any
+    two). Rows become Arrow batches of about _ARROW_CHUNK rows, never row by row."""
     results: list[ObjectResult] = []
-    batches: list[pa.RecordBatch] = []
+    segments: list[Segment] = []
+    ends: list[int] = []
+    writer = SegmentWriter(folder / "s000", f"{name}-s000")
     pending: list[tuple[Any, ...]] = []
-    chunk = min(_ARROW_CHUNK, max_batch_rows)  # a batch never holds more than a commit's worth
-    for obj in objects:
-        result, rows = read_object(obj, client, event_sources)
-        results.append(result)
-        pending.extend(rows)
-        if len(pending) >= chunk:
-            batches.append(events.rows_to_batch(pending))
-            pending = []
-    if pending:
-        batches.append(events.rows_to_batch(pending))
-    return GroupResult(results, batches)
+    runs: list[int] = []  # rows of each object in `pending`, the last len(runs) objects
+    chunk = min(_ARROW_CHUNK, max_segment_rows)
+
+    def write_pending() -> None:
+        if pending:
+            counts = writer.add(events.rows_to_batch(pending), runs)
+            for result, (kept, duplicates) in zip(results[len(results) - len(runs) :], counts, strict=True):
+                result.rows, result.duplicates = kept, duplicates
+            pending.clear()
+        runs.clear()
+
+    def close_segment() -> None:
+        nonlocal writer
+        parts, ids = writer.finish()
+        # No rollup here: per-segment rollups merged at commit cost 2x one rollup of the batch's files on a
+        # trail of many distinct callers and contexts (bench/README.md); the commit computes it once.
+        segments.append(Segment(parts, ids, fingerprints(ids.column(0)), None))
+        ends.append(len(results))
+        seen, number = writer.seen, len(segments)
+        writer = SegmentWriter(folder / f"s{number:03d}", f"{name}-s{number:03d}", seen)
+
+    try:
+        for obj in objects:
+            result, rows = read_object(obj, client, event_sources)
+            results.append(result)
+            pending.extend(rows)
+            runs.append(len(rows))
+            if len(pending) >= chunk:
+                write_pending()
+            if writer.rows + len(pending) >= max_segment_rows:
+                write_pending()
+                close_segment()
+        write_pending()
+        if writer.rows or not segments or ends[-1] < len(results):
+            close_segment()
+    except BaseException:
+        writer.abort()
+        raise
+    return TaskResult(results, segments, ends)
 
 
 # --- scheduling ---------------------------------------------------------------------------------------------
 
 
-def _groups(objects: Sequence[LogObject]) -> Iterator[Sequence[LogObject]]:
-    """Consecutive runs of objects of about _GROUP_BYTES (stored size) each."""
+def _tasks(objects: Sequence[LogObject], workers: int) -> Iterator[Sequence[LogObject]]:
+    """Consecutive runs of objects of about _TASK_BYTES (stored size) each; smaller when the input is small, so
+    every worker gets a few tasks (they finish together)."""
+    most = max(_MIN_TASK_BYTES, sum(obj.size for obj in objects) // (4 * workers)) if workers > 1 else _TASK_BYTES
     start, size = 0, 0
     for index, obj in enumerate(objects):
         size += obj.size
-        if size >= _GROUP_BYTES or index + 1 - start >= _GROUP_OBJECTS:
+        if size >= min(most, _TASK_BYTES) or index + 1 - start >= _TASK_OBJECTS:
             yield objects[start : index + 1]
             start, size = index + 1, 0
     if start < len(objects):
@@ -164,51 +213,61 @@ def _init_worker(endpoint_url: str | None, region: str | None, needs_s3: bool) -
         _worker_client = aws.client("s3", endpoint_url=endpoint_url, region=region)
 
 
-def _read_in_worker(objects: Sequence[LogObject], event_sources: Sequence[str], max_batch_rows: int) -> GroupResult:
-    return read_group(objects, _worker_client, event_sources, max_batch_rows)
+def _read_in_worker(
+    objects: Sequence[LogObject], event_sources: Sequence[str], max_segment_rows: int, folder: Path, name: str
+) -> TaskResult:
+    return read_task(objects, _worker_client, event_sources, max_segment_rows, folder, name)
 
 
-def read_groups(
-    objects: Sequence[LogObject], client: Any | None, event_sources: Sequence[str], workers: int, max_batch_rows: int
-) -> Iterator[GroupResult]:
-    """Group results in the order of `objects`. With workers > 1, `workers - 1` processes read groups and this
-    process reads one itself whenever the next result is not ready yet, so `workers` cores read and none
-    waits: a third process on two cores, and every group's Arrow batches pickled across, cost ~30% more CPU
-    than they saved. A bounded number of groups are in flight."""
+def run_tasks(
+    objects: Sequence[LogObject],
+    client: Any | None,
+    event_sources: Sequence[str],
+    workers: int,
+    max_segment_rows: int,
+    folder: Path,
+    name: str,
+) -> Iterator[TaskResult]:
+    """Task results in the order of `objects`, their parts written under `folder` (task n: `folder/tNNNNN`,
+    files named `<name>-tNNNNN-...`). With workers > 1, `workers - 1` processes run tasks and this process runs
+    one itself whenever the next result is not ready yet, so `workers` cores work and none waits. A bounded
+    number of tasks are in flight."""
     workers = min(workers, len(objects), sum(obj.size for obj in objects) // max(MIN_BYTES_PER_WORKER, 1))
-    groups = _groups(objects)
+    tasks = ((folder / f"t{n:05d}", f"{name}-t{n:05d}", task) for n, task in enumerate(_tasks(objects, workers)))
+    sources = tuple(event_sources)
     if workers <= 1:
-        for group in groups:
-            yield read_group(group, client, event_sources, max_batch_rows)
+        for task_folder, task_name, task in tasks:
+            yield read_task(task, client, sources, max_segment_rows, task_folder, task_name)
         return
     needs_s3 = any(obj.is_s3 for obj in objects)
     endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None) if needs_s3 else None
     region = getattr(getattr(client, "meta", None), "region_name", None) if needs_s3 else None
-    sources = tuple(event_sources)
-    queued = (workers - 1) * _IN_FLIGHT_PER_WORKER  # groups waiting or being read in the pool
+    queued = (workers - 1) * _IN_FLIGHT_PER_WORKER  # tasks waiting or running in the pool
     most = 2 * queued + workers  # results held at once (memory bound): done ones wait for their turn
     # spawn: the parent may run threads (a moto server, Prefect); forking those is unsafe.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=workers - 1, mp_context=context, initializer=_init_worker, initargs=(endpoint, region, needs_s3)
     ) as pool:
-        slots: deque[Future[GroupResult] | GroupResult] = deque()  # in group order
+        slots: deque[Future[TaskResult] | TaskResult] = deque()  # in task order
+
+        def submit(task_folder: Path, task_name: str, task: Sequence[LogObject]) -> Future[TaskResult]:
+            return pool.submit(_read_in_worker, task, sources, max_segment_rows, task_folder, task_name)
+
         with _main_script_not_rerun():  # the pool starts its processes on these first submits
-            slots.extend(
-                pool.submit(_read_in_worker, group, sources, max_batch_rows)
-                for group in itertools.islice(groups, queued)
-            )
+            slots.extend(submit(*args) for args in itertools.islice(tasks, queued))
         while True:
             busy = sum(isinstance(slot, Future) and not slot.done() for slot in slots)
-            for group in itertools.islice(groups, max(0, min(queued - busy, most - len(slots)))):
-                slots.append(pool.submit(_read_in_worker, group, sources, max_batch_rows))  # keep the pool busy
+            for args in itertools.islice(tasks, max(0, min(queued - busy, most - len(slots)))):
+                slots.append(submit(*args))  # keep the pool busy
             if not slots:
                 return
             head = slots[0]
             if isinstance(head, Future) and not head.done() and len(slots) < most:
-                group = next(groups, None)
-                if group is not None:  # rather than wait, read the next group here
-                    slots.append(read_group(group, client, event_sources, max_batch_rows))
+                args = next(tasks, None)
+                if args is not None:  # rather than wait, run the next task here
+                    task_folder, task_name, task = args
+                    slots.append(read_task(task, client, sources, max_segment_rows, task_folder, task_name))
                     continue
             slots.popleft()
             yield head.result() if isinstance(head, Future) else head

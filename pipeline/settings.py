@@ -36,6 +36,9 @@ class Settings:
     # A saved ListPublicKeys response (file or s3://bucket/key) for `keytrail verify`; None: ask CloudTrail.
     public_keys: str | None = None
     tuning: Path | None = None  # KEYTRAIL_TUNING; unset: ./keytrail.yaml when there is one (pipeline/tuning)
+    # Where this machine keeps its replica of an s3:// lake (a read-through cache of its files), and its bound.
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "keytrail")
+    cache_bytes: int = 2 << 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -53,4 +56,6 @@ class Settings:
             workers=int(env.get("KEYTRAIL_WORKERS", defaults.workers)),
             public_keys=env.get("KEYTRAIL_PUBLIC_KEYS") or None,
             tuning=Path(env["KEYTRAIL_TUNING"]) if env.get("KEYTRAIL_TUNING") else None,
+            cache_dir=Path(env.get("KEYTRAIL_CACHE", str(defaults.cache_dir))),
+            cache_bytes=int(env.get("KEYTRAIL_CACHE_BYTES", defaults.cache_bytes)),
         )

@@ -305,7 +305,7 @@ def test_worker_processes_apply_the_same_failure_model(tmp_path: Path, monkeypat
     (root / log_key(DAY, "dangling")).symlink_to(tmp_path / "nowhere")
     write_local(root, log_key(DAY, "corrupt"), b"\x1f\x8b broken")
     monkeypatch.setattr(ingest_workers, "MIN_BYTES_PER_WORKER", 1)
-    monkeypatch.setattr(ingest_workers, "_GROUP_OBJECTS", 2)  # several groups: the pool reads some of them
+    monkeypatch.setattr(ingest_workers, "_TASK_OBJECTS", 2)  # several tasks: the pool runs some of them
     one, two = tmp_path / "one", tmp_path / "two"
     first = ingest.ingest(str(root), one, now=NOW, workers=1)
     second = ingest.ingest(str(root), two, now=NOW, workers=2)

@@ -412,7 +412,8 @@ def check_ingest(objects: list[ObjectCase], workdir: Path) -> None:
         assert relative.startswith(
             ("events/", "rollups/hourly-v2/", "_ledger/", "quarantine/objects/", "quarantine/records/")
         )
-        depth = 3 if relative.startswith("rollups/") else 2  # rollups/hourly-v2/event_date=D/<batch>.parquet
+        # rollups/hourly-v2/event_date=D/<batch>.parquet and _ledger/ids/event_date=D/<batch>.parquet
+        depth = 3 if relative.startswith(("rollups/", "_ledger/ids/")) else 2
         assert relative.count("/") <= depth and len(relative.rsplit("/", 1)[-1].encode()) <= 120
 
     again = ingest.ingest(str(root), lake, now=NOW, workers=1)  # 6. a no-op

@@ -22,7 +22,7 @@ from pipeline.alerting.publish import queue_and_publish
 from pipeline.alerting.sns import PublishError, PublishReport
 from pipeline.catalog import Query
 from pipeline.cli import tables
-from pipeline.cli.common import SEVERITY_STYLE, command_prefix, fail, make_console
+from pipeline.cli.common import SEVERITY_STYLE, command_prefix, fail, lake_dir, make_console
 from pipeline.names.resolve import resource_label
 from pipeline.settings import Settings
 from pipeline.times import display, iso
@@ -33,7 +33,7 @@ LakeOption = typer.Option(None, "--lake", help="The lake directory (default: KEY
 
 
 def _lake(lake: Path | None, settings: Settings) -> Path:
-    return lake if lake is not None else settings.lake
+    return lake_dir(lake, settings)
 
 
 def _outbox_fields(entry: OutboxEntry) -> dict[str, object]:

@@ -20,7 +20,7 @@ from rich.console import Console
 from pipeline import backtest, catalog, detect, findings, times
 from pipeline.alerting.alert import Alert
 from pipeline.cli import tuning_cmds
-from pipeline.cli.common import fail, make_console
+from pipeline.cli.common import fail, lake_dir, make_console
 from pipeline.cli.detect_cmds import QueriesOption, detections_progress, parse_param_overrides, run_tracked
 from pipeline.cli.output import write_result
 from pipeline.settings import Settings
@@ -80,7 +80,7 @@ def backtest_command(
         raise fail(err, str(exc), 2) from None
     overrides = parse_param_overrides(param or [])
     compared = parse_param_overrides(compare_param or [])
-    lake_path = lake if lake is not None else settings.lake
+    lake_path = lake_dir(lake, settings)
     if not lake_path.is_dir():
         raise fail(err, f"lake {lake_path} not found: ingest a trail first or pass --lake")
     if compare_tuning is not None and compare_param:

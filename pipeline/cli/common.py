@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
+from pipeline import lake as lakelib
 from pipeline import safe_text
+from pipeline.settings import Settings
 
 SEVERITY_STYLE: dict[str, str] = {
     "critical": "bold red",
@@ -53,3 +56,9 @@ def command_prefix() -> str:
     runs under `uv run` (uv sets UV for what it runs: a checkout, as the README's quickstart does), else
     `keytrail` (installed)."""
     return "uv run keytrail" if os.environ.get("UV") else "keytrail"
+
+
+def lake_dir(option: Path | None, settings: Settings | None = None) -> Path:
+    """The lake a command works on: --lake, else KEYTRAIL_LAKE. For an s3://bucket/prefix lake, this machine's
+    replica of it (synced with the lake's log; see `pipeline.lake.remote`)."""
+    return lakelib.lake_dir(option, settings if settings is not None else Settings.from_env())

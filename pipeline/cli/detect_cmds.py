@@ -20,7 +20,7 @@ from pipeline import cases, catalog, detect, findings, safe_text, times
 from pipeline.alerting.alert import Alert
 from pipeline.callers import display_name
 from pipeline.cli import alerts_cmds, tables, tuning_cmds
-from pipeline.cli.common import fail, make_console
+from pipeline.cli.common import fail, lake_dir, make_console
 from pipeline.engine import readable_partitions
 from pipeline.names.resolve import resource_label
 from pipeline.settings import Settings
@@ -179,7 +179,7 @@ def detect_command(
     except ValueError as exc:
         raise fail(err, str(exc), 2) from None
     overrides = parse_param_overrides(param or [])
-    lake_path = lake if lake is not None else settings.lake
+    lake_path = lake_dir(lake, settings)
     if not lake_path.is_dir():
         raise fail(
             err,

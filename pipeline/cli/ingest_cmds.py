@@ -29,7 +29,7 @@ from rich.table import Table
 
 from pipeline import aws, lake, safe_text, times
 from pipeline.cli import tables
-from pipeline.cli.common import fail, make_console, parse_date
+from pipeline.cli.common import fail, lake_dir, make_console, parse_date
 from pipeline.ingest import IngestReport, ingest
 from pipeline.ingest_failures import RunFault
 from pipeline.s3 import SourceError
@@ -139,7 +139,7 @@ def ingest_command(
         times.check_days(start, end)
     except ValueError as exc:
         raise fail(console, str(exc), 2) from None
-    lake_path = lake_path if lake_path is not None else settings.lake
+    lake_path = lake_dir(lake_path, settings)
     client = None
     if source.startswith("s3://"):
         client = aws.client("s3", endpoint_url=endpoint_url or settings.endpoint_url, region=settings.region)
@@ -205,7 +205,7 @@ def compact_command(
     """
     settings = Settings.from_env()
     console = make_console()
-    lake_path = lake_path if lake_path is not None else settings.lake
+    lake_path = lake_dir(lake_path, settings)
     if not lake.events_dir(lake_path).is_dir():
         raise fail(console, f"{lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}` first")
     days = [parse_date(value, "--date") for value in date or ()] or lake.partitions(lake_path)

@@ -17,13 +17,12 @@ from rich.text import Text
 
 from pipeline import catalog, investigate, lake, query_examples, safe_text, times
 from pipeline.cli import tables
-from pipeline.cli.common import command_prefix, fail, make_console
+from pipeline.cli.common import command_prefix, fail, lake_dir, make_console
 from pipeline.cli.output import FORMATS, write_result
 from pipeline.cli.tables import FormatOption as RecordFormatOption
 from pipeline.cli.tables import FullOption
 from pipeline.engine import Engine, QueryRefused, readable_partitions
 from pipeline.investigate import InvestigationError
-from pipeline.settings import Settings
 
 LakeOption = Annotated[
     Path | None, typer.Option("--lake", help="The lake directory (default: KEYTRAIL_LAKE, else ./keytrail-lake).")
@@ -57,7 +56,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _lake(option: Path | None) -> Path:
-    return option if option is not None else Settings.from_env().lake
+    return lake_dir(option)
 
 
 def _load(queries: Path | None) -> tuple[catalog.Query, ...]:

@@ -12,7 +12,7 @@ import typer
 from pipeline import catalog, safe_text
 from pipeline.alerting.outbox import OutboxError
 from pipeline.cli import tuning_cmds
-from pipeline.cli.common import command_prefix, fail, make_console
+from pipeline.cli.common import command_prefix, fail, lake_dir, make_console
 from pipeline.investigate import InvestigationError, check_lake
 from pipeline.settings import Settings
 from pipeline.times import check_window, iso, parse_time
@@ -42,7 +42,7 @@ def report_command(
     """
     now = dt.datetime.now(dt.UTC)  # the only clock read: relative times resolve against it
     err = make_console(stderr=True)
-    lake_path = lake if lake is not None else Settings.from_env().lake
+    lake_path = lake_dir(lake)
     try:
         check_lake(lake_path)
         start, end = parse_time(since, now), parse_time(until, now)

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline import lake, safe_text
-from pipeline.cli.common import fail, make_console, parse_date
+from pipeline.cli.common import fail, lake_dir, make_console, parse_date
 from pipeline.lake import rollups
 from pipeline.settings import Settings
 
@@ -37,7 +37,7 @@ def rebuild_command(
     """
     settings = Settings.from_env()
     console = make_console()
-    lake_path = lake_path if lake_path is not None else settings.lake
+    lake_path = lake_dir(lake_path, settings)
     if not lake.events_dir(lake_path).is_dir():
         raise fail(console, f"{lake_path} has no events/: run `keytrail ingest SOURCE --lake {lake_path}` first")
     days = [parse_date(value, "--date") for value in date or ()] or rollups.rebuild_days(lake_path)

@@ -40,9 +40,14 @@ _SERVE_HELP = (
 
 
 def demo_command(
-    lake: Annotated[Path, typer.Option("--lake", help="Where to leave the lake (replaced if a demo made it).")] = Path(
-        "./demo-lake"
-    ),
+    lake: Annotated[
+        Path,
+        typer.Option(
+            "--lake",
+            help="Where to leave the lake: a folder (replaced if a demo made it), or s3://bucket/prefix for a lake on "
+            "S3 in the local endpoint.",
+        ),
+    ] = Path("./demo-lake"),
     keep_running: Annotated[
         bool, typer.Option("--keep-running", help="Keep the local AWS endpoint up afterwards, until Ctrl-C.")
     ] = False,

@@ -9,7 +9,9 @@ Layout under `<lake>/`:
                                                         (<name>: a digest + a sanitised part of the key, <= 120
                                                         bytes; the full source and key are in the reason / lines)
     _ledger/batches/<batch>.json                        one record per committed batch: the commit point
-    _ledger/ids/<batch>.parquet                         the event_ids a batch added (global uniqueness check)
+    _ledger/ids/event_date=D/<batch>.parquet            the event_ids a batch added on day D (exact check)
+    _ledger/fingerprints/<tier>-<batch>.npy             sorted fingerprints of committed ids (see `ids`)
+    _staging/<run>/t<task>/...                          an ingest run's parts, written by its workers (`parts`)
     _ledger/intents/<batch>.json                        a commit in progress (only while one is running)
     _ledger/lock                                        flock: commits, compactions and recovery run one at a time
     _staging/<batch>/...  + <batch>.lock                a writer's files before commit (held flock = alive)
@@ -27,7 +29,8 @@ day's rollup files through the same protocol (`superseded`), so a day's rollups 
 `event_id` is unique across the whole lake, not just per partition (see `ids`).
 
 Modules: `layout` (paths, partitions), `ledger` (records, lock, commit protocol, recovery, what readers see),
-`ids` (the lake-wide event_id index), `writer` (one batch: partition files and per-object accounting),
+`ids` (the lake-wide event_id index), `parts` (segments: parts written by ingest workers), `writer` (one batch:
+partition files, adopted segments and per-object accounting),
 `rollups` (compute, stage, read, rebuild), `quarantine`, `compaction`.
 """
 
@@ -39,6 +42,7 @@ from pipeline.lake.ledger import (
     Checkpoint,
     FileEntry,
     ObjectEntry,
+    claim_staging,
     committed_files,
     committed_rollup_files,
     ingested_objects,
@@ -46,8 +50,11 @@ from pipeline.lake.ledger import (
     new_batch_id,
     read_ledger,
     recover,
+    remove_staging,
 )
+from pipeline.lake.parts import Part, Segment, SegmentWriter
 from pipeline.lake.quarantine import quarantine_object, quarantine_records
+from pipeline.lake.remote import is_remote, lake_dir, normalize_url, open_remote, resolve
 from pipeline.lake.writer import BatchWriter, SourceObject
 
 __all__ = [
@@ -57,15 +64,23 @@ __all__ = [
     "CompactReport",
     "FileEntry",
     "ObjectEntry",
+    "Part",
+    "Segment",
+    "SegmentWriter",
     "SourceObject",
+    "claim_staging",
     "committed_duplicates",
     "committed_files",
     "committed_rollup_files",
     "compact",
     "events_dir",
     "ingested_objects",
+    "is_remote",
+    "lake_dir",
     "lake_lock",
     "new_batch_id",
+    "normalize_url",
+    "open_remote",
     "partition_dir",
     "partitions",
     "quarantine_dir",
@@ -73,5 +88,7 @@ __all__ = [
     "quarantine_records",
     "read_ledger",
     "recover",
+    "remove_staging",
+    "resolve",
     "rollups_dir",
 ]

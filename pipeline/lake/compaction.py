@@ -27,6 +27,7 @@ from pipeline.lake.ledger import (
     recover_locked,
     remove_staging,
 )
+from pipeline.lake.remote import refuse_replica
 from pipeline.times import iso
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def compact(
     committed). Reads the whole partition into memory: partitions are one day of KMS/SM events.
     """
     lake = Path(lake)
+    refuse_replica(lake, "compaction")
     with lake_lock(lake):  # the day's events and rollups as one commit left them: they agree
         recover_locked(lake)
         before = committed_files(lake, day, day)

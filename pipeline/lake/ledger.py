@@ -51,9 +51,10 @@ class ObjectEntry(msgspec.Struct, omit_defaults=True):
         return self.status == "quarantined"
 
 
-class FileEntry(msgspec.Struct):
+class FileEntry(msgspec.Struct, omit_defaults=True):
     path: str  # relative to the lake
     rows: int
+    etag: str | None = None  # on an S3 lake: the object's ETag (the replica's cache key)
 
 
 class BatchRecord(msgspec.Struct, omit_defaults=True):
@@ -65,7 +66,8 @@ class BatchRecord(msgspec.Struct, omit_defaults=True):
     committed_at: str | None  # None when the caller passed no `now` (library code reads no clock)
     files: list[FileEntry] = msgspec.field(default_factory=list)
     superseded: list[str] = msgspec.field(default_factory=list)  # files a compaction or rebuild replaced
-    id_index: str | None = None
+    id_index: str | None = None  # before fingerprints: the batch's one id file (see `ids.upgrade`)
+    index: list[str] = msgspec.field(default_factory=list)  # the batch's id files and fingerprint run
     objects: list[ObjectEntry] = msgspec.field(default_factory=list)
     events_kept: int = 0
     events_duplicate: int = 0
@@ -142,8 +144,8 @@ def recover_locked(lake: Path) -> int:
         else:  # not committed: undo the renames
             for entry in intent.published:
                 _unlink(Path(lake) / entry.path)
-            if intent.id_index:
-                _unlink(Path(lake) / intent.id_index)
+            for rel in [*intent.index, intent.id_index] if intent.id_index else intent.index:
+                _unlink(Path(lake) / rel)
         log.warning("recovered interrupted %s batch %s", intent.kind, intent.batch_id)
         intent_path.unlink()
         repaired += 1
@@ -197,12 +199,25 @@ def committed_files(
 ) -> list[Path]:
     """The committed Parquet files of the partitions in [start, end] (inclusive; None = unbounded), sorted: the
     events', or with `rollups` the hourly rollups' (`committed_rollup_files`)."""
+    from pipeline.lake import remote  # the replica of an S3 lake (see `remote`)
+
+    mirror = remote.attached(lake)
+    if mirror is not None:
+        mirror.sync()
     hidden = _hidden_files(lake)
     files: list[Path] = []
     for folder in partition_dirs(lake, start, end, rollups):
-        files.extend(sorted(path for path in folder.glob("*.parquet") if path not in hidden))
+        names = {path.name for path in folder.glob("*.parquet")}
+        if mirror is not None:  # files not cached yet: a stub each
+            names.update(
+                path.name[: -len(remote.STUB_SUFFIX)] for path in folder.glob(f"*.parquet{remote.STUB_SUFFIX}")
+            )
+        files.extend(sorted(path for path in (folder / name for name in names) if path not in hidden))
     hidden |= _hidden_files(lake)  # an intent that appeared while listing
-    return [path for path in files if path not in hidden]
+    files = [path for path in files if path not in hidden]
+    if mirror is not None:
+        mirror.fetch(files)
+    return files
 
 
 def committed_rollup_files(lake: Path, start: dt.date | None = None, end: dt.date | None = None) -> list[Path]:
