@@ -28,9 +28,11 @@ from rich.progress import (
 from rich.table import Table
 
 from pipeline import aws, lake, safe_text, times
+from pipeline.cli import ingest_queue_cmds as queue_cmds
 from pipeline.cli.common import fail, make_console, parse_date
 from pipeline.ingest import IngestReport, ingest
 from pipeline.ingest_failures import RunFault
+from pipeline.queue_ingest import DrainOptions
 from pipeline.s3 import SourceError
 from pipeline.settings import Settings
 
@@ -46,6 +48,7 @@ _INGEST_HELP = (
     "objects already in the lake's ledger are skipped.\n\n"
     "Exit codes: 0 clean, 3 something was quarantined (see the summary and <lake>/quarantine/), 1 error, 2 usage."
     "\n\nExample: keytrail ingest s3://my-trail-bucket/cloudtrail --lake ./lake --since 2024-05-01 --until 2024-05-07"
+    f"{queue_cmds.QUEUE_HELP}"
 )
 
 
@@ -104,7 +107,9 @@ def _aws_error(exc: Exception, source: str) -> str:
 
 
 def ingest_command(
-    source: Annotated[str, typer.Argument(help="s3://bucket\\[/prefix] or a folder holding AWSLogs/...")],
+    source: Annotated[
+        str | None, typer.Argument(help="s3://bucket\\[/prefix], a folder holding AWSLogs/..., or sqs://QUEUE")
+    ] = None,
     lake_path: LakeOption = None,
     since: Annotated[str | None, typer.Option("--since", help="First day to read (YYYY-MM-DD, inclusive).")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Last day to read (YYYY-MM-DD, inclusive).")] = None,
@@ -116,9 +121,34 @@ def ingest_command(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Reader processes (default: KEYTRAIL_WORKERS or CPUs).")
     ] = None,
+    queue: queue_cmds.QueueOption = None,
+    batch_messages: queue_cmds.BatchOption = DrainOptions.batch_messages,
+    wait_seconds: queue_cmds.WaitOption = DrainOptions.wait_seconds,
+    visibility_timeout: queue_cmds.VisibilityOption = DrainOptions.visibility_seconds,
+    retry_delay: queue_cmds.RetryOption = DrainOptions.retry_delay_seconds,
+    max_receives: queue_cmds.MaxReceivesOption = DrainOptions.max_receives,
+    max_messages: queue_cmds.MaxMessagesOption = None,
+    follow: queue_cmds.FollowOption = False,
 ) -> None:
     settings = Settings.from_env()
     console = make_console(stderr=True)
+    if queue is not None or (source or "").startswith("sqs://"):
+        if (queue is not None and source is not None) or since or until or account or region:
+            raise fail(console, "a queue run takes no SOURCE, --since, --until, --account or --region", 2)
+        options = DrainOptions(
+            batch_messages, wait_seconds, visibility_timeout, retry_delay, max_receives, max_messages, follow
+        )
+        queue_cmds.run_queue_ingest(
+            queue or source or "",
+            lake_path if lake_path is not None else settings.lake,
+            settings=settings,
+            endpoint_url=endpoint_url,
+            workers=workers or settings.workers,
+            options=options,
+        )
+        return
+    if source is None:
+        raise fail(console, "give a SOURCE (s3://bucket[/prefix], a folder, or sqs://QUEUE) or --queue QUEUE", 2)
     start, end = _date(since, "--since"), _date(until, "--until")
     try:
         times.check_days(start, end)
