@@ -92,8 +92,8 @@ class QueueReport:
     batches: int = 0
     messages_received: int = 0
     messages_deleted: int = 0
-    messages_failed: int = 0  # failures left on the queue (a message failing on two receives counts twice)
-    messages_poison: int = 0  # failures at max_receives or later (reported; left for the dead-letter queue)
+    messages_failed: int = 0  # failed receives, left on the queue (a message failing twice counts twice)
+    messages_poison: int = 0  # failed receives at max_receives or later (reported; left on the queue)
     delete_refused: int = 0  # deletes SQS refused (the message comes back; the ledger skips its objects)
     control_messages: int = 0  # s3:TestEvent, SNS subscription confirmations
     shapes: dict[str, int] = field(default_factory=dict)  # messages per shape
@@ -101,8 +101,8 @@ class QueueReport:
     objects_repeated: int = 0  # named more than once in one batch
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> objects (or records) acknowledged unread
     visibility_extensions: int = 0
-    failures: list[MessageFailure] = field(default_factory=list)  # the last few
-    poison: list[MessageFailure] = field(default_factory=list)  # the last few
+    failures: list[MessageFailure] = field(default_factory=list)  # the last few messages, each its latest failure
+    poison: list[MessageFailure] = field(default_factory=list)  # the same, for poison
     ingest: IngestReport = field(default_factory=IngestReport)
 
     @property
@@ -129,12 +129,18 @@ class QueueReport:
         """Count a failure; True when it is poison (received max_receives times or more)."""
         failure = MessageFailure(message.message_id, message.receive_count, reason)
         self.messages_failed += 1
-        self.failures = [*self.failures[-(_KEEP - 1) :], failure]
+        self.failures = _latest(self.failures, failure)
         if message.receive_count < max_receives:
             return False
         self.messages_poison += 1
-        self.poison = [*[p for p in self.poison if p.message_id != message.message_id][-(_KEEP - 1) :], failure]
+        self.poison = _latest(self.poison, failure)
         return True
+
+
+def _latest(failures: list[MessageFailure], failure: MessageFailure) -> list[MessageFailure]:
+    """The last few failures, one per message (its latest)."""
+    others = [kept for kept in failures if kept.message_id != failure.message_id]
+    return [*others[-(_KEEP - 1) :], failure]
 
 
 @dataclass

@@ -39,20 +39,20 @@ class QueueError(RuntimeError):
 
 @dataclass(frozen=True)
 class QueueRef:
-    """A queue as the user named it: its URL when given, else its name (and owner account, if given)."""
+    """A queue as the user named it: its URL when given with its scheme, else its name, the owner account and
+    the host when given (looked up with GetQueueUrl, so a local endpoint answers with its own URL)."""
 
     text: str
     url: str | None
     name: str
     account: str | None = None
+    host: str | None = None
 
     @property
     def region(self) -> str | None:
         """The region in an AWS queue URL's host; None for a name or a local endpoint."""
-        if self.url is None:
-            return None
-        host = self.url.split("://", 1)[-1].split("/", 1)[0]
-        found = _REGION.search(host)
+        host = self.host if self.url is None else self.url.split("://", 1)[1].split("/", 1)[0]
+        found = _REGION.search(host or "")
         return found.group("region") if found else None
 
 
@@ -80,21 +80,16 @@ class Received:
 def parse_queue_ref(text: str) -> QueueRef:
     """`sqs://...` or a `--queue` value -> QueueRef. Raises QueueError for something that names no queue."""
     rest = text.removeprefix("sqs://").strip()
-    if rest.startswith(("https://", "http://")):
-        url = rest
-    elif rest.count("/") >= 2:  # host/account/name: an AWS URL written without its scheme
-        url = f"https://{rest}"
-    else:
-        url = None
-    parts = [part for part in (url.split("://", 1)[1] if url else rest).split("/") if part]
-    if not parts or (url is not None and len(parts) < 3):
+    scheme, _, path = rest.partition("://") if "://" in rest else ("", "", rest)
+    parts = [part for part in path.split("/") if part]
+    host = parts[0] if len(parts) >= 3 else None  # host/account/name
+    if not parts or (scheme and host is None):
         raise QueueError(
             f"{text!r} names no queue: use sqs://QUEUE-URL, sqs://ACCOUNT/NAME or sqs://NAME "
             "(e.g. sqs://sqs.us-east-1.amazonaws.com/123456789012/cloudtrail-notifications)"
         )
-    name = parts[-1]
     account = parts[-2] if len(parts) >= 2 else None
-    return QueueRef(text, url, name, account)
+    return QueueRef(text, rest if scheme else None, parts[-1], account, host)
 
 
 def queue_fault(exc: ClientError, where: str) -> QueueError:

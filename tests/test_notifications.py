@@ -127,7 +127,7 @@ def test_plan_keeps_each_log_object_once_and_counts_the_rest() -> None:
     [
         (
             "sqs://sqs.eu-west-1.amazonaws.com/123456789012/trail-events",
-            "https://sqs.eu-west-1.amazonaws.com/123456789012/trail-events",
+            None,  # looked up by name and account, in the region of the host
             "trail-events",
             "123456789012",
             "eu-west-1",
@@ -147,6 +147,7 @@ def test_plan_keeps_each_log_object_once_and_counts_the_rest() -> None:
             "ap-southeast-2",
         ),
         ("http://127.0.0.1:5000/123456789012/q", "http://127.0.0.1:5000/123456789012/q", "q", "123456789012", None),
+        ("sqs://127.0.0.1:5000/123456789012/q", None, "q", "123456789012", None),
         ("sqs://123456789012/trail-events", None, "trail-events", "123456789012", None),
         ("sqs://trail-events", None, "trail-events", None, None),
         ("trail-events", None, "trail-events", None, None),

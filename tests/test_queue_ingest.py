@@ -92,6 +92,7 @@ def test_a_message_that_keeps_failing_ends_in_the_dead_letter_queue(aws: str, la
     assert event_ids(lake) == sorted(wanted)
     assert report.messages_deleted == 1
     assert report.messages_failed == 4  # two bad messages, two receives each (maxReceiveCount)
+    assert sorted(failure.receive_count for failure in report.failures) == [2, 2]  # each message, its latest
     reasons = " | ".join(failure.reason for failure in report.failures)
     assert "not an S3 notification" in reasons and "NoSuchKey" in reasons
     assert report.dead_letter_arn == trail.arn(trail.dead_letter_url or "")

@@ -70,8 +70,8 @@ def _summary(report: QueueReport, lake_path: Path | str) -> Table:
     rows: list[tuple[str, Any]] = [
         ("messages received", report.messages_received),
         ("messages deleted (committed)", report.messages_deleted),
-        ("messages failed (left on the queue)", report.messages_failed),
-        ("  of which poison (failed at --max-receives)", report.messages_poison),
+        ("failed receives (message left on the queue)", report.messages_failed),
+        ("  of which poison (at --max-receives or more)", report.messages_poison),
         ("test events / SNS confirmations", report.control_messages),
         *((f"messages via {shape}", count) for shape, count in sorted(report.shapes.items())),
         ("objects notified", report.objects_notified),
@@ -92,7 +92,7 @@ def _summary(report: QueueReport, lake_path: Path | str) -> Table:
 
 
 def _failures(report: QueueReport) -> Table:
-    table = Table(title="messages that failed (still on the queue)")
+    table = Table(title="messages that failed (still on the queue, or moved to its dead-letter queue)")
     for column in ("message id", "receives", "reason"):
         table.add_column(column, overflow="fold")
     for failure in report.failures[-20:]:
