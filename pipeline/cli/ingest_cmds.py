@@ -93,6 +93,10 @@ def _quarantine_table(report: IngestReport) -> Table:
     return table
 
 
+def _quarantine_tables(report: IngestReport) -> list[Table]:
+    return [_quarantine_table(report)] if report.quarantine else []
+
+
 def _aws_error(exc: Exception, source: str) -> str:
     if isinstance(exc, NoCredentialsError):
         return "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, then rerun"
@@ -138,13 +142,15 @@ def ingest_command(
         options = DrainOptions(
             batch_messages, wait_seconds, visibility_timeout, retry_delay, max_receives, max_messages, follow
         )
+        into = lake_path if lake_path is not None else settings.lake
         queue_cmds.run_queue_ingest(
             queue or source or "",
-            lake_path if lake_path is not None else settings.lake,
+            into,
             settings=settings,
             endpoint_url=endpoint_url,
             workers=workers or settings.workers,
             options=options,
+            ingest_tables=lambda report: [_summary(report, into), *_quarantine_tables(report)],
         )
         return
     if source is None:

@@ -8,8 +8,9 @@ one that keeps failing to the dead-letter queue), shown in the failures table.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from pipeline import aws, lake, safe_text, sqs_queue
 from pipeline.cli.common import fail, make_console
+from pipeline.ingest import IngestReport
 from pipeline.ingest_failures import RunFault
 from pipeline.queue_ingest import DrainOptions, QueueReport, drain
 from pipeline.settings import Settings
@@ -61,13 +63,12 @@ QUEUE_HELP = (
 )
 
 
-def _summary(report: QueueReport, lake_path: Path | str) -> Table:
-    table = Table(title=f"ingest from {safe_text.markup(report.queue)} into {safe_text.markup(lake_path)}")
-    table.show_header = False
+def _summary(report: QueueReport) -> Table:
+    """The queue's side; the objects and events are in ingest's own summary, printed after it."""
+    table = Table(title=f"notifications from {safe_text.markup(report.queue)}", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
-    ingested = report.ingest
-    rows: list[tuple[str, Any]] = [
+    rows: list[tuple[str, int]] = [
         ("messages received", report.messages_received),
         ("messages deleted (committed)", report.messages_deleted),
         ("failed receives (message left on the queue)", report.messages_failed),
@@ -77,17 +78,11 @@ def _summary(report: QueueReport, lake_path: Path | str) -> Table:
         ("objects notified", report.objects_notified),
         ("objects named twice in a batch", report.objects_repeated),
         *((f"skipped: {reason}", count) for reason, count in sorted(report.skipped.items())),
-        ("objects read", ingested.objects_read),
-        ("objects skipped (already ingested)", ingested.objects_skipped),
-        ("objects quarantined", ingested.objects_quarantined),
-        ("events kept", ingested.events_kept),
-        ("events duplicate", ingested.events_duplicate),
-        ("events rejected (quarantined)", ingested.events_rejected),
         ("batches committed", report.batches),
     ]
     for name, value in rows:
-        bad = "failed" in name or "poison" in name or "quarantined" in name
-        table.add_row(name, f"{value:,}", style="red" if bad and value else None)
+        failed = "failed" in name or "poison" in name
+        table.add_row(name, f"{value:,}", style="red" if failed and value else None)
     return table
 
 
@@ -127,8 +122,10 @@ def run_queue_ingest(
     endpoint_url: str | None,
     workers: int,
     options: DrainOptions,
+    ingest_tables: Callable[[IngestReport], list[Table]],
 ) -> None:
-    """The queue side of `keytrail ingest`: drain with a progress display, print the summary, exit."""
+    """The queue side of `keytrail ingest`: drain with a progress display, print the summaries (the queue's, then
+    `ingest_tables` of the ingest runs: the same tables a listing run prints), exit."""
     console = make_console(stderr=True)
     try:
         options.check()
@@ -180,7 +177,9 @@ def run_queue_ingest(
         except (BotoCoreError, ClientError) as exc:
             raise fail(console, safe_text.visible(_aws_error(exc, queue))) from None
     out = make_console()
-    out.print(_summary(report, lake_path))
+    out.print(_summary(report))
+    for table in ingest_tables(report.ingest):
+        out.print(table)
     _advice(report, out)
     if report.messages_received == 0:
         out.print(
