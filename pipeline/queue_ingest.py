@@ -194,7 +194,7 @@ class _Drain:
         if options.max_messages is not None:
             limit = min(limit, options.max_messages - report.messages_received)
         messages: list[Received] = []
-        wait = options.wait_seconds
+        wait = options.wait_seconds or int(options.follow)  # following an empty queue never spins
         while len(messages) < limit:
             got = sqs_queue.receive(self.sqs, self.queue, limit - len(messages), wait, options.visibility_seconds)
             if not got:
@@ -270,6 +270,8 @@ class _Drain:
             if all(message.message_id in self.poisoned for message in messages):
                 # Only messages already reported in this drain: retrying them now changes nothing.
                 sqs_queue.set_visibility(self.sqs, self.queue, messages, options.retry_delay_seconds)
+                if options.follow:
+                    continue
                 break
             batch = _parse(messages)
             with sqs_queue.Heartbeat(self.sqs, self.queue, messages, options.visibility_seconds) as heartbeat:

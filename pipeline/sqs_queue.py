@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class Heartbeat:
             try:
                 set_visibility(self.client, self.queue, self.messages, self.visibility)
                 self.extensions += 1
-            except QueueError as exc:
+            except (QueueError, BotoCoreError) as exc:
                 log.warning("could not extend the visibility of %d messages: %s", len(self.messages), exc)
 
     def __enter__(self) -> Heartbeat:
