@@ -11,7 +11,6 @@ from trails import ACCOUNT, log_key
 
 from pipeline import notifications
 from pipeline.notifications import MessageFormatError, NotifiedObject, parse_message
-from pipeline.sqs_queue import QueueError, parse_queue_ref
 
 WANTED = NotifiedObject(BUCKET, KEY, ETAG, 1024)
 
@@ -120,45 +119,3 @@ def test_plan_keeps_each_log_object_once_and_counts_the_rest() -> None:
     assert (
         len(notifications.plan([parse_message(json.dumps(s3_body())), parse_message(json.dumps(changed))]).objects) == 2
     )
-
-
-@pytest.mark.parametrize(
-    ("text", "url", "name", "account", "region"),
-    [
-        (
-            "sqs://sqs.eu-west-1.amazonaws.com/123456789012/trail-events",
-            None,  # looked up by name and account, in the region of the host
-            "trail-events",
-            "123456789012",
-            "eu-west-1",
-        ),
-        (
-            "https://sqs.us-gov-west-1.amazonaws.com/123456789012/q",
-            "https://sqs.us-gov-west-1.amazonaws.com/123456789012/q",
-            "q",
-            "123456789012",
-            "us-gov-west-1",
-        ),
-        (
-            "https://ap-southeast-2.queue.amazonaws.com/123456789012/q",
-            "https://ap-southeast-2.queue.amazonaws.com/123456789012/q",
-            "q",
-            "123456789012",
-            "ap-southeast-2",
-        ),
-        ("http://127.0.0.1:5000/123456789012/q", "http://127.0.0.1:5000/123456789012/q", "q", "123456789012", None),
-        ("sqs://127.0.0.1:5000/123456789012/q", None, "q", "123456789012", None),
-        ("sqs://123456789012/trail-events", None, "trail-events", "123456789012", None),
-        ("sqs://trail-events", None, "trail-events", None, None),
-        ("trail-events", None, "trail-events", None, None),
-    ],
-)
-def test_queue_references(text: str, url: str | None, name: str, account: str | None, region: str | None) -> None:
-    ref = parse_queue_ref(text)
-    assert (ref.url, ref.name, ref.account, ref.region) == (url, name, account, region)
-
-
-@pytest.mark.parametrize("text", ["sqs://", "sqs:// ", "https://sqs.us-east-1.amazonaws.com/"])
-def test_a_reference_naming_no_queue_says_how_to_write_one(text: str) -> None:
-    with pytest.raises(QueueError, match="sqs://QUEUE-URL"):
-        parse_queue_ref(text)
