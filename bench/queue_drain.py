@@ -89,7 +89,7 @@ def _fill(endpoint: str, start: int, count: int, records: int) -> None:
 
 def child_drain(endpoint: str, url: str, lake: str, batch: str) -> dict[str, Any]:
     from pipeline import queue_ingest, sqs_queue
-    from pipeline.queue_ingest import DrainOptions
+    from pipeline.queue_report import DrainOptions
 
     s3, sqs = _clients(endpoint)
     queue = sqs_queue.open_queue(sqs, sqs_queue.parse_queue_ref(url))

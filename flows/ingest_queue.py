@@ -19,7 +19,7 @@ from flows.clients import client
 from flows.ingest import report_dict
 from flows.logs import route_library_logs
 from pipeline import queue_ingest, safe_text, sqs_queue
-from pipeline.queue_ingest import DrainOptions, QueueReport
+from pipeline.queue_report import DrainOptions, QueueReport
 from pipeline.settings import Settings
 
 # A retry drains again: everything committed before the failure is deleted from the queue or in the ledger.

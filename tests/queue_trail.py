@@ -15,7 +15,7 @@ from trails import BUCKET, log_bytes, log_key, record
 
 from pipeline import aws as awslib
 from pipeline import queue_ingest, sqs_queue
-from pipeline.queue_ingest import DrainOptions, QueueReport
+from pipeline.queue_report import DrainOptions, QueueReport
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
 ROUTES = ("sqs", "sns", "sns-raw", "eventbridge")

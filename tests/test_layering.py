@@ -51,10 +51,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # notification-driven ingest: parsing and the SQS edge sit beside s3; the drain feeds ingest's entry point
     "pipeline.notifications": ("pipeline.s3", *LEAVES),
     "pipeline.sqs_queue": LEAVES,
+    "pipeline.queue_report": ("pipeline.ingest", "pipeline.notifications", "pipeline.sqs_queue", *LEAVES),
     "pipeline.queue_ingest": (
         "pipeline.ingest",
         "pipeline.notifications",
         "pipeline.sqs_queue",
+        "pipeline.queue_report",
         "pipeline.events",
         *LEAVES,
     ),

@@ -32,7 +32,7 @@ from pipeline.cli import ingest_queue_cmds as queue_cmds
 from pipeline.cli.common import fail, make_console, parse_date
 from pipeline.ingest import IngestReport, ingest
 from pipeline.ingest_failures import RunFault
-from pipeline.queue_ingest import DrainOptions
+from pipeline.queue_report import DrainOptions
 from pipeline.s3 import SourceError
 from pipeline.settings import Settings
 

@@ -22,7 +22,8 @@ from pipeline import aws, lake, safe_text, sqs_queue
 from pipeline.cli.common import fail, make_console
 from pipeline.ingest import IngestReport
 from pipeline.ingest_failures import RunFault
-from pipeline.queue_ingest import DrainOptions, QueueReport, drain
+from pipeline.queue_ingest import drain
+from pipeline.queue_report import DrainOptions, QueueReport
 from pipeline.settings import Settings
 from pipeline.sqs_queue import QueueError
 
