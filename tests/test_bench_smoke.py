@@ -48,3 +48,12 @@ def test_detect_benchmark_times_both_lakes_and_the_json_peer(tmp_path: Path) -> 
     runs = ["8-day lake", "12-day lake", "DuckDB on raw JSON"]
     findings = [_cells(line)[-1] for line in out.splitlines() if _cells(line)[:1] in [[run] for run in runs]]
     assert len(findings) == 3 and len(set(findings)) == 1, findings  # same findings from both lakes and the peer
+
+
+@pytest.mark.slow
+def test_queue_drain_benchmark_drains_both_backlogs(tmp_path: Path) -> None:
+    out = _run("queue_drain.py", "--events", "5", "--records", "10", "--batch-messages", "4", data=tmp_path)
+    drained = {_cells(line)[0]: _cells(line)[1:4] for line in out.splitlines() if _cells(line)[:1] != []}
+    # every notification of both backlogs drained, each object's 5 KMS events kept, nothing failed
+    assert drained["backlog 5"] == ["5", "25", "0"] and drained["backlog 20"] == ["20", "100", "0"], drained
+    assert "peak RSS, 4x backlog / 1x" in out and "peak RSS < 512 MiB at every backlog" in out

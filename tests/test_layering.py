@@ -48,6 +48,18 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         )
         for name in ("pipeline.ingest", "pipeline.ingest_workers")
     },
+    # notification-driven ingest: parsing and the SQS edge sit beside s3; the drain feeds ingest's entry point
+    "pipeline.notifications": ("pipeline.s3", *LEAVES),
+    "pipeline.sqs_queue": LEAVES,
+    "pipeline.queue_report": ("pipeline.ingest", "pipeline.notifications", "pipeline.sqs_queue", *LEAVES),
+    "pipeline.queue_ingest": (
+        "pipeline.ingest",
+        "pipeline.notifications",
+        "pipeline.sqs_queue",
+        "pipeline.queue_report",
+        "pipeline.events",
+        *LEAVES,
+    ),
     **{name: (*CATALOG, "pipeline.alerting.alert", *LEAVES) for name in CATALOG},
     "pipeline.engine": (*CATALOG, "pipeline.events", "pipeline.lake", *LEAVES),
     # digest chains and log hashes: reads trails (s3) and records its verdicts in the lake, nothing above

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -28,10 +29,12 @@ from rich.progress import (
 from rich.table import Table
 
 from pipeline import aws, lake, safe_text, times
+from pipeline.cli import ingest_queue_cmds as queue_cmds
 from pipeline.cli import tables
 from pipeline.cli.common import fail, lake_dir, make_console, parse_date
 from pipeline.ingest import IngestReport, ingest
 from pipeline.ingest_failures import RunFault
+from pipeline.queue_report import DrainOptions
 from pipeline.s3 import SourceError
 from pipeline.settings import Settings
 
@@ -48,6 +51,7 @@ _INGEST_HELP = (
     "[since, until), ISO or relative to now (-2d), --until exclusive as in every command.\n\n"
     "Exit codes: 0 clean, 3 something was quarantined (see the summary and <lake>/quarantine/), 1 error, 2 usage."
     "\n\nExample: keytrail ingest s3://my-trail-bucket/cloudtrail --lake ./lake --since 2024-05-01 --until 2024-05-07"
+    f"{queue_cmds.QUEUE_HELP}"
 )
 
 
@@ -103,6 +107,13 @@ def _quarantine_listing(report: IngestReport) -> tables.Listing:
     return tables.Listing("quarantined (kept for inspection)", columns, rows, notes=notes)
 
 
+def _print_ingest(report: IngestReport, lake_path: Path, out: Console) -> None:
+    """A run's summary and what it quarantined (a listing run's tables; queue runs print them too)."""
+    out.print(_summary(report, lake_path))
+    if report.quarantine:
+        tables.emit(_quarantine_listing(report), "table", console=out)
+
+
 def _aws_error(exc: Exception, source: str) -> str:
     if isinstance(exc, NoCredentialsError):
         return "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, then rerun"
@@ -117,7 +128,9 @@ def _aws_error(exc: Exception, source: str) -> str:
 
 
 def ingest_command(
-    source: Annotated[str, typer.Argument(help="s3://bucket\\[/prefix] or a folder holding AWSLogs/...")],
+    source: Annotated[
+        str | None, typer.Argument(help="s3://bucket\\[/prefix], a folder holding AWSLogs/..., or sqs://QUEUE")
+    ] = None,
     lake_path: LakeOption = None,
     since: Annotated[str | None, typer.Option("--since", help=f"Read from this day: {times.TIME_HELP}.")] = None,
     until: Annotated[
@@ -131,9 +144,36 @@ def ingest_command(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Reader processes (default: KEYTRAIL_WORKERS or CPUs).")
     ] = None,
+    queue: queue_cmds.QueueOption = None,
+    batch_messages: queue_cmds.BatchOption = DrainOptions.batch_messages,
+    wait_seconds: queue_cmds.WaitOption = DrainOptions.wait_seconds,
+    visibility_timeout: queue_cmds.VisibilityOption = DrainOptions.visibility_seconds,
+    retry_delay: queue_cmds.RetryOption = DrainOptions.retry_delay_seconds,
+    max_receives: queue_cmds.MaxReceivesOption = DrainOptions.max_receives,
+    max_messages: queue_cmds.MaxMessagesOption = None,
+    follow: queue_cmds.FollowOption = False,
 ) -> None:
     settings = Settings.from_env()
     console = make_console(stderr=True)
+    if queue is not None or (source or "").startswith("sqs://"):
+        if (queue is not None and source is not None) or since or until or account or region:
+            raise fail(console, "a queue run takes no SOURCE, --since, --until, --account or --region", 2)
+        options = DrainOptions(
+            batch_messages, wait_seconds, visibility_timeout, retry_delay, max_receives, max_messages, follow
+        )
+        into = lake_dir(lake_path, settings)
+        queue_cmds.run_queue_ingest(
+            queue or source or "",
+            into,
+            settings=settings,
+            endpoint_url=endpoint_url,
+            workers=workers or settings.workers,
+            options=options,
+            print_ingest=lambda report, out: _print_ingest(report, into, out),
+        )
+        return
+    if source is None:
+        raise fail(console, "give a SOURCE (s3://bucket[/prefix], a folder, or sqs://QUEUE) or --queue QUEUE", 2)
     try:
         start, end = _days(since, until, dt.datetime.now(dt.UTC))  # the clock: relative days resolve against it
         times.check_days(start, end)
