@@ -172,6 +172,7 @@ def child_duckdb(trail: Path, since: dt.datetime, until: dt.datetime) -> dict[st
     from pipeline.detect import alerts_from_rows, select_detections
     from pipeline.duckdb_session import open_session
     from pipeline.engine import Engine
+    from pipeline.lake import rollups
     from pipeline.lake.integrity import INTEGRITY_SCHEMA
 
     files = window_files(trail, since, until)
@@ -182,6 +183,8 @@ def child_duckdb(trail: Path, since: dt.datetime, until: dt.datetime) -> dict[st
         con.execute("SET preserve_insertion_order = false")  # ~2x less CPU and ~3x less memory for the load
         con.execute(f"CREATE TABLE events AS {h.EVENTS_FROM_JSON_SQL}", {"structure": h.JSON_STRUCTURE, "files": files})
         con.from_arrow(INTEGRITY_SCHEMA.empty_table()).create("integrity")  # raw JSON has no `keytrail verify` results
+        # the baselines' hourly rollups, which the peer has to compute from the raw events itself
+        con.from_arrow(rollups.hourly(con.sql("SELECT * FROM events").to_arrow_table())).create("hourly")
         loaded = time.perf_counter()
         with Engine(con, since=since, until=until, spill_dir=spill_dir) as engine:  # the engine only binds $params
             findings = sum(len(alerts_from_rows(query, engine.run(query).to_pylist())) for query in queries)

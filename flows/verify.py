@@ -17,6 +17,7 @@ from pipeline import safe_text
 from pipeline.integrity import keys as public_keys
 from pipeline.integrity.results import Coverage
 from pipeline.integrity.verify import save, verify_source
+from pipeline.lake import lake_dir
 from pipeline.settings import Settings
 from pipeline.times import midnight
 
@@ -46,7 +47,8 @@ def verify_trail(source: str, lake: str, since: dt.date, until: dt.date, now: dt
     if report.unvalidated:
         logger.warning("no digest at all (log file validation off?) for %s: their log files are not verified",
                        safe_text.visible(", ".join(report.unvalidated)))  # fmt: skip
-    written = save(report, Path(lake), now)
+    # An s3:// lake: recorded in this machine's replica, where this flow's detect step reads it (like the outbox).
+    written = save(report, Path(lake_dir(lake, settings)), now)
     coverage = Coverage.of(report.rows)
     problems = sum(row.problem for row in report.rows)
     logger.info("%s; %d digests and log files failed verification; %d objects read in %.1f s",

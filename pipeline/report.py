@@ -95,7 +95,7 @@ def build(
         denied = analysis.investigation(engine, "denied_activity", {"limit": 25})
         coverage = analysis.log_coverage(engine)
     if excepted:
-        notes.append(f"{excepted} of the findings are excepted by the tuning file {tuning.path} (they do not page).")
+        notes.append(f"Findings: {excepted} of them excepted by the tuning file {tuning.path} (they do not page).")
     notes.append(coverage.line() if coverage.total else _NOT_VERIFIED)
     every = "hour" if bucket == dt.timedelta(hours=1) else f"{bucket.total_seconds() / 3600:g} h"
     charts = (

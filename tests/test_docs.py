@@ -47,6 +47,21 @@ NOT_RUN: dict[str, str] = {
         "serves until stopped, on a cluster"
     ),
     "KEYTRAIL_LAKE=./demo-lake uv run --with jupyterlab jupyter lab notebooks/": "an interactive server",
+    "KEYTRAIL_LAKE=s3://my-org-lake/keytrail uv run keytrail serve s3://my-org-trail --task-runner dask "
+    "--dask-address tcp://keytrail-ingest-scheduler:8786": "serves until stopped, on a Kubernetes cluster",
+    "aws s3api put-bucket-notification-configuration --bucket my-trail-bucket --notification-configuration "
+    '\'{"QueueConfigurations": [{"QueueArn": "\'$QUEUE_ARN\'", "Events": ["s3:ObjectCreated:*"],': (
+        "configures a real bucket (tests/test_queue_ingest.py configures moto's)"
+    ),
+    '"Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".json.gz"}]}}}]}\'': (
+        "the second line of the AWS CLI call above"
+    ),
+    "keytrail ingest sqs://sqs.us-east-1.amazonaws.com/123456789012/trail-events --lake /data/lake": (
+        "a real SQS queue (tests/test_queue_ingest.py drains moto's)"
+    ),
+    "keytrail ingest --queue trail-events --lake /data/lake --follow": "polls a real SQS queue until stopped",
+    "keytrail ingest s3://my-trail-bucket --lake /data/lake --since \"$(date -u -d '-2 days' +%F)\" --until "
+    '"$(date -u +%F)"': "a real trail bucket (the listing backstop; tests/test_queue_ingest.py runs it on moto)",
     PAPERMILL: "installs papermill at run time (the parameters cell it fills is run by tests/test_notebooks.py)",
 }
 

@@ -47,7 +47,11 @@ sliding AS (  -- the pair's calls in the $window ending at each call
         count(*) OVER w AS in_window,
         min(event_time) OVER w AS window_first
     FROM calls
-    WINDOW w AS (PARTITION BY principal_arn, key_arn ORDER BY event_time RANGE BETWEEN $window PRECEDING AND CURRENT ROW)
+    -- half-open like a bucket: (t - $window, t]
+    WINDOW w AS (
+        PARTITION BY principal_arn, key_arn ORDER BY event_time
+        RANGE BETWEEN ($window - to_microseconds(1)) PRECEDING AND CURRENT ROW
+    )
 ),
 
 buckets AS (  -- per pair and judged bucket: its own calls and its busiest sliding window
@@ -58,7 +62,8 @@ buckets AS (  -- per pair and judged bucket: its own calls and its busiest slidi
         count(*) AS calls,
         min(event_time) AS first_call,
         max(in_window) AS peak_calls,
-        arg_max(window_first, in_window) AS peak_first,
+        -- the busiest window; of equally busy ones the latest-starting (a deterministic, tightest start)
+        max({'calls': in_window, 'first': window_first}).first AS peak_first,
         max(event_time) AS last_seen,
         bool_or(human) AS human,
         any_value(recipient_account_id) AS account_id,
@@ -209,7 +214,8 @@ classified AS (
         END AS is_burst,
         active_buckets > 0
             AND active_days >= $sustained_min_days
-            AND stretch_calls >= $sustained_min_events
+            -- min_events bounds every scale: raising it quiets the detection
+            AND stretch_calls >= greatest($sustained_min_events, floor_events)
             AND stretch_calls > $sustained_factor * stretch_expected AS is_sustained
     FROM scored
 )
