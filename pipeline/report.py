@@ -81,7 +81,14 @@ def build(
         excepted = len(findings.excepted(found))
     entries = analysis.outbox_entries(lake, since, until)
     merged = merge_alerts(found, entries)
-    notes = [reconcile(found, entries, ran=run_detections)]
+    notes = [
+        reconcile(found, entries, ran=run_detections)
+        + (
+            f" Of the findings, {excepted} of them excepted by the tuning file {tuning.path} (they do not page)."
+            if excepted
+            else ""
+        )
+    ]
     bucket = chart_bucket(since, until)
     marks = [(r.alert.first_seen, r.alert.detection_id) for r in merged]
     with analysis.open_window(lake, since, until) as engine:
@@ -94,8 +101,6 @@ def build(
         contexts = analysis.context_cardinality(engine)
         denied = analysis.investigation(engine, "denied_activity", {"limit": 25})
         coverage = analysis.log_coverage(engine)
-    if excepted:
-        notes.append(f"Findings: {excepted} of them excepted by the tuning file {tuning.path} (they do not page).")
     notes.append(coverage.line() if coverage.total else _NOT_VERIFIED)
     every = "hour" if bucket == dt.timedelta(hours=1) else f"{bucket.total_seconds() / 3600:g} h"
     charts = (
