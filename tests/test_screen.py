@@ -12,6 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
 from pipeline import analysis, investigate, runbook
@@ -136,7 +137,9 @@ def test_serve_without_a_prefect_server_says_so_in_one_line() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/api"
-    result = runner.invoke(app, ["serve", "s3://trail-bucket"], env={"PREFECT_API_URL": url, "COLUMNS": "80"})
+    # the setting itself, not only the environment: a worker that ran the Prefect harness holds its URL in context
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        result = runner.invoke(app, ["serve", "s3://trail-bucket"], env={"PREFECT_API_URL": url, "COLUMNS": "80"})
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and url in lines[0] and "prefect server start" in lines[0], result.output
