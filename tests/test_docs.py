@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -50,11 +51,9 @@ NOT_RUN: dict[str, str] = {
     "KEYTRAIL_LAKE=s3://my-org-lake/keytrail uv run keytrail serve s3://my-org-trail --task-runner dask "
     "--dask-address tcp://keytrail-ingest-scheduler:8786": "serves until stopped, on a Kubernetes cluster",
     "aws s3api put-bucket-notification-configuration --bucket my-trail-bucket --notification-configuration "
-    '\'{"QueueConfigurations": [{"QueueArn": "\'$QUEUE_ARN\'", "Events": ["s3:ObjectCreated:*"],': (
+    '\'{"QueueConfigurations": [{"QueueArn": "\'$QUEUE_ARN\'", "Events": ["s3:ObjectCreated:*"],\n'
+    '    "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".json.gz"}]}}}]}\'': (
         "configures a real bucket (tests/test_queue_ingest.py configures moto's)"
-    ),
-    '"Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".json.gz"}]}}}]}\'': (
-        "the second line of the AWS CLI call above"
     ),
     "keytrail ingest sqs://sqs.us-east-1.amazonaws.com/123456789012/trail-events --lake /data/lake": (
         "a real SQS queue (tests/test_queue_ingest.py drains moto's)"
@@ -73,8 +72,10 @@ def commands(path: Path) -> list[str]:
         joined = re.sub(r"\\\n\s*", "", block)
         pending = ""
         for line in joined.splitlines():
+            if not pending and line.lstrip().startswith("#"):
+                continue  # a comment line (its apostrophes are prose, not quotes)
             text = pending + ("\n" if pending else "") + line
-            if text.count('"') % 2:  # a quoted SQL statement spans lines
+            if _unclosed(text):  # a quoted SQL statement or JSON document spans lines
                 pending = text
                 continue
             pending = ""
@@ -82,6 +83,15 @@ def commands(path: Path) -> list[str]:
             if command and not command.startswith("#"):
                 found.append(command)
     return found
+
+
+def _unclosed(text: str) -> bool:
+    """A quote (single or double, as the shell reads them) is still open at the end of `text`."""
+    try:
+        shlex.split(text)
+    except ValueError:
+        return True
+    return False
 
 
 ALL = [(path.name, command) for path in DOCS for command in commands(path)]
