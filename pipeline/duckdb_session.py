@@ -24,7 +24,12 @@ from pipeline.sql_files import macros
 def open_session(**config: str) -> tuple[duckdb.DuckDBPyConnection, Path]:
     """A new session and its spill directory (`close_session` removes both). `config`: extra DuckDB settings."""
     spill_dir = Path(tempfile.mkdtemp(prefix="keytrail-duckdb-"))
-    settings = {"autoinstall_known_extensions": False, "temp_directory": str(spill_dir / "spill"), **config}
+    settings = {
+        "autoinstall_known_extensions": False,
+        "temp_directory": str(spill_dir / "spill"),
+        "parquet_metadata_cache": True,
+        **config,
+    }
     con = duckdb.connect(":memory:", config=settings)
     con.execute("SET TimeZone = 'UTC'")
     for macro in macros():

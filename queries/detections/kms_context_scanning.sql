@@ -34,21 +34,34 @@ WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events
       AND event_time < $until
 ),
 
-recent_pairs AS (  -- one row per recent call, context key and judged bucket whose $scan_window holds the call
+call_values AS (  -- the distinct values per principal, key, context key and $window bucket of the raw calls
+    SELECT principal_arn, key_arn, bucket, pair.key AS context_key, pair.value AS context_value
+    FROM (
+        SELECT principal_arn, key_arn, bucket, unnest(map_entries(encryption_context)) AS pair
+        -- calls repeating a context (a job decrypting the same tenant's data) are unnested once
+        FROM (SELECT DISTINCT principal_arn, key_arn, bucket, encryption_context FROM calls)
+    )
+    WHERE NOT list_contains($ignored_context_keys, pair.key)
+    GROUP BY ALL
+),
+
+candidates AS (  -- judged buckets whose $scan_window holds enough distinct values to be scanning at all; usually none
+    SELECT v.principal_arn, v.key_arn, v.context_key, j.bucket
+    FROM call_values AS v, unnest(generate_series(v.bucket, v.bucket + $scan_window - $window, $window)) AS j(bucket)
+    WHERE j.bucket >= time_bucket($window, $since)
+      AND j.bucket < $until
+    GROUP BY v.principal_arn, v.key_arn, v.context_key, j.bucket
+    HAVING count(DISTINCT v.context_value) >= $min_distinct_values
+),
+
+recent_pairs AS (  -- the candidates' calls: one row per call, context key and judged bucket whose $scan_window holds it
     SELECT c.* EXCLUDE (encryption_context, bucket), j.bucket, e.key AS context_key, e.value AS context_value
-    FROM calls AS c,
+    FROM (SELECT * FROM calls SEMI JOIN candidates USING (principal_arn, key_arn)) AS c,
         unnest(map_entries(c.encryption_context)) AS u(e),
         unnest(generate_series(c.bucket, c.bucket + $scan_window - $window, $window)) AS j(bucket)
     WHERE NOT list_contains($ignored_context_keys, e.key)
       AND j.bucket >= time_bucket($window, $since)
       AND j.bucket < $until
-),
-
-candidates AS (  -- recent buckets with enough distinct values to be scanning at all; usually none
-    SELECT principal_arn, key_arn, context_key, bucket
-    FROM recent_pairs
-    GROUP BY principal_arn, key_arn, context_key, bucket
-    HAVING count(DISTINCT context_value) >= $min_distinct_values
 ),
 
 history_contexts AS (  -- the lookback side, from the hourly rollups (same filters): the candidates' context keys

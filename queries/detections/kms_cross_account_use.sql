@@ -11,13 +11,13 @@
 --                     (and $min_events): a large volume change pages (high if untrusted, else medium)
 --   learning pair     seen on fewer days: quiet (it paged on its first use)
 -- "New" needs a lake holding a full lookback ($history_start), except for untrusted accounts: news from day one.
-WITH crypto AS (
+WITH crypto AS (  -- the run's calls, from the raw events
     SELECT
         principal_account_id AS caller_account,
         actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
         principal_id,
-        key_arn,
-        split_part(key_arn, ':', 5) AS key_account,
+        coalesce(key_arn, key_id) AS key_arn,  -- as the rollups name a key
+        split_part(coalesce(key_arn, key_id), ':', 5) AS key_account,
         aws_region,
         event_name,
         source_ip,
@@ -27,22 +27,33 @@ WITH crypto AS (
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($use_events, event_name)
       AND error_code IS NULL
-      AND key_arn LIKE 'arn:%:key/%'
+      AND coalesce(key_arn, key_id) LIKE 'arn:%:key/%'
       AND principal_account_id IS NOT NULL
       AND coalesce(principal_type, '') <> 'AWSService'
-      AND principal_account_id <> split_part(key_arn, ':', 5)
-      AND event_time >= $baseline_start
+      AND principal_account_id <> split_part(coalesce(key_arn, key_id), ':', 5)
+      AND event_time >= time_bucket($window, $since)
       AND event_time < $until
 ),
 
-pair_buckets AS (  -- each (caller account, key) pair's calls per bucket: the baseline side
+judged_buckets AS (  -- each (caller account, key) pair's calls per bucket of the run
     SELECT caller_account, key_arn, bucket, count(*) AS calls
     FROM crypto
     GROUP BY caller_account, key_arn, bucket
 ),
 
-judged_buckets AS (
-    SELECT caller_account, key_arn, bucket, calls FROM pair_buckets WHERE bucket >= $since
+pair_buckets AS (  -- the lookback side, from the hourly rollups (same filters): the judged pairs' calls per bucket
+    SELECT caller_account_id AS caller_account, kms_key AS key_arn, time_bucket($window, hour) AS bucket,
+           sum(events)::BIGINT AS calls
+    FROM hourly
+    SEMI JOIN (SELECT DISTINCT caller_account, key_arn FROM judged_buckets) AS j
+        ON j.caller_account = hourly.caller_account_id AND j.key_arn = hourly.kms_key
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($use_events, event_name)
+      AND error_code IS NULL
+      AND coalesce(principal_type, '') <> 'AWSService'
+      AND hour >= time_bucket($window, $since) - $lookback
+      AND hour < $until
+    GROUP BY ALL
 ),
 
 pair_history AS (  -- each judged bucket's pair in its own lookback: days used, largest bucket

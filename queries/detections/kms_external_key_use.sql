@@ -39,13 +39,14 @@ WITH calls AS (  -- the three shapes, each cut down by its cheap filters before 
       AND event_time < $until
     UNION ALL
     SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
-           aws_region, event_name, 'data_key' AS how, key_arn, NULL AS secret_id, [key_arn] AS target_keys
+           aws_region, event_name, 'data_key' AS how, key_arn, NULL AS secret_id,
+           [coalesce(key_arn, key_id)] AS target_keys  -- as the rollups name a key
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($use_events, event_name)
       AND error_code IS NULL
-      AND NOT list_contains($trusted_accounts, split_part(key_arn, ':', 5))
-      AND event_time >= $baseline_start  -- the lookback says which foreign keys are established
+      AND NOT list_contains($trusted_accounts, split_part(coalesce(key_arn, key_id), ':', 5))
+      AND event_time >= $since
       AND event_time < $until
 ),
 
@@ -70,26 +71,27 @@ foreign_uses AS (  -- each call with a foreign target key, made by one of our ac
 ),
 
 established AS (  -- data-key pairs (our account, foreign key) used on enough days of each judged bucket's lookback
+    -- (the lookback from the hourly rollups, same filters)
     SELECT j.caller_account, j.foreign_key, j.bucket
-    FROM (SELECT DISTINCT caller_account, foreign_key, bucket FROM foreign_uses
-          WHERE how = 'data_key' AND event_time >= $since) AS j
-    JOIN foreign_uses AS h
-        ON h.caller_account = j.caller_account
-        AND h.foreign_key = j.foreign_key
-        AND h.how = 'data_key'
-        AND h.event_time >= j.bucket - $lookback
-        AND h.event_time < j.bucket
+    FROM (SELECT DISTINCT caller_account, foreign_key, bucket FROM foreign_uses WHERE how = 'data_key') AS j
+    JOIN hourly AS h
+        ON h.caller_account_id = j.caller_account
+        AND h.kms_key = j.foreign_key
+        AND h.hour >= j.bucket - $lookback
+        AND h.hour < j.bucket
     WHERE $history_start <= j.bucket - $lookback
+      AND h.event_source = 'kms.amazonaws.com'
+      AND list_contains($use_events, h.event_name)
+      AND h.error_code IS NULL
     GROUP BY ALL
-    HAVING count(DISTINCT date_trunc('day', h.event_time)) >= $established_min_days
+    HAVING count(DISTINCT date_trunc('day', h.hour)) >= $established_min_days
 ),
 
 judged AS (
     SELECT u.*
     FROM foreign_uses AS u
     LEFT JOIN established AS e USING (caller_account, foreign_key, bucket)
-    WHERE u.event_time >= $since
-      AND (u.how <> 'data_key' OR e.bucket IS NULL)
+    WHERE (u.how <> 'data_key' OR e.bucket IS NULL)
 )
 
 SELECT

@@ -9,8 +9,10 @@
 -- discovery + collection by a fresh identity, even below the count.
 -- A burst may start up to `burst` before its bucket; it is reported for the bucket in which it crosses. Each
 -- $window bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at its end
--- would: a secret read in the lookback of the bucket is familiar, however long the run.
-WITH sm_calls AS (
+-- would: a secret read in the lookback of the bucket is familiar, however long the run. The lookback comes
+-- from the hourly rollups (`hourly`, one row per secret a call names) up to the hour in which the bucket's
+-- earliest burst could start; from that hour on, from the raw events (previous reads by time).
+WITH sm_calls AS (  -- the run's calls, from the hour in which its first bucket's burst could start
     SELECT
         event_id,
         event_time,
@@ -27,8 +29,22 @@ WITH sm_calls AS (
     WHERE event_source = 'secretsmanager.amazonaws.com'
       AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND error_code IS NULL
-      AND event_time >= $baseline_start
+      AND event_time >= date_trunc('hour', time_bucket($window, $since) - $burst)
       AND event_time < $until
+),
+
+past_calls AS (  -- the lookback before that, from the hourly rollups (same filters): hours with SM calls
+    SELECT
+        hour,
+        caller_arn AS principal_arn,
+        secret_name(secret_id) AS secret_name,
+        list_contains($read_events, event_name) AND secret_id IS NOT NULL AS is_read
+    FROM hourly
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND caller_arn IS NOT NULL
+      AND error_code IS NULL
+      AND hour >= time_bucket($window, $since) - $lookback
+      AND hour < date_trunc('hour', $until - $burst)
 ),
 
 secret_refs AS (  -- one row per (call, secret it names), a call naming none keeps one row; compared by name
@@ -39,7 +55,7 @@ secret_refs AS (  -- one row per (call, secret it names), a call naming none kee
     FROM sm_calls AS c, unnest(coalesce(c.secret_ids, [NULL::VARCHAR])) AS s(secret)
 ),
 
-secret_reads AS (  -- each read with the principal's previous read of the same secret (null: none since the lookback)
+secret_reads AS (  -- each read with the principal's previous read of the same secret among the raw calls
     SELECT
         *,
         lag(event_time) OVER (PARTITION BY principal_arn, secret_name ORDER BY event_time, event_id) AS previous_read
@@ -55,6 +71,13 @@ unfamiliar_reads AS (  -- per judged bucket: first reads in its lookback, from w
     SELECT r.*, b.bucket
     FROM secret_reads AS r
     JOIN judged_buckets AS b USING (principal_arn)
+    -- read in the hours of the lookback before the raw calls start: familiar
+    ANTI JOIN past_calls AS p
+        ON p.principal_arn = r.principal_arn
+        AND p.secret_name = r.secret_name
+        AND p.is_read
+        AND p.hour >= b.bucket - $lookback
+        AND p.hour < date_trunc('hour', b.bucket - $burst)
     WHERE r.event_time >= b.bucket - $burst
       AND r.event_time < b.bucket + $window
       AND (r.previous_read IS NULL OR r.previous_read < b.bucket - $lookback)
@@ -92,6 +115,10 @@ newcomers AS (  -- per judged bucket: principals without any Secrets Manager cal
         ON c.principal_arn = j.principal_arn
         AND c.event_time >= j.bucket - $lookback
         AND c.event_time < j.bucket - $burst
+    ANTI JOIN past_calls AS p
+        ON p.principal_arn = j.principal_arn
+        AND p.hour >= j.bucket - $lookback
+        AND p.hour < date_trunc('hour', j.bucket - $burst)
     WHERE $history_start <= j.bucket - $lookback
 ),
 

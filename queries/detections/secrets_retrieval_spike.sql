@@ -9,7 +9,17 @@
 -- rollups (`hourly`, one row per secret a call names), the judged buckets from the raw events.
 -- BatchGetSecretValue counts once for every secret it names; a filter-based batch names none and is left
 -- to secrets_enumeration.
-WITH secret_reads AS (
+WITH window_reads AS (  -- filtered before the unnest below, so the scan skips all but the run's row groups
+    SELECT *
+    FROM events
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($read_events, event_name)
+      AND error_code IS NULL
+      AND event_time >= time_bucket($window, $since)
+      AND event_time < $until
+),
+
+secret_reads AS (
     SELECT
         r.event_id,
         r.event_time,
@@ -20,13 +30,8 @@ WITH secret_reads AS (
         r.source_ip,
         s.secret,
         secret_name(s.secret) AS secret_name
-    FROM events AS r, unnest(r.secret_ids) AS s(secret)
-    WHERE r.event_source = 'secretsmanager.amazonaws.com'
-      AND list_contains($read_events, r.event_name)
-      AND r.error_code IS NULL
-      AND named_caller(caller_arn(r.principal_arn, r.session_issuer_arn), r.principal_type, r.principal_account_id) IS NOT NULL
-      AND r.event_time >= time_bucket($window, $since)
-      AND r.event_time < $until
+    FROM window_reads AS r, unnest(r.secret_ids) AS s(secret)
+    WHERE named_caller(caller_arn(r.principal_arn, r.session_issuer_arn), r.principal_type, r.principal_account_id) IS NOT NULL
 ),
 
 bucketed AS (
