@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline.simulate import shapes
-from pipeline.simulate.calls import Chunk, api_call, kms_crypto
+from pipeline.simulate.calls import Chunk, api_call, kms_crypto, secret_read
 from pipeline.simulate.identities import LEDGER_IDS, ORDERS_TENANTS, PROD_SECRETS, Key, Principal, Secret, World
 from pipeline.simulate.schedule import FLAT, Budget, context
 from pipeline.simulate.shapes import KMS, SM
@@ -50,6 +50,17 @@ def paced_exfiltration(c: Chunk, t: Trace, start: int, budget: Budget) -> Inject
             ctx = context(("service", "ledger"), ("ledger_id", c.pick(LEDGER_IDS)))
             t.add(second, kms_crypto(c, second, p, key, "Decrypt", ctx))
     return t.done(p, key.arn)
+
+
+def paced_enumeration(c: Chunk, t: Trace, start: int, budget: Budget) -> InjectedIncident:
+    """data-lake-writer's stolen session reads all 40 production secrets, none of which it ever read, one every
+    5-9 minutes from 02:00 (about 4.7 hours): never more than two in any 6 minutes, so no burst count is reached."""
+    p, key = c.world.principal("data-lake-writer"), c.world.key(c.account, c.region, "secrets-key")
+    second = 2 * HOUR
+    for name in PROD_SECRETS:
+        second += c.rng.randrange(300, 540)
+        t.add(second, secret_read(c, second, p, c.world.secret(c.account, c.region, name), key))
+    return t.done(p, None)
 
 
 def straddling_burst(c: Chunk, t: Trace, start: int, budget: Budget) -> InjectedIncident:

@@ -48,6 +48,7 @@ INCIDENTS: dict[str, tuple[str, int, bool]] = {
     "secrets_replicated_away": ("secrets_replication_exfil", 1, False),
     "straddling_burst": ("kms_decrypt_volume_spike", 13, False),
     "paced_exfiltration": ("kms_decrypt_volume_spike", 19, False),
+    "paced_enumeration": ("secrets_enumeration", 2, False),
     "straddling_context_scan": ("kms_context_scanning", 21, False),
 }
 ALL_INCIDENTS: tuple[str, ...] = tuple(INCIDENTS)
@@ -58,6 +59,7 @@ EVASIVE_INCIDENTS: tuple[str, ...] = (
     "secrets_replicated_away",
     "straddling_burst",
     "paced_exfiltration",
+    "paced_enumeration",
     "straddling_context_scan",
 )
 DEFAULT_INCIDENTS: tuple[str, ...] = tuple(name for name in INCIDENTS if name not in EVASIVE_INCIDENTS)
@@ -339,6 +341,7 @@ _BUILDERS: dict[str, Callable[[Chunk, _Trace, int, Budget], InjectedIncident]] =
     "secrets_replicated_away": attacks.secrets_replicated_away,
     "straddling_burst": attacks.straddling_burst,
     "paced_exfiltration": attacks.paced_exfiltration,
+    "paced_enumeration": attacks.paced_enumeration,
     "straddling_context_scan": attacks.straddling_context_scan,
 }
 

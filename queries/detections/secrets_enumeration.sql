@@ -7,12 +7,16 @@
 -- touched fires. Second branch: an identity with no Secrets Manager history that discovers secrets
 -- (ListSecrets, or BatchGetSecretValue by filter, which lists and reads in one call) and reads them:
 -- discovery + collection by a fresh identity, even below the count.
--- A burst may start up to `burst` before its bucket; it is reported for the bucket in which it crosses. Each
+-- Two scales: `burst` (minutes: a script harvesting everything it can reach) and `paced_window` (hours: the
+-- same harvest paced to stay under any per-minute count, e.g. one secret every few minutes all afternoon), each
+-- with its own threshold. A principal's reads of secrets it rotates (PutSecretValue / UpdateSecretVersionStage on
+-- the same secret: a rotation function at work) are not harvesting and never count.
+-- A burst may start up to `burst` (`paced_window`) before its bucket; it is reported for the bucket in which it crosses. Each
 -- $window bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at its end
 -- would: a secret read in the lookback of the bucket is familiar, however long the run. The lookback comes
 -- from the hourly rollups (`hourly`, one row per secret a call names) up to the hour in which the bucket's
 -- earliest burst could start; from that hour on, from the raw events (previous reads by time).
-WITH sm_calls AS (  -- the run's calls, from the hour in which its first bucket's burst could start
+WITH sm_calls AS (  -- the run's calls, from the hour in which its first bucket's burst (either scale) could start
     SELECT
         event_id,
         event_time,
@@ -29,7 +33,7 @@ WITH sm_calls AS (  -- the run's calls, from the hour in which its first bucket'
     WHERE event_source = 'secretsmanager.amazonaws.com'
       AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND error_code IS NULL
-      AND event_time >= date_trunc('hour', time_bucket($window, $since) - $burst)
+      AND event_time >= date_trunc('hour', time_bucket($window, $since) - greatest($burst, $paced_window))
       AND event_time < $until
 ),
 
@@ -44,7 +48,7 @@ past_calls AS (  -- the lookback before that, from the hourly rollups (same filt
       AND caller_arn IS NOT NULL
       AND error_code IS NULL
       AND hour >= time_bucket($window, $since) - $lookback
-      AND hour < date_trunc('hour', $until - $burst)
+      AND hour < $until
 ),
 
 secret_refs AS (  -- one row per (call, secret it names), a call naming none keeps one row; compared by name
@@ -63,6 +67,12 @@ secret_reads AS (  -- each read with the principal's previous read of the same s
     WHERE is_read AND secret IS NOT NULL
 ),
 
+rotations AS (  -- a principal rotating a secret: it reads what it rotates
+    SELECT DISTINCT principal_arn, secret_name, event_time
+    FROM secret_refs
+    WHERE list_contains($rotation_events, event_name) AND secret IS NOT NULL
+),
+
 judged_buckets AS (  -- each bucket of the run is judged as the scheduled run at its end would judge it
     SELECT DISTINCT principal_arn, time_bucket($window, event_time) AS bucket FROM sm_calls WHERE event_time >= $since
 ),
@@ -77,34 +87,49 @@ unfamiliar_reads AS (  -- per judged bucket: first reads in its lookback, from w
         AND p.secret_name = r.secret_name
         AND p.is_read
         AND p.hour >= b.bucket - $lookback
-        AND p.hour < date_trunc('hour', b.bucket - $burst)
-    WHERE r.event_time >= b.bucket - $burst
+        AND p.hour < date_trunc('hour', b.bucket - greatest($burst, $paced_window))
+    ANTI JOIN rotations AS o
+        ON o.principal_arn = r.principal_arn
+        AND o.secret_name = r.secret_name
+        AND o.event_time >= b.bucket - greatest($burst, $paced_window)
+        AND o.event_time < b.bucket + $window
+    WHERE r.event_time >= b.bucket - greatest($burst, $paced_window)
       AND r.event_time < b.bucket + $window
       AND (r.previous_read IS NULL OR r.previous_read < b.bucket - $lookback)
 ),
 
-burst_counts AS (  -- secrets first read within the trailing `burst` ending at each first read
+burst_counts AS (  -- secrets first read within the trailing `burst` / `paced_window` ending at each first read
     SELECT
         *,
         count(*) OVER (
             PARTITION BY principal_arn, bucket ORDER BY event_time RANGE BETWEEN $burst PRECEDING AND CURRENT ROW
-        ) AS unfamiliar_in_burst
+        ) AS unfamiliar_in_burst,
+        count(*) OVER (
+            PARTITION BY principal_arn, bucket ORDER BY event_time RANGE BETWEEN $paced_window PRECEDING AND CURRENT ROW
+        ) AS unfamiliar_paced
     FROM unfamiliar_reads
 ),
 
-burst_triggers AS (  -- first read of the bucket where the count crosses the threshold
-    SELECT principal_arn, bucket, min(event_time) AS crossed_at
+burst_triggers AS (  -- per scale, the first read of the bucket where its count crosses its threshold
+    SELECT principal_arn, bucket, 'mass_read_of_unfamiliar_secrets' AS reason, $burst AS scale, min(event_time) AS crossed_at
     FROM burst_counts
     WHERE unfamiliar_in_burst >= $min_distinct_secrets
       AND event_time >= bucket
     GROUP BY principal_arn, bucket
+    UNION ALL
+    SELECT principal_arn, bucket, 'paced_read_of_unfamiliar_secrets' AS reason, $paced_window AS scale,
+           min(event_time) AS crossed_at
+    FROM burst_counts
+    WHERE unfamiliar_paced >= $paced_min_distinct_secrets
+      AND event_time >= bucket
+    GROUP BY principal_arn, bucket
 ),
 
-burst_evidence AS (
-    SELECT b.* EXCLUDE (previous_read), 'mass_read_of_unfamiliar_secrets' AS reason
+burst_evidence AS (  -- the reads of the crossing window, per scale that crossed
+    SELECT b.* EXCLUDE (previous_read), t.reason
     FROM burst_counts AS b
     JOIN burst_triggers AS t USING (principal_arn, bucket)
-    WHERE b.event_time >= t.crossed_at - $burst
+    WHERE b.event_time >= t.crossed_at - t.scale
 ),
 
 newcomers AS (  -- per judged bucket: principals without any Secrets Manager call in [bucket - lookback, bucket - burst)
@@ -143,7 +168,8 @@ discovering_newcomers AS (  -- reported by the bucket in which discovery + enoug
 ),
 
 newcomer_evidence AS (
-    SELECT r.*, d.bucket, NULL::BIGINT AS unfamiliar_in_burst, 'first_seen_principal_discovery' AS reason
+    SELECT r.*, d.bucket, NULL::BIGINT AS unfamiliar_in_burst, NULL::BIGINT AS unfamiliar_paced,
+           'first_seen_principal_discovery' AS reason
     FROM secret_refs AS r
     JOIN discovering_newcomers AS d USING (principal_arn)
     WHERE r.event_time >= d.bucket - $burst
@@ -168,6 +194,7 @@ SELECT
     count(DISTINCT event_id) AS event_count,
     count(DISTINCT secret_name) AS distinct_secrets,
     max(unfamiliar_in_burst) AS max_unfamiliar_in_burst,
+    max(unfamiliar_paced) FILTER (WHERE reason = 'paced_read_of_unfamiliar_secrets') AS max_unfamiliar_paced,
     list_sort(list(DISTINCT reason)) AS reasons,
     list_sort(list(DISTINCT event_name)) AS operations,
     list_slice(list_sort(list(DISTINCT secret) FILTER (WHERE secret IS NOT NULL)), 1, $max_listed) AS secrets,
