@@ -134,7 +134,9 @@ def _session() -> Iterator[duckdb.DuckDBPyConnection]:
     commit on several threads, and their views would clash in one catalog."""
     con = getattr(_local, "con", None)
     if con is None:
-        con, spill_dir = open_session(memory_limit="160MB")
+        # A cap, not a reservation: the list aggregates (source IPs, context values) cannot spill, and a full
+        # 500,000-event batch of a busy trail needs ~200 MB; 160 MB crashed ingest of a 10 M-event bench trail.
+        con, spill_dir = open_session(memory_limit="1GB")
         con.execute("SET threads = 1")  # a batch's rollup is small: a second thread costs CPU, saves ~0.1 s
         atexit.register(close_session, con, spill_dir)
         _local.con = con

@@ -63,6 +63,18 @@ def paced_enumeration(c: Chunk, t: Trace, start: int, budget: Budget) -> Injecte
     return t.done(p, None)
 
 
+def paced_denial_probe(c: Chunk, t: Trace, start: int, budget: Budget) -> InjectedIncident:
+    """search-indexer's stolen session probes 36 production secrets it may not read, one every 6-9 minutes from
+    08:00 (about 4.5 hours): every call denied, never more than two in any 10 minutes."""
+    p, key = c.world.principal("search-indexer"), c.world.key(c.account, c.region, "secrets-key")
+    second = 8 * HOUR
+    for name in PROD_SECRETS[:36]:
+        second += c.rng.randrange(360, 540)
+        secret = c.world.secret(c.account, c.region, name)
+        t.add(second, secret_read(c, second, p, secret, key, error="AccessDeniedException"))
+    return t.done(p, None)
+
+
 def straddling_burst(c: Chunk, t: Trace, start: int, budget: Budget) -> InjectedIncident:
     """A person's IAM user on the CLI, from a new IP, on a key they never used: 1,500 plaintext-returning calls in
     20 minutes from 13:50, 598 before 14:00 and 902 after (neither hour reaches a 1,000-call floor)."""

@@ -49,6 +49,7 @@ INCIDENTS: dict[str, tuple[str, int, bool]] = {
     "straddling_burst": ("kms_decrypt_volume_spike", 13, False),
     "paced_exfiltration": ("kms_decrypt_volume_spike", 19, False),
     "paced_enumeration": ("secrets_enumeration", 2, False),
+    "paced_denial_probe": ("access_denied_storm", 8, False),
     "straddling_context_scan": ("kms_context_scanning", 21, False),
 }
 ALL_INCIDENTS: tuple[str, ...] = tuple(INCIDENTS)
@@ -60,6 +61,7 @@ EVASIVE_INCIDENTS: tuple[str, ...] = (
     "straddling_burst",
     "paced_exfiltration",
     "paced_enumeration",
+    "paced_denial_probe",
     "straddling_context_scan",
 )
 DEFAULT_INCIDENTS: tuple[str, ...] = tuple(name for name in INCIDENTS if name not in EVASIVE_INCIDENTS)
@@ -342,6 +344,7 @@ _BUILDERS: dict[str, Callable[[Chunk, _Trace, int, Budget], InjectedIncident]] =
     "straddling_burst": attacks.straddling_burst,
     "paced_exfiltration": attacks.paced_exfiltration,
     "paced_enumeration": attacks.paced_enumeration,
+    "paced_denial_probe": attacks.paced_denial_probe,
     "straddling_context_scan": attacks.straddling_context_scan,
 }
 
