@@ -8,6 +8,9 @@
 -- judged at its end, only from calls in its own lookback (the hourly rollups: a run's cost follows the window).
 -- The silent stretch must also have held at least min_expected_calls calls on a typical earlier day (median):
 -- a sparse account whose few calls arrive at random is not silent when its first call of the day comes late.
+-- When several account/regions are silent and the whole lake has heard nothing from anyone for $min_silence
+-- (a trail stopped at its source, or ingest not running), that is one finding for the whole trail (no account,
+-- `silent_accounts` lists them), not one per account/region and hour.
 WITH audited_hours AS (  -- per account/region and hour: its first and last audited call, from the hourly rollups
     SELECT
         recipient_account_id AS account_id,
@@ -110,11 +113,37 @@ expected AS (  -- a sparse account whose calls arrive at random (a dozen a day) 
     SELECT account_id, region, bucket, median(calls) AS usual_calls
     FROM earlier_calls
     GROUP BY ALL
+),
+
+found AS (
+    SELECT s.*, e.usual_calls
+    FROM silent AS s
+    JOIN expected AS e USING (account_id, region, bucket)
+    WHERE e.usual_calls >= $min_expected_calls
+),
+
+trail_wide AS (  -- per bucket: the last call the lake heard from any account/region, and how many are silent
+    SELECT j.bucket, max(j.silent_since) AS trail_last_call, any_value(f.silent_count) AS silent_count
+    FROM judged AS j
+    LEFT JOIN (SELECT bucket, count(*) AS silent_count FROM found GROUP BY bucket) AS f USING (bucket)
+    GROUP BY j.bucket
+),
+
+scoped AS (
+    SELECT
+        f.*,
+        t.silent_count >= $whole_trail_min_silent
+            AND (t.trail_last_call IS NULL OR epoch(f.judged_at - t.trail_last_call) > epoch($min_silence))
+            AS whole_trail,
+        t.trail_last_call
+    FROM found AS f
+    JOIN trail_wide AS t USING (bucket)
 )
 
 SELECT
     account_id,
     region,
+    'account' AS scope,
     bucket AS first_seen,
     judged_at AS last_seen,
     0 AS event_count,  -- a silence is the absence of events
@@ -122,8 +151,25 @@ SELECT
     round(epoch(silence) / 3600, 1) AS silent_hours,
     round(epoch(usual_silence) / 3600, 1) AS usual_silent_hours,
     days_known,
-    e.usual_calls AS usual_calls_in_silence
-FROM silent
-JOIN expected AS e USING (account_id, region, bucket)
-WHERE e.usual_calls >= $min_expected_calls
-ORDER BY first_seen, account_id, region
+    usual_calls AS usual_calls_in_silence,
+    NULL::VARCHAR[] AS silent_accounts
+FROM scoped
+WHERE NOT whole_trail
+UNION ALL
+SELECT
+    NULL AS account_id,
+    NULL AS region,
+    'whole_trail' AS scope,
+    bucket AS first_seen,
+    any_value(judged_at) AS last_seen,
+    0 AS event_count,
+    any_value(trail_last_call) AS silent_since,
+    round(epoch(any_value(judged_at) - any_value(trail_last_call)) / 3600, 1) AS silent_hours,
+    round(max(epoch(usual_silence)) / 3600, 1) AS usual_silent_hours,
+    min(days_known) AS days_known,
+    sum(usual_calls) AS usual_calls_in_silence,
+    list_sort(list(account_id || ' ' || region))[:$max_listed] AS silent_accounts
+FROM scoped
+WHERE whole_trail
+GROUP BY bucket
+ORDER BY first_seen, account_id NULLS FIRST, region
