@@ -11,7 +11,9 @@ window and lookback and differ only in history the run must not read. With --vol
 days ending on the same day with 10x the events per day gives the 10x lake. Each measurement is a child process
 (see _harness.py) timing `pipeline.detect.run_detections` several times (median reported): the scheduled hour on
 each lake, and the backtest (what `keytrail backtest` calls: the whole catalog over all 30 days of the 30-day
-lake, every bucket judged against its own lookback). The peer is DuckDB on the raw CloudTrail JSON of the
+lake, every bucket judged against its own lookback). The past days of every lake are compacted first (one
+sorted file a day, as the served `keytrail-compact` deployment keeps them; `--as-ingested` leaves the files bulk
+ingest wrote). The peer is DuckDB on the raw CloudTrail JSON of the
 window + lookback days: the same detection SQL over an `events` table loaded with read_json_objects +
 json_transform.
 Targets (issue "Detections over history"): scheduled run < 1.5 s on 2 cores on the 30-day lake, the 10x lake
@@ -121,6 +123,22 @@ def build_lakes(data: Path, events: int, days: int, older: int) -> tuple[Path, P
     return root / "trail", root / "lake-30d" / "lake", root / "lake-90d" / "lake", facts
 
 
+def compact_history(lake: Path, last_day: dt.date) -> None:
+    """Compact every partition before `last_day`, as the served `keytrail-compact` deployment keeps a lake (each
+    past day one file sorted by event_time; the window's own day keeps its batch files). Idempotent: a day
+    already in one file is left as it is."""
+    from rich.progress import Progress
+
+    from pipeline.lake import compaction, partitions
+
+    days = [day for day in partitions(lake) if day < last_day]
+    with Progress(console=h.console, transient=True) as bar:
+        task = bar.add_task(f"compacting the past days of {lake.parent.name}", total=len(days))
+        for day in days:
+            compaction.compact(lake, day)
+            bar.advance(task)
+
+
 def build_volume_lake(data: Path, events: int, days: int) -> tuple[Path, dict[str, Any]]:
     """A trail of VOLUME_DAYS days ending on the small lake's last day, VOLUME_FACTOR x its events per day, all
     ingested (cached): the same window and lookback as the small lake, 10x the events in them."""
@@ -223,6 +241,11 @@ def main() -> None:
         action="store_true",
         help=f"also build and time a {VOLUME_DAYS}-day lake with {VOLUME_FACTOR}x the events per day (long build)",
     )
+    parser.add_argument(
+        "--as-ingested",
+        action="store_true",
+        help="leave the lakes as bulk ingest wrote them (many files a day) instead of compacting the past days",
+    )
     args = parser.parse_args()
     events = args.events or (300_000 if args.quick else 10_000_000)
     script = Path(__file__).resolve()
@@ -230,6 +253,9 @@ def main() -> None:
     trail, lake30, lake90, facts = build_lakes(args.data, events, args.days, args.older_days)
     volume = build_volume_lake(args.data, events, args.days) if args.volume_x10 else None
     since, until = window(args.days)
+    if not args.as_ingested:
+        for lake in (lake30, lake90, *([volume[0]] if volume else [])):
+            compact_history(lake, since.date())
     span = [since.isoformat(), until.isoformat()]
     first, last = backtest_span(args.days)
     h.console.print(

@@ -41,42 +41,34 @@ WITH calls AS (  -- the run's own buckets (and the $window before them, for slid
       AND event_time < $until
 ),
 
-sliding AS (  -- the pair's calls in the $window ending at each call
-    SELECT
-        *,
-        count(*) OVER w AS in_window,
-        min(event_time) OVER w AS window_first
-    FROM calls
-    -- half-open like a bucket: (t - $window, t]
-    WINDOW w AS (
-        PARTITION BY principal_arn, key_arn ORDER BY event_time
-        RANGE BETWEEN ($window - to_microseconds(1)) PRECEDING AND CURRENT ROW
-    )
-),
-
-buckets AS (  -- per pair and judged bucket: its own calls and its busiest sliding window
+bucket_calls AS (  -- per pair and bucket (the one before the run's first too): its calls
     SELECT
         principal_arn,
         key_arn,
         bucket,
         count(*) AS calls,
         min(event_time) AS first_call,
-        max(in_window) AS peak_calls,
-        -- the busiest window; of equally busy ones the latest-starting (a deterministic, tightest start)
-        max({'calls': in_window, 'first': window_first}).first AS peak_first,
         max(event_time) AS last_seen,
         bool_or(human) AS human,
         any_value(recipient_account_id) AS account_id,
         any_value(aws_region) AS region
-    FROM sliding
-    WHERE event_time >= time_bucket($window, $since)
+    FROM calls
     GROUP BY principal_arn, key_arn, bucket
+),
+
+buckets AS (  -- per pair and judged bucket: its calls, and a bound on its busiest sliding window (which lies in
+    -- this bucket and the one before): a window is counted exactly only where that bound could fire
+    SELECT b.*, (b.calls + coalesce(p.calls, 0))::BIGINT AS peak_bound
+    FROM bucket_calls AS b
+    LEFT JOIN bucket_calls AS p
+        ON p.principal_arn = b.principal_arn AND p.key_arn = b.key_arn AND p.bucket = b.bucket - $window
+    WHERE b.bucket >= time_bucket($window, $since)
 ),
 
 judged AS (  -- buckets over the lowest floor of any scale (usually few): only these are compared with a lookback
     SELECT *
     FROM buckets
-    WHERE peak_calls >= least($min_events, $new_pair_min_events, $human_min_events, $human_new_pair_min_events)
+    WHERE peak_bound >= least($min_events, $new_pair_min_events, $human_min_events, $human_new_pair_min_events)
        OR calls * epoch($sustained) / epoch($window) >= $sustained_min_events
 ),
 
@@ -201,23 +193,64 @@ scored AS (
     LEFT JOIN sustained AS u USING (principal_arn, key_arn, bucket)
 ),
 
-classified AS (
+burst_candidates AS (  -- where the bound on the busiest window could be a burst: these are counted exactly
+    SELECT principal_arn, key_arn, bucket
+    FROM scored
+    WHERE CASE
+        WHEN active_buckets = 0 THEN peak_bound >= floor_new_pair AND $history_start <= bucket - $lookback
+        ELSE peak_bound >= floor_events
+            AND peak_bound > $spike_factor * typical_calls
+            AND peak_bound > $same_hour_factor * same_hour_max
+    END
+),
+
+sliding AS (  -- the candidates' calls in the $window ending at each call
     SELECT
         *,
+        count(*) OVER w AS in_window,
+        min(event_time) OVER w AS window_first
+    FROM calls
+    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM burst_candidates) AS c USING (principal_arn, key_arn)
+    -- half-open like a bucket: (t - $window, t]
+    WINDOW w AS (
+        PARTITION BY principal_arn, key_arn ORDER BY event_time
+        RANGE BETWEEN ($window - to_microseconds(1)) PRECEDING AND CURRENT ROW
+    )
+),
+
+peaks AS (  -- per candidate: its busiest sliding window ending in the bucket
+    SELECT
+        principal_arn,
+        key_arn,
+        bucket,
+        max(in_window) AS peak_calls,
+        -- the busiest window; of equally busy ones the latest-starting (a deterministic, tightest start)
+        max({'calls': in_window, 'first': window_first}).first AS peak_first
+    FROM sliding
+    SEMI JOIN burst_candidates USING (principal_arn, key_arn, bucket)
+    GROUP BY principal_arn, key_arn, bucket
+),
+
+classified AS (
+    SELECT
+        s.*,
+        coalesce(p.peak_calls, 0) AS peak_calls,
+        p.peak_first,
         CASE
             -- "no history" only means something once the lake holds a full lookback (else: warming up, quiet)
-            WHEN active_buckets = 0
-                THEN peak_calls >= floor_new_pair AND $history_start <= bucket - $lookback
-            ELSE peak_calls >= floor_events
-                AND peak_calls > $spike_factor * typical_calls
-                AND peak_calls > $same_hour_factor * same_hour_max
+            WHEN s.active_buckets = 0
+                THEN coalesce(p.peak_calls, 0) >= s.floor_new_pair AND $history_start <= s.bucket - $lookback
+            ELSE coalesce(p.peak_calls, 0) >= s.floor_events
+                AND coalesce(p.peak_calls, 0) > $spike_factor * s.typical_calls
+                AND coalesce(p.peak_calls, 0) > $same_hour_factor * s.same_hour_max
         END AS is_burst,
-        active_buckets > 0
-            AND active_days >= $sustained_min_days
+        s.active_buckets > 0
+            AND s.active_days >= $sustained_min_days
             -- min_events bounds every scale: raising it quiets the detection
-            AND stretch_calls >= greatest($sustained_min_events, floor_events)
-            AND stretch_calls > $sustained_factor * stretch_expected AS is_sustained
-    FROM scored
+            AND s.stretch_calls >= greatest($sustained_min_events, s.floor_events)
+            AND s.stretch_calls > $sustained_factor * s.stretch_expected AS is_sustained
+    FROM scored AS s
+    LEFT JOIN peaks AS p USING (principal_arn, key_arn, bucket)
 )
 
 SELECT

@@ -11,12 +11,13 @@
 -- same harvest paced to stay under any per-minute count, e.g. one secret every few minutes all afternoon), each
 -- with its own threshold. A principal's reads of secrets it rotates (PutSecretValue / UpdateSecretVersionStage on
 -- the same secret: a rotation function at work) are not harvesting and never count.
--- A burst may start up to `burst` (`paced_window`) before its bucket; it is reported for the bucket in which it crosses. Each
--- $window bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run at its end
--- would: a secret read in the lookback of the bucket is familiar, however long the run. The lookback comes
--- from the hourly rollups (`hourly`, one row per secret a call names) up to the hour in which the bucket's
--- earliest burst could start; from that hour on, from the raw events (previous reads by time).
-WITH sm_calls AS (  -- the run's calls, from the hour in which its first bucket's burst (either scale) could start
+-- A burst may start up to `burst` (`paced_window`) before its bucket; it is reported for the bucket in which it
+-- crosses. Each $window bucket is judged with its own lookback [bucket - lookback, bucket), as the scheduled run
+-- at its end would: a secret read in the lookback of the bucket is familiar, however long the run. The lookback
+-- comes from the hourly rollups (`hourly`, one row per secret a call names) up to the hour in which the
+-- bucket's `burst` could start, and so do the slow scale's older first reads (a rollup row keeps the first
+-- read of its hour: exact); from that hour on, from the raw events (previous reads by time).
+WITH sm_calls AS (  -- the run's calls, from the hour in which its first bucket's burst could start
     SELECT
         event_id,
         event_time,
@@ -33,22 +34,29 @@ WITH sm_calls AS (  -- the run's calls, from the hour in which its first bucket'
     WHERE event_source = 'secretsmanager.amazonaws.com'
       AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
       AND error_code IS NULL
-      AND event_time >= date_trunc('hour', time_bucket($window, $since) - greatest($burst, $paced_window))
+      AND event_time >= date_trunc('hour', time_bucket($window, $since) - $burst)
       AND event_time < $until
 ),
 
-past_calls AS (  -- the lookback before that, from the hourly rollups (same filters): hours with SM calls
+past_calls AS (  -- the lookback before that, from the hourly rollups (same filters): per hour, caller and secret
     SELECT
         hour,
         caller_arn AS principal_arn,
         secret_name(secret_id) AS secret_name,
-        list_contains($read_events, event_name) AND secret_id IS NOT NULL AS is_read
+        any_value(secret_id) AS secret,
+        bool_or(list_contains($read_events, event_name) AND secret_id IS NOT NULL) AS is_read,
+        bool_or(list_contains($rotation_events, event_name) AND secret_id IS NOT NULL) AS is_rotation,
+        min(first_seen) FILTER (WHERE list_contains($read_events, event_name)) AS first_read,
+        any_value(event_name) FILTER (WHERE list_contains($read_events, event_name)) AS read_event,
+        any_value(recipient_account_id) AS recipient_account_id,
+        any_value(aws_region) AS aws_region
     FROM hourly
     WHERE event_source = 'secretsmanager.amazonaws.com'
       AND caller_arn IS NOT NULL
       AND error_code IS NULL
       AND hour >= time_bucket($window, $since) - $lookback
       AND hour < $until
+    GROUP BY hour, caller_arn, secret_name(secret_id)
 ),
 
 secret_refs AS (  -- one row per (call, secret it names), a call naming none keeps one row; compared by name
@@ -67,18 +75,23 @@ secret_reads AS (  -- each read with the principal's previous read of the same s
     WHERE is_read AND secret IS NOT NULL
 ),
 
-rotations AS (  -- a principal rotating a secret: it reads what it rotates
+rotations AS (  -- a principal rotating a secret: it reads what it rotates (raw calls, then older hours)
     SELECT DISTINCT principal_arn, secret_name, event_time
     FROM secret_refs
     WHERE list_contains($rotation_events, event_name) AND secret IS NOT NULL
+    UNION ALL
+    SELECT principal_arn, secret_name, hour AS event_time
+    FROM past_calls
+    WHERE is_rotation
 ),
 
 judged_buckets AS (  -- each bucket of the run is judged as the scheduled run at its end would judge it
     SELECT DISTINCT principal_arn, time_bucket($window, event_time) AS bucket FROM sm_calls WHERE event_time >= $since
 ),
 
-unfamiliar_reads AS (  -- per judged bucket: first reads in its lookback, from when a burst crossing in it could start
-    SELECT r.*, b.bucket
+raw_first_reads AS (  -- per judged bucket: the raw reads that are first reads in its lookback
+    SELECT r.event_id, r.event_time, r.event_name, r.principal_arn, r.recipient_account_id, r.aws_region, r.source_ip,
+           r.secret, r.secret_name, b.bucket, false AS from_rollup
     FROM secret_reads AS r
     JOIN judged_buckets AS b USING (principal_arn)
     -- read in the hours of the lookback before the raw calls start: familiar
@@ -87,15 +100,42 @@ unfamiliar_reads AS (  -- per judged bucket: first reads in its lookback, from w
         AND p.secret_name = r.secret_name
         AND p.is_read
         AND p.hour >= b.bucket - $lookback
-        AND p.hour < date_trunc('hour', b.bucket - greatest($burst, $paced_window))
-    ANTI JOIN rotations AS o
-        ON o.principal_arn = r.principal_arn
-        AND o.secret_name = r.secret_name
-        AND o.event_time >= b.bucket - greatest($burst, $paced_window)
-        AND o.event_time < b.bucket + $window
-    WHERE r.event_time >= b.bucket - greatest($burst, $paced_window)
+        AND p.hour < date_trunc('hour', b.bucket - $burst)
+    WHERE r.event_time >= date_trunc('hour', b.bucket - $burst)
       AND r.event_time < b.bucket + $window
       AND (r.previous_read IS NULL OR r.previous_read < b.bucket - $lookback)
+),
+
+older_first_reads AS (  -- per judged bucket: first reads in its lookback within the slow scale, before the raw calls
+    SELECT
+        NULL::VARCHAR AS event_id,
+        min(p.first_read) AS event_time,
+        any_value(p.read_event) AS event_name,
+        p.principal_arn,
+        any_value(p.recipient_account_id) AS recipient_account_id,
+        any_value(p.aws_region) AS aws_region,
+        NULL::VARCHAR AS source_ip,
+        any_value(p.secret) AS secret,
+        p.secret_name,
+        b.bucket,
+        true AS from_rollup
+    FROM past_calls AS p
+    JOIN judged_buckets AS b USING (principal_arn)
+    WHERE p.is_read
+      AND p.hour >= b.bucket - $lookback
+      AND p.hour < date_trunc('hour', b.bucket - $burst)
+    GROUP BY p.principal_arn, p.secret_name, b.bucket
+    HAVING min(p.first_read) >= b.bucket - $paced_window
+),
+
+unfamiliar_reads AS (  -- first reads of the bucket's reach, less a rotating principal's reads of what it rotates
+    SELECT u.*
+    FROM (SELECT * FROM raw_first_reads UNION ALL SELECT * FROM older_first_reads) AS u
+    ANTI JOIN rotations AS o
+        ON o.principal_arn = u.principal_arn
+        AND o.secret_name = u.secret_name
+        AND o.event_time >= date_trunc('hour', u.bucket - greatest($burst, $paced_window))
+        AND o.event_time < u.bucket + $window
 ),
 
 burst_counts AS (  -- secrets first read within the trailing `burst` / `paced_window` ending at each first read
@@ -126,7 +166,7 @@ burst_triggers AS (  -- per scale, the first read of the bucket where its count 
 ),
 
 burst_evidence AS (  -- the reads of the crossing window, per scale that crossed
-    SELECT b.* EXCLUDE (previous_read), t.reason
+    SELECT b.*, t.reason
     FROM burst_counts AS b
     JOIN burst_triggers AS t USING (principal_arn, bucket)
     WHERE b.event_time >= t.crossed_at - t.scale
@@ -191,14 +231,15 @@ SELECT
     CASE WHEN count(DISTINCT secret_name) = 1 THEN any_value(secret) END AS resource_arn,
     min(event_time) AS first_seen,
     max(event_time) AS last_seen,
-    count(DISTINCT event_id) AS event_count,
+    -- a first read from the rollups stands for one read (its event id is in the lake, not in the rollup)
+    count(DISTINCT event_id) + count(*) FILTER (WHERE from_rollup) AS event_count,
     count(DISTINCT secret_name) AS distinct_secrets,
     max(unfamiliar_in_burst) AS max_unfamiliar_in_burst,
     max(unfamiliar_paced) FILTER (WHERE reason = 'paced_read_of_unfamiliar_secrets') AS max_unfamiliar_paced,
     list_sort(list(DISTINCT reason)) AS reasons,
     list_sort(list(DISTINCT event_name)) AS operations,
     list_slice(list_sort(list(DISTINCT secret) FILTER (WHERE secret IS NOT NULL)), 1, $max_listed) AS secrets,
-    list_sort(list(DISTINCT source_ip)) AS source_ips
+    list_sort(list(DISTINCT source_ip) FILTER (WHERE source_ip IS NOT NULL)) AS source_ips
 FROM evidence
 GROUP BY principal_arn, bucket
 ORDER BY first_seen
