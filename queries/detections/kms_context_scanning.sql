@@ -45,13 +45,40 @@ call_values AS (  -- the distinct values per principal, key, context key and $wi
     GROUP BY ALL
 ),
 
-candidates AS (  -- judged buckets whose $scan_window holds enough distinct values to be scanning at all; usually none
+values_before AS (  -- the values each caller used in the hour before a bucket's $scan_window (hourly rollups, a
+    -- sample past 64): known in that bucket's lookback, so a scan window using few others cannot be scanning
+    SELECT DISTINCT principal_arn, key_arn, bucket, c.key AS context_key, unnest(c.values) AS context_value
+    FROM (
+        SELECT
+            named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
+            kms_key AS key_arn,
+            time_bucket($window, hour) + $scan_window AS bucket,
+            unnest(contexts) AS c
+        FROM hourly
+        WHERE event_source = 'kms.amazonaws.com'
+          AND list_contains($read_events, event_name)
+          AND error_code IS NULL
+          AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
+          AND hour >= time_bucket($window, $since) - $scan_window
+          AND hour < $until
+    )
+),
+
+candidates AS (  -- judged buckets whose $scan_window holds enough distinct values, enough of them new, to be
+    -- scanning at all; usually none
     SELECT v.principal_arn, v.key_arn, v.context_key, j.bucket
     FROM call_values AS v, unnest(generate_series(v.bucket, v.bucket + $scan_window - $window, $window)) AS j(bucket)
+    LEFT JOIN values_before AS k
+        ON k.principal_arn = v.principal_arn
+        AND k.key_arn = v.key_arn
+        AND k.context_key = v.context_key
+        AND k.bucket = j.bucket
+        AND k.context_value = v.context_value
     WHERE j.bucket >= time_bucket($window, $since)
       AND j.bucket < $until
     GROUP BY v.principal_arn, v.key_arn, v.context_key, j.bucket
     HAVING count(DISTINCT v.context_value) >= $min_distinct_values
+       AND count(DISTINCT v.context_value) FILTER (WHERE k.context_value IS NULL) >= $min_new_values
 ),
 
 recent_pairs AS (  -- the candidates' calls: one row per call, context key and judged bucket whose $scan_window holds it

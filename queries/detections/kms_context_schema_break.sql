@@ -29,9 +29,25 @@ WITH calls AS (  -- the run's own buckets, from the raw events
       AND event_time < $until
 ),
 
-judged_shapes AS (  -- shapes used in a bucket of the run often enough to be a finding at all
+shapes_before AS (  -- each caller's shapes on a key in the bucket before (from the hourly rollups): they lie in
+    -- any lookback of the next bucket, in the caller's own shapes and the key's, so they never break it
+    SELECT DISTINCT
+        named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
+        kms_key AS key_arn,
+        coalesce(context_keys, []) AS context_keys,
+        time_bucket($window, hour) + $window AS bucket
+    FROM hourly
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($context_events, event_name)
+      AND error_code IS NULL
+      AND hour >= time_bucket($window, $since) - $window
+      AND hour < $until
+),
+
+judged_shapes AS (  -- shapes used in a bucket of the run often enough to be a finding at all, and not the bucket before
     SELECT principal_arn, key_arn, context_keys, bucket, count(*) AS calls
     FROM calls
+    ANTI JOIN shapes_before USING (principal_arn, key_arn, context_keys, bucket)
     GROUP BY principal_arn, key_arn, context_keys, bucket
     HAVING count(*) >= $min_events
 ),

@@ -65,13 +65,6 @@ buckets AS (  -- per pair and judged bucket: its calls, and a bound on its busie
     WHERE b.bucket >= time_bucket($window, $since)
 ),
 
-judged AS (  -- buckets over the lowest floor of any scale (usually few): only these are compared with a lookback
-    SELECT *
-    FROM buckets
-    WHERE peak_bound >= least($min_events, $new_pair_min_events, $human_min_events, $human_new_pair_min_events)
-       OR calls * epoch($sustained) / epoch($window) >= $sustained_min_events
-),
-
 past_buckets AS (  -- the lookback side, from the hourly rollups (same filters): the judged pairs' calls per bucket
     SELECT
         named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
@@ -80,7 +73,7 @@ past_buckets AS (  -- the lookback side, from the hourly rollups (same filters):
         sum(events)::BIGINT AS calls,
         min(first_seen) AS first_seen
     FROM hourly
-    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM judged) AS j
+    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM buckets) AS j
         ON j.principal_arn = named_caller(hourly.caller_arn, hourly.principal_type, hourly.caller_account_id)
         AND j.key_arn = hourly.kms_key
     WHERE event_source = 'kms.amazonaws.com'
@@ -91,6 +84,40 @@ past_buckets AS (  -- the lookback side, from the hourly rollups (same filters):
       AND hour >= time_bucket($window, $since) - $lookback - $sustained - to_hours($hour_tolerance)
       AND hour < $until
     GROUP BY ALL
+),
+
+day_before AS (  -- per bucket: the pair's calls a day earlier, and its sustained stretch now and a day earlier
+    -- (lower bounds of the same-hour maximum and of the expected stretch compared below)
+    SELECT
+        b.principal_arn,
+        b.key_arn,
+        b.bucket,
+        b.calls + coalesce(sum(p.calls) FILTER (WHERE o.moment > b.bucket - to_days(1)), 0) AS stretch_now,
+        coalesce(sum(p.calls) FILTER (WHERE o.moment <= b.bucket - to_days(1)), 0) AS stretch_day_before,
+        coalesce(sum(p.calls) FILTER (WHERE o.moment = b.bucket - to_days(1)), 0) AS calls_day_before
+    FROM buckets AS b,
+        unnest(list_concat(
+            generate_series(b.bucket - $sustained + $window, b.bucket - $window, $window),
+            generate_series(b.bucket - to_days(1) - $sustained + $window, b.bucket - to_days(1), $window)
+        )) AS o(moment)
+    LEFT JOIN past_buckets AS p
+        ON p.principal_arn = b.principal_arn AND p.key_arn = b.key_arn AND p.bucket = o.moment
+    GROUP BY b.principal_arn, b.key_arn, b.bucket, b.calls
+),
+
+judged AS (  -- buckets that could fire at any scale (usually few): only these are compared with their lookback.
+    -- A burst must beat its floor and the same hour a day earlier (part of the same-hour maximum), a sustained
+    -- rise the same stretch a day earlier (one of the earlier stretches): busy, steady pairs stop here
+    SELECT b.*
+    FROM buckets AS b
+    LEFT JOIN day_before AS d USING (principal_arn, key_arn, bucket)
+    WHERE (
+        b.peak_bound >= least($min_events, $new_pair_min_events, $human_min_events, $human_new_pair_min_events)
+        AND b.peak_bound > $same_hour_factor * coalesce(d.calls_day_before, 0)
+    ) OR (
+        b.calls * epoch($sustained) / epoch($window) >= $sustained_min_events
+        AND coalesce(d.stretch_now, b.calls) > $sustained_factor * coalesce(d.stretch_day_before, 0)
+    )
 ),
 
 history AS (  -- each judged bucket's own lookback: the pair's buckets in [bucket - lookback, bucket - $window)
