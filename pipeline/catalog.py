@@ -124,7 +124,7 @@ class Replace(dict[str, Any]):
     """A `with:` mapping tagged `!replace`: it replaces the base record's mapping instead of merging into it."""
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when the wheel has it: ~5x faster
     """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one) and knows `!replace`."""
 
 
