@@ -41,98 +41,81 @@ bucket_counts AS (  -- denials per actor and $window bucket: the baseline side
     GROUP BY actor_kind, actor, bucket
 ),
 
-sliding AS (  -- denials, distinct resources and distinct principals in the $window ending at each denial
+sliding AS (  -- denials, distinct resources and distinct principals in the $window and the $paced_window ending at
+    -- each denial (the lookback's too: the slow scale's baseline is its worst window there)
     SELECT
         *,
         time_bucket($window, event_time) AS bucket,
-        count(*) OVER w AS in_window,
-        count(DISTINCT resource) OVER w AS resources_in_window,
-        count(DISTINCT principal_arn) OVER w AS principals_in_window,
-        min(event_time) OVER w AS window_first
+        count(*) OVER w AS burst_denials,
+        count(DISTINCT resource) OVER w AS burst_resources,
+        count(DISTINCT principal_arn) OVER w AS burst_principals,
+        min(event_time) OVER w AS burst_first,
+        count(*) OVER p AS paced_denials,
+        count(DISTINCT resource) OVER p AS paced_resources,
+        count(DISTINCT principal_arn) OVER p AS paced_principals,
+        min(event_time) OVER p AS paced_first
     FROM by_actor
-    WHERE event_time >= $since - $window
-    WINDOW w AS (PARTITION BY actor_kind, actor ORDER BY event_time RANGE BETWEEN $window PRECEDING AND CURRENT ROW)
+    WINDOW
+        w AS (PARTITION BY actor_kind, actor ORDER BY event_time RANGE BETWEEN $window PRECEDING AND CURRENT ROW),
+        p AS (PARTITION BY actor_kind, actor ORDER BY event_time RANGE BETWEEN $paced_window PRECEDING AND CURRENT ROW)
 ),
 
-burst_storms AS (  -- per actor and judged bucket: its first full window (may start a bucket earlier) to its last denial
-    SELECT
-        actor_kind,
-        actor,
-        bucket,
-        'burst' AS scale,
-        min(window_first) AS first_seen,
-        max(event_time) AS last_seen,
-        max(in_window) AS peak,
-        max(resources_in_window) AS peak_resources
+scaled AS (  -- each judged denial once per scale
+    SELECT actor_kind, actor, bucket, event_time, 'burst' AS scale, burst_denials AS denials,
+           burst_resources AS resources, burst_principals AS principals, burst_first AS window_first
     FROM sliding
-    WHERE event_time >= $since
-      AND in_window >= $min_denials
-      AND (actor_kind = 'principal' OR principals_in_window >= $min_ip_principals)
-    GROUP BY actor_kind, actor, bucket
+    WHERE event_time >= $since AND burst_denials >= $min_denials
+    UNION ALL
+    SELECT actor_kind, actor, bucket, event_time, 'paced' AS scale, paced_denials, paced_resources, paced_principals,
+           paced_first
+    FROM sliding
+    WHERE event_time >= $since AND paced_denials >= $paced_min_denials AND paced_resources >= $paced_min_resources
 ),
 
-burst_baseline AS (  -- the actor's worst $window bucket in the storm bucket's lookback, before its sliding window
-    SELECT s.actor_kind, s.actor, s.bucket, max(h.denied) AS baseline_max
-    FROM burst_storms AS s
-    JOIN bucket_counts AS h USING (actor_kind, actor)
-    WHERE h.bucket < s.bucket - $window
-      AND h.bucket >= s.bucket - $lookback
-    GROUP BY s.actor_kind, s.actor, s.bucket
-),
-
-paced_sliding AS (  -- the slow scale: denials, resources and principals in the $paced_window ending at each denial
-    SELECT
-        *,
-        time_bucket($window, event_time) AS bucket,
-        count(*) OVER p AS in_window,
-        count(DISTINCT resource) OVER p AS resources_in_window,
-        count(DISTINCT principal_arn) OVER p AS principals_in_window,
-        min(event_time) OVER p AS window_first
-    FROM by_actor
-    WINDOW p AS (PARTITION BY actor_kind, actor ORDER BY event_time RANGE BETWEEN $paced_window PRECEDING AND CURRENT ROW)
-),
-
-paced_storms AS (
+storms AS (  -- per actor, judged bucket and scale: its first full window (may start a bucket earlier) to its last
+    -- denial; an IP is an actor when several principals are denied from it
     SELECT
         actor_kind,
         actor,
         bucket,
-        'paced' AS scale,
+        scale,
         min(window_first) AS first_seen,
         max(event_time) AS last_seen,
-        max(in_window) AS peak,
-        max(resources_in_window) AS peak_resources
-    FROM paced_sliding
-    WHERE event_time >= $since
-      AND in_window >= $paced_min_denials
-      AND resources_in_window >= $paced_min_resources
-      AND (actor_kind = 'principal' OR principals_in_window >= $min_ip_principals)
-    GROUP BY actor_kind, actor, bucket
+        max(denials) AS peak,
+        max(resources) AS peak_resources
+    FROM scaled
+    WHERE actor_kind = 'principal' OR principals >= $min_ip_principals
+    GROUP BY actor_kind, actor, bucket, scale
 ),
 
-paced_baseline AS (  -- the actor's worst $paced_window in the storm bucket's lookback, before its own window
-    -- (windows wholly inside the lookback, so a long run and the scheduled runs count the same)
-    SELECT s.actor_kind, s.actor, s.bucket, max(h.in_window) AS baseline_max
-    FROM paced_storms AS s
-    JOIN paced_sliding AS h USING (actor_kind, actor)
-    WHERE h.event_time < s.bucket - $paced_window
+baselines AS (  -- the actor's worst window in the storm bucket's lookback, before its own window: the burst's
+    -- $window buckets; the slow scale's sliding windows wholly inside the lookback (a long run and the scheduled
+    -- runs count the same)
+    SELECT s.actor_kind, s.actor, s.bucket, s.scale, max(h.denied) AS baseline_max
+    FROM storms AS s
+    JOIN bucket_counts AS h USING (actor_kind, actor)
+    WHERE s.scale = 'burst'
+      AND h.bucket < s.bucket - $window
+      AND h.bucket >= s.bucket - $lookback
+    GROUP BY ALL
+    UNION ALL
+    SELECT s.actor_kind, s.actor, s.bucket, s.scale, max(h.paced_denials) AS baseline_max
+    FROM storms AS s
+    JOIN sliding AS h USING (actor_kind, actor)
+    WHERE s.scale = 'paced'
+      AND h.event_time < s.bucket - $paced_window
       AND h.event_time >= s.bucket - $lookback + $paced_window
-    GROUP BY s.actor_kind, s.actor, s.bucket
+    GROUP BY ALL
 ),
 
 over_baseline AS (  -- each scale's storms over their own baseline
     SELECT s.*, coalesce(b.baseline_max, 0) AS baseline_max
-    FROM burst_storms AS s
-    LEFT JOIN burst_baseline AS b USING (actor_kind, actor, bucket)
-    WHERE s.peak > $baseline_factor * coalesce(b.baseline_max, 0)
-    UNION ALL
-    SELECT s.*, coalesce(b.baseline_max, 0) AS baseline_max
-    FROM paced_storms AS s
-    LEFT JOIN paced_baseline AS b USING (actor_kind, actor, bucket)
+    FROM storms AS s
+    LEFT JOIN baselines AS b USING (actor_kind, actor, bucket, scale)
     WHERE s.peak > $baseline_factor * coalesce(b.baseline_max, 0)
 ),
 
-storms AS (  -- one per actor and bucket: the burst when both scales storm
+findings AS (  -- one per actor and bucket: the burst when both scales storm
     SELECT * FROM over_baseline
     QUALIFY row_number() OVER (PARTITION BY actor_kind, actor, bucket ORDER BY scale) = 1
 )
@@ -156,7 +139,7 @@ SELECT
     list_sort(list(DISTINCT d.source_ip) FILTER (WHERE d.source_ip IS NOT NULL))[:$max_listed] AS source_ips,
     list_sort(list(DISTINCT d.event_name)) AS event_names,
     list_sort(list(DISTINCT d.error_code)) AS error_codes
-FROM storms AS s
+FROM findings AS s
 JOIN by_actor AS d
     ON d.actor_kind = s.actor_kind AND d.actor = s.actor AND d.event_time BETWEEN s.first_seen AND s.last_seen
 GROUP BY s.actor_kind, s.actor, s.bucket, s.scale, s.first_seen, s.last_seen, s.peak, s.peak_resources, s.baseline_max
