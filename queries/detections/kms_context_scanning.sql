@@ -36,11 +36,7 @@ WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events
 
 call_values AS (  -- the distinct values per principal, key, context key and $window bucket of the raw calls
     SELECT principal_arn, key_arn, bucket, pair.key AS context_key, pair.value AS context_value
-    FROM (
-        SELECT principal_arn, key_arn, bucket, unnest(map_entries(encryption_context)) AS pair
-        -- calls repeating a context (a job decrypting the same tenant's data) are unnested once
-        FROM (SELECT DISTINCT principal_arn, key_arn, bucket, encryption_context FROM calls)
-    )
+    FROM (SELECT principal_arn, key_arn, bucket, unnest(map_entries(encryption_context)) AS pair FROM calls)
     WHERE NOT list_contains($ignored_context_keys, pair.key)
     GROUP BY ALL
 ),

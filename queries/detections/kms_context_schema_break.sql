@@ -8,7 +8,7 @@
 -- context stay quiet: there is no schema to break. Only successful calls count. Each $window bucket is judged
 -- with the shapes of its own lookback [bucket - lookback, bucket), as the scheduled run at its end would;
 -- the lookback comes from the hourly rollups (`hourly`: one row per call shape), the judged buckets from events.
-WITH calls AS (  -- the run's own buckets, from the raw events
+WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events (streamed: a backtest holds 30 days)
     SELECT
         named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,

@@ -19,7 +19,7 @@
 -- the judged buckets from the raw events, so a run reads raw events only for its own window ($window is a
 -- whole number of hours here: rollups are hourly). A finding is reported in the bucket its peak window ends in,
 -- its alert id bucketed by where that window starts: reruns and longer runs give the same id.
-WITH calls AS (  -- the run's own buckets (and the $window before them, for sliding windows), from raw events
+WITH calls AS NOT MATERIALIZED (  -- the run's own buckets (and the $window before them, for sliding windows), from raw events (streamed, not held: a backtest reads 30 days)
     SELECT
         named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
