@@ -353,3 +353,18 @@ def test_a_lake_without_current_rollups_is_read_from_its_events_with_a_warning(t
     shutil.rmtree(lakelib.rollups_dir(lake))  # as an older release left it
     assert hourly_rows() == stored
     assert "no hourly rollups for 2 day(s) from 2024-05-01" in caplog.text and "keytrail rollups rebuild" in caplog.text
+
+
+def test_a_batch_too_big_for_the_small_memory_cap_is_rolled_up_again_under_the_large_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """List aggregates cannot spill: a batch whose distinct values exceed the cap must not crash ingest."""
+    table = ingest_table([varied(f"e-{n}", f"2024-06-01T{n % 24:02d}:{n % 60:02d}:00Z", n) for n in range(6000)])
+    expected = rollups.hourly(table)
+    monkeypatch.setattr(rollups, "MEMORY_LIMIT", "1MB")
+    monkeypatch.setattr(rollups._local, "con", None, raising=False)  # a new session, opened under the tiny cap
+    with caplog.at_level("INFO", logger="pipeline.lake.rollups"):
+        assert rollups.hourly(table).equals(expected)
+    assert "retrying under a 4GB memory cap" in caplog.text
+    ((limit,),) = rollups._local.con.execute("SELECT current_setting('memory_limit')").fetchall()
+    assert limit.replace(" ", "").upper().startswith(("1.0MB", "1MB", "976")), limit  # back to the small cap
