@@ -11,43 +11,39 @@
 -- The first two always page. Data keys under a partner's key that our account has used on at least
 -- $established_min_days days of the lookback are an established integration and stay quiet. One finding per
 -- (who, foreign key) and $window bucket, judged against the bucket's own lookback.
-WITH calls AS (  -- the three shapes, each cut down by its cheap filters before any JSON is read
-    SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
-           aws_region, event_name, 're_encrypt' AS how, key_arn, NULL AS secret_id,
-           [json_extract_string(request_parameters, '$.destinationKeyId')] AS target_keys
+WITH shaped AS (  -- one scan of the run's successful calls, each tagged with its shape (the first that matches)
+    SELECT
+        *,
+        CASE
+            WHEN event_source = 'kms.amazonaws.com' AND list_contains($reencrypt_events, event_name) THEN 're_encrypt'
+            WHEN event_source = 'secretsmanager.amazonaws.com' AND list_contains($secret_key_events, event_name)
+                THEN 'secret_key'
+            WHEN event_source = 'kms.amazonaws.com' AND list_contains($use_events, event_name) THEN 'data_key'
+        END AS how
     FROM events
-    WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($reencrypt_events, event_name)
-      AND error_code IS NULL
+    WHERE error_code IS NULL
       AND event_time >= $since
       AND event_time < $until
-    UNION ALL
+),
+
+calls AS (  -- the target keys of each shape; JSON is read only for the calls of the shape that needs it
     SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
-           aws_region, event_name, 'secret_key' AS how, key_arn,
+           aws_region, event_name, how, key_arn,
            -- CreateSecret names its secret only in requestParameters.name / responseElements.arn
-           coalesce(secret_id, json_extract_string(response_elements, '$.arn'),
-                    json_extract_string(request_parameters, '$.name')) AS secret_id,
-           list_concat(
-               [json_extract_string(request_parameters, '$.kmsKeyId')],
-               coalesce(json_extract_string(request_parameters, '$.addReplicaRegions[*].kmsKeyId'), [])
-           ) AS target_keys
-    FROM events
-    WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND list_contains($secret_key_events, event_name)
-      AND error_code IS NULL
-      AND event_time >= $since
-      AND event_time < $until
-    UNION ALL
-    SELECT event_time, principal_arn, session_issuer_arn, invoked_by, principal_account_id, recipient_account_id,
-           aws_region, event_name, 'data_key' AS how, key_arn, NULL AS secret_id,
-           [coalesce(key_arn, key_id)] AS target_keys  -- as the rollups name a key
-    FROM events
-    WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($use_events, event_name)
-      AND error_code IS NULL
-      AND NOT list_contains($trusted_accounts, split_part(coalesce(key_arn, key_id), ':', 5))
-      AND event_time >= $since
-      AND event_time < $until
+           CASE WHEN how = 'secret_key' THEN coalesce(secret_id, json_extract_string(response_elements, '$.arn'),
+                                                      json_extract_string(request_parameters, '$.name')) END AS secret_id,
+           CASE how
+               WHEN 're_encrypt' THEN [json_extract_string(request_parameters, '$.destinationKeyId')]
+               WHEN 'secret_key' THEN list_concat(
+                   [json_extract_string(request_parameters, '$.kmsKeyId')],
+                   coalesce(json_extract_string(request_parameters, '$.addReplicaRegions[*].kmsKeyId'), [])
+               )
+               ELSE [coalesce(key_arn, key_id)]  -- as the rollups name a key
+           END AS target_keys
+    FROM shaped
+    WHERE how IS NOT NULL
+      -- data keys under our own keys are the bulk of the calls: dropped before any unnesting
+      AND (how <> 'data_key' OR NOT list_contains($trusted_accounts, split_part(coalesce(key_arn, key_id), ':', 5)))
 ),
 
 foreign_uses AS (  -- each call with a foreign target key, made by one of our accounts
