@@ -12,9 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import cases, catalog, events
-from pipeline.alerting.alert import ALERT_FIELDS, SEVERITIES, SEVERITY_RANK
+from pipeline.alerting.alert import ALERT_FIELDS, SEVERITIES, SEVERITY_RANK, Alert
 from pipeline.catalog import EventSpec
 from pipeline.cli import app
+from pipeline.cli.detect_cmds import _findings_listing
 from tests.test_conformance import EXPECTED_DETECTIONS as KMS_DETECTIONS
 from tests.trails import commit_table
 
@@ -232,3 +233,23 @@ def test_kms_detections_on_the_real_corpus(realdata: Path, tmp_path: Path) -> No
     assert scanning == {("arn:aws:iam::123837392027:user/bert-jan", "PARAMETER_ARN")}
     firsts = sorted(str(a["first_seen"]) for a in by_detection["kms_context_scanning"])
     assert firsts[0].startswith("2023-07-10T11:58")  # the labelled ssm-retrieve-securestring-parameters window
+
+
+def test_table_names_the_scope_of_a_finding_without_caller_or_resource() -> None:
+    """trail_silence names no caller and no resource: the table says what went silent, not '- -> -'."""
+    start = dt.datetime(2024, 5, 8, 14, tzinfo=dt.UTC)
+    common = {
+        "detection_id": "trail_silence",
+        "title": "silence",
+        "severity": "high",
+        "principal_arn": None,
+        "resource_arn": None,
+        "first_seen": start,
+        "last_seen": start,
+        "event_count": 0,
+    }
+    whole = Alert(alert_id="a1", account_id=None, region=None, context={"scope": "whole_trail"}, **common)
+    one = Alert(alert_id="a2", account_id="111122223333", region="eu-west-1", context={"scope": "account"}, **common)
+    listing = _findings_listing([whole, one], start, start + dt.timedelta(hours=1))
+    subjects = [row[2] for row in listing.rows]
+    assert subjects == ["whole trail", "account 111122223333 in eu-west-1"]

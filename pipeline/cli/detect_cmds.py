@@ -22,7 +22,7 @@ from pipeline.callers import display_name
 from pipeline.cli import alerts_cmds, tables, tuning_cmds
 from pipeline.cli.common import fail, lake_dir, make_console
 from pipeline.engine import readable_partitions
-from pipeline.names.resolve import resource_label
+from pipeline.names.resolve import account_label, resource_label
 from pipeline.settings import Settings
 from pipeline.tuning.model import EMPTY, Tuning
 
@@ -90,6 +90,17 @@ def _short(arn: str | None) -> str:
     return display_name(arn) or "-"
 
 
+def _subject(alert: Alert) -> str:
+    """Who did what to which resource; a finding about no caller and no resource (trail_silence) names its
+    scope instead: the account it is about, or the whole trail."""
+    resource = resource_label(alert)
+    if alert.principal_arn is None and not resource:
+        if alert.context.get("scope") == "whole_trail":
+            return "whole trail"
+        return f"account {account_label(alert) or '-'}" + (f" in {alert.region}" if alert.region else "")
+    return f"{_short(alert.principal_arn)} -> {resource or '-'}"
+
+
 _FINDING_COLUMNS = (
     tables.severity_column(),
     tables.Column("detection", "text", priority=0),
@@ -106,8 +117,7 @@ def _findings_listing(alerts: Sequence[Alert], since: dt.datetime, until: dt.dat
             [
                 alert.severity,
                 alert.detection_id,
-                f"{_short(alert.principal_arn)} -> {resource_label(alert) or '-'}"
-                + (f" (excepted: {alert.exception['id']})" if alert.exception else ""),
+                _subject(alert) + (f" (excepted: {alert.exception['id']})" if alert.exception else ""),
                 times.display(alert.first_seen),
                 f"{alert.event_count:,}",
                 alert.alert_id,
