@@ -60,8 +60,9 @@ region_activity AS (  -- anything recorded in a replica region (the org working 
     GROUP BY ALL
 ),
 
-replica_read_places AS (  -- the reads the rollups saw in the window in a region some replication wrote to
-    SELECT DISTINCT aws_region, event_name
+window_call_places AS (  -- the calls of the window the raw read below needs, where the rollups saw them: reads in a
+    -- region some replication wrote to, and removals
+    SELECT DISTINCT event_name, aws_region, 'read' AS action
     FROM hourly
     WHERE event_source = 'secretsmanager.amazonaws.com'
       AND list_contains($read_events, event_name)
@@ -70,21 +71,8 @@ replica_read_places AS (  -- the reads the rollups saw in the window in a region
       AND hour > $since - $window
       AND hour < $until
       AND last_seen >= $since
-),
-
-replica_region_reads AS (  -- reads of any secret in a region some replication wrote to (filtered, not unnested)
-    SELECT event_time, secret_ids, aws_region, principal_arn, session_issuer_arn, invoked_by, principal_account_id,
-           recipient_account_id
-    FROM events
-    SEMI JOIN replica_read_places USING (aws_region, event_name)
-    WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND error_code IS NULL
-      AND event_time >= $since
-      AND event_time < $until
-),
-
-unreplication_names AS (  -- the removals the rollups saw in the window
-    SELECT DISTINCT event_name
+    UNION ALL
+    SELECT DISTINCT event_name, aws_region, 'removed' AS action
     FROM hourly
     WHERE event_source = 'secretsmanager.amazonaws.com'
       AND list_contains($unreplicate_events, event_name)
@@ -94,18 +82,33 @@ unreplication_names AS (  -- the removals the rollups saw in the window
       AND last_seen >= $since
 ),
 
+window_calls AS (  -- one raw read for both (the steps below split it by `action`, which the scan cannot filter on)
+    SELECT
+        p.action, event_time, event_name, aws_region, secret_id, secret_ids, principal_arn, session_issuer_arn,
+        invoked_by, principal_account_id, recipient_account_id, request_parameters
+    FROM events
+    JOIN window_call_places AS p USING (event_name, aws_region)
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND error_code IS NULL
+      AND event_time >= $since
+      AND event_time < $until
+),
+
+replica_region_reads AS (  -- reads of any secret in a region some replication wrote to (filtered, not unnested)
+    SELECT event_time, secret_ids, aws_region, principal_arn, session_issuer_arn, invoked_by, principal_account_id,
+           recipient_account_id
+    FROM window_calls
+    WHERE action = 'read'
+),
+
 unreplications AS (  -- RemoveRegionsFromReplication names the regions; StopReplicationToReplica runs in the replica's
     SELECT event_time, secret_id, principal_arn, session_issuer_arn, invoked_by, principal_account_id,
            recipient_account_id,
            CASE WHEN json_type(request_parameters, '$.removeReplicaRegions') = 'ARRAY'
                THEN json_extract_string(request_parameters, '$.removeReplicaRegions[*]')
                ELSE [aws_region] END AS regions
-    FROM events
-    SEMI JOIN unreplication_names USING (event_name)
-    WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND error_code IS NULL
-      AND event_time >= $since
-      AND event_time < $until
+    FROM window_calls
+    WHERE action = 'removed'
 ),
 
 activity AS (  -- what the judged buckets hold: the replications, reads in replica regions, removals
