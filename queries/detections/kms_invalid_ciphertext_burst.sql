@@ -49,9 +49,9 @@ bursts AS (  -- per principal and judged bucket: first full window (may start a 
     GROUP BY principal_arn, bucket
 ),
 
-past_failures AS (  -- the bursting principals' failures before those windows, back to the earliest lookback: read
-    -- only when something bursts (joined on the error codes, the scan filters rows by them; with no burst it stops
-    -- at its first rows)
+past_failures AS (  -- failures before those windows, back to the earliest lookback: only a burst's baseline reads
+    -- them, so they are read only when something bursts (joined on the error codes, the scan filters rows by them;
+    -- with no burst it stops at its first rows)
     SELECT caller_arn(principal_arn, session_issuer_arn) AS principal_arn, event_time
     FROM events
     SEMI JOIN (SELECT unnest($error_codes) AS error_code FROM (SELECT DISTINCT true FROM bursts)) USING (error_code)
