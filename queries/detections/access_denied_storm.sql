@@ -23,6 +23,7 @@ WITH denials AS (
     FROM events
     WHERE list_contains($event_sources, event_source)
       AND list_contains($error_codes, error_code)
+      AND error_code IS NOT NULL  -- filtered by the scan row by row (list_contains only prunes row groups)
       AND event_time >= $baseline_start
       AND event_time < $until
 ),

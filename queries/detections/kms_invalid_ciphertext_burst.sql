@@ -5,8 +5,9 @@
 -- $window per principal; a principal that fails this often every day (a known broken job) is compared with
 -- its own worst bucket in the lookback and stays quiet unless it gets much worse. One finding per principal and
 -- $window bucket, judged as the scheduled run of that bucket would: the failures of the bucket (their sliding
--- window may reach into the previous bucket) against the lookback before it.
-WITH failures AS (
+-- window may reach into the previous bucket) against the lookback before it. All raw events: the run's failures
+-- (and the $window before it), and the lookback's only when a principal bursts.
+WITH failures AS (  -- the failures the judged buckets' sliding windows hold
     SELECT
         caller_arn(principal_arn, session_issuer_arn) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
@@ -19,15 +20,10 @@ WITH failures AS (
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($error_codes, error_code)
+      AND error_code IS NOT NULL  -- filtered by the scan row by row (list_contains only prunes row groups)
       AND caller_arn(principal_arn, session_issuer_arn) IS NOT NULL
-      AND event_time >= $baseline_start
+      AND event_time >= $since - $window
       AND event_time < $until
-),
-
-bucket_counts AS (  -- failures per principal and $window bucket: the baseline side
-    SELECT principal_arn, time_bucket($window, event_time) AS bucket, count(*) AS failures
-    FROM failures
-    GROUP BY principal_arn, bucket
 ),
 
 sliding AS (  -- failures in the $window ending at each failure
@@ -37,7 +33,6 @@ sliding AS (  -- failures in the $window ending at each failure
         count(*) OVER w AS in_window,
         min(event_time) OVER w AS window_first
     FROM failures
-    WHERE event_time >= $since - $window
     WINDOW w AS (PARTITION BY principal_arn ORDER BY event_time RANGE BETWEEN $window PRECEDING AND CURRENT ROW)
 ),
 
@@ -51,6 +46,27 @@ bursts AS (  -- per principal and judged bucket: first full window (may start a 
     FROM sliding
     WHERE in_window >= $min_failures
       AND event_time >= $since
+    GROUP BY principal_arn, bucket
+),
+
+past_failures AS (  -- failures before those windows, back to the earliest lookback: only a burst's baseline reads
+    -- them, so they are read only when something bursts (joined on the error codes, the scan filters rows by them;
+    -- with no burst it stops at its first rows)
+    SELECT caller_arn(principal_arn, session_issuer_arn) AS principal_arn, event_time
+    FROM events
+    SEMI JOIN (SELECT unnest($error_codes) AS error_code FROM (SELECT DISTINCT true FROM bursts)) USING (error_code)
+    WHERE event_source = 'kms.amazonaws.com'
+      AND event_time >= $baseline_start
+      AND event_time < $since - $window
+),
+
+bucket_counts AS (  -- failures per bursting principal and $window bucket: the baseline side
+    SELECT principal_arn, time_bucket($window, event_time) AS bucket, count(*) AS failures
+    FROM (
+        SELECT principal_arn, event_time FROM past_failures SEMI JOIN bursts USING (principal_arn)
+        UNION ALL
+        SELECT principal_arn, event_time FROM failures
+    )
     GROUP BY principal_arn, bucket
 ),
 

@@ -4,13 +4,35 @@
 -- that follow are bookkeeping, not a second finding. A secret the same principal created shortly before
 -- (`ephemeral_max_age`: CI test stacks, Stratus/Terraform teardown) is its own scratch data and stays quiet.
 -- One finding per principal and deletion mode per $window bucket (the bucket a scheduled run judges, whose
--- lookback holds the creations); `forced` drives the severity.
-WITH lifecycle_calls AS (  -- successful deletions in the window, creations in lookback + window
+-- lookback holds the creations); `forced` drives the severity. The window's deletions and the lookback's creations
+-- come from the raw events, read only when the hourly rollups show a deletion in the window.
+WITH deletion_names AS (  -- the delete calls the hourly rollups saw in the window: an exact superset (they count every
+    -- committed event by name and error code)
+    SELECT DISTINCT event_name
+    FROM hourly
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($delete_events, event_name)
+      AND error_code IS NULL
+      AND hour > $since - $window  -- hours overlapping the window ($window: whole hours)
+      AND hour < $until
+      AND last_seen >= $since
+),
+
+lifecycle_names AS (  -- what to read: those, and CreateSecret when there are any
+    SELECT event_name, true AS deletion FROM deletion_names
+    UNION ALL
+    SELECT DISTINCT 'CreateSecret' AS event_name, false AS deletion FROM deletion_names
+),
+
+lifecycle_calls AS (  -- successful deletions (window) and creations (lookback + window). Joined on its names, the scan
+    -- filters rows by them before decoding the JSON, and stops at its first rows when there are none; only plain
+    -- filters here (the steps below filter on `deletion`), or DuckDB would filter above the scan
     SELECT
         event_id,
         event_time,
         time_bucket($window, event_time) AS bucket,
         event_name,
+        n.deletion,
         -- the caller (queries/README.md); a cross-account caller seen only as AWSAccount: its account
         actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
         principal_arn AS session_arn,
@@ -22,29 +44,27 @@ WITH lifecycle_calls AS (  -- successful deletions in the window, creations in l
         coalesce(json_extract_string(request_parameters, '$.name'), secret_name(secret_id)) AS secret_name,
         request_parameters
     FROM events
+    JOIN lifecycle_names AS n USING (event_name)
     WHERE event_source = 'secretsmanager.amazonaws.com'
       AND error_code IS NULL
-      AND (
-          (list_contains($delete_events, event_name) AND event_time >= $since)
-          OR (event_name = 'CreateSecret' AND event_time >= $baseline_start)
-      )
+      AND event_time >= $baseline_start
       AND event_time < $until
 ),
 
 deletions AS (
     SELECT
-        * EXCLUDE (request_parameters),
+        * EXCLUDE (request_parameters, deletion),
         coalesce(try_cast(json_extract_string(request_parameters, '$.forceDeleteWithoutRecovery') AS BOOLEAN), false)
             AS forced,
         try_cast(json_extract_string(request_parameters, '$.recoveryWindowInDays') AS INTEGER) AS recovery_days
     FROM lifecycle_calls
-    WHERE list_contains($delete_events, event_name)
+    WHERE deletion AND event_time >= $since
 ),
 
 recent_creations AS (
     SELECT principal_arn, secret_name, event_time AS created_at
     FROM lifecycle_calls
-    WHERE event_name = 'CreateSecret'
+    WHERE NOT deletion
 ),
 
 lasting_secrets AS (

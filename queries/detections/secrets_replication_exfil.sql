@@ -10,7 +10,23 @@
 -- A bucket b is judged exactly as a run at its end would: a replica of secret S in region R is suspicious when
 -- it was created in [b - $lookback, end of b) and no event at all was recorded in R between b - $lookback and
 -- its creation; the bucket's replication calls and reads of S in R are one finding per (secret, region, b).
-WITH replication_calls AS (
+-- Where things come from: a region's activity from the hourly rollups; the replication calls (lookback + window),
+-- the window's reads in replica regions and its removals from the raw events, each read only for the call names
+-- (and regions) the rollups show there.
+WITH replication_names AS (  -- the replication calls the hourly rollups saw in lookback + window, by name: an exact
+    -- superset (the rollups count every committed event by hour, region, name and error code). Joined on such names,
+    -- each raw read below filters rows by them before decoding the JSON, and stops at its first rows when there are none
+    SELECT DISTINCT event_name
+    FROM hourly
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($replicate_events, event_name)
+      AND error_code IS NULL
+      AND hour > $baseline_start - $window  -- hours overlapping [$baseline_start, $until) ($window: whole hours)
+      AND hour < $until
+      AND last_seen >= $baseline_start
+),
+
+replication_calls AS (
     SELECT
         event_time,
         -- the secret's ARN as the response spells it (ReplicateSecretToRegions: aRN; CreateSecret: arn), else the
@@ -21,8 +37,8 @@ WITH replication_calls AS (
         actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
         recipient_account_id
     FROM events
+    SEMI JOIN replication_names USING (event_name)
     WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND list_contains($replicate_events, event_name)
       AND error_code IS NULL
       AND event_time >= $baseline_start
       AND event_time < $until
@@ -34,25 +50,55 @@ replica_calls AS (  -- every (secret, replica region) a replication call created
     FROM replication_calls AS c, unnest(c.regions) AS r(region)
 ),
 
-region_activity AS (  -- anything recorded in a replica region (the org working there), by bucket
-    SELECT aws_region AS region, time_bucket($window, event_time) AS bucket, min(event_time) AS first_event
-    FROM events
+region_activity AS (  -- anything recorded in a replica region (the org working there), by bucket: the hourly rollups
+    -- hold every committed event (exact first_seen per hour), and a whole-hour $window bucket holds whole hours
+    SELECT aws_region AS region, time_bucket($window, hour) AS bucket, min(first_seen) AS first_event
+    FROM hourly
     WHERE aws_region IN (SELECT region FROM replica_calls)
-      AND event_time >= $baseline_start
-      AND event_time < $until
+      AND hour >= $baseline_start - $window  -- the earliest judged bucket's lookback, whole hours
+      AND hour < $until
     GROUP BY ALL
+),
+
+window_call_places AS (  -- the calls of the window the raw read below needs, where the rollups saw them: reads in a
+    -- region some replication wrote to, and removals
+    SELECT DISTINCT event_name, aws_region, 'read' AS action
+    FROM hourly
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($read_events, event_name)
+      AND error_code IS NULL
+      AND aws_region IN (SELECT region FROM replica_calls)
+      AND hour > $since - $window
+      AND hour < $until
+      AND last_seen >= $since
+    UNION ALL
+    SELECT DISTINCT event_name, aws_region, 'removed' AS action
+    FROM hourly
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND list_contains($unreplicate_events, event_name)
+      AND error_code IS NULL
+      AND hour > $since - $window
+      AND hour < $until
+      AND last_seen >= $since
+),
+
+window_calls AS (  -- one raw read for both (the steps below split it by `action`, which the scan cannot filter on)
+    SELECT
+        p.action, event_time, event_name, aws_region, secret_id, secret_ids, principal_arn, session_issuer_arn,
+        invoked_by, principal_account_id, recipient_account_id, request_parameters
+    FROM events
+    JOIN window_call_places AS p USING (event_name, aws_region)
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND error_code IS NULL
+      AND event_time >= $since
+      AND event_time < $until
 ),
 
 replica_region_reads AS (  -- reads of any secret in a region some replication wrote to (filtered, not unnested)
     SELECT event_time, secret_ids, aws_region, principal_arn, session_issuer_arn, invoked_by, principal_account_id,
            recipient_account_id
-    FROM events
-    WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND list_contains($read_events, event_name)
-      AND error_code IS NULL
-      AND aws_region IN (SELECT region FROM replica_calls)
-      AND event_time >= $since
-      AND event_time < $until
+    FROM window_calls
+    WHERE action = 'read'
 ),
 
 unreplications AS (  -- RemoveRegionsFromReplication names the regions; StopReplicationToReplica runs in the replica's
@@ -61,12 +107,8 @@ unreplications AS (  -- RemoveRegionsFromReplication names the regions; StopRepl
            CASE WHEN json_type(request_parameters, '$.removeReplicaRegions') = 'ARRAY'
                THEN json_extract_string(request_parameters, '$.removeReplicaRegions[*]')
                ELSE [aws_region] END AS regions
-    FROM events
-    WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND list_contains($unreplicate_events, event_name)
-      AND error_code IS NULL
-      AND event_time >= $since
-      AND event_time < $until
+    FROM window_calls
+    WHERE action = 'removed'
 ),
 
 activity AS (  -- what the judged buckets hold: the replications, reads in replica regions, removals
