@@ -11,49 +11,35 @@
 --                     (and $min_events): a large volume change pages (high if untrusted, else medium)
 --   learning pair     seen on fewer days: quiet (it paged on its first use)
 -- "New" needs a lake holding a full lookback ($history_start), except for untrusted accounts: news from day one.
-WITH crypto AS (  -- the run's calls, from the raw events
-    SELECT
-        principal_account_id AS caller_account,
-        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
-        principal_id,
-        coalesce(key_arn, key_id) AS key_arn,  -- as the rollups name a key
-        split_part(coalesce(key_arn, key_id), ':', 5) AS key_account,
-        aws_region,
-        event_name,
-        source_ip,
-        event_time,
-        time_bucket($window, event_time) AS bucket
-    FROM events
-    WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($use_events, event_name)
-      AND error_code IS NULL
-      AND coalesce(key_arn, key_id) LIKE 'arn:%:key/%'
-      AND principal_account_id IS NOT NULL
-      AND coalesce(principal_type, '') <> 'AWSService'
-      AND principal_account_id <> split_part(coalesce(key_arn, key_id), ':', 5)
-      AND event_time >= time_bucket($window, $since)
-      AND event_time < $until
-),
-
-judged_buckets AS (  -- each (caller account, key) pair's calls per bucket of the run
-    SELECT caller_account, key_arn, bucket, count(*) AS calls
-    FROM crypto
-    GROUP BY caller_account, key_arn, bucket
-),
-
-pair_buckets AS (  -- the lookback side, from the hourly rollups (same filters): the judged pairs' calls per bucket
-    SELECT caller_account_id AS caller_account, kms_key AS key_arn, time_bucket($window, hour) AS bucket,
-           sum(events)::BIGINT AS calls
+-- Which pairs and buckets may page is decided from the hourly rollups (every filter below is one of their group
+-- columns, and a KMS call names no secret, so they count each call once); raw events are read only for those.
+WITH cross_hours AS (  -- the cross-account calls per pair, event name and hour, from the hourly rollups: the
+    -- lookback of each judged bucket, and the run's own hours (their counts are exact; an upper bound when $until
+    -- cuts an hour)
+    SELECT caller_account_id AS caller_account, kms_key AS key_arn, event_name, hour, sum(events) AS calls
     FROM hourly
-    SEMI JOIN (SELECT DISTINCT caller_account, key_arn FROM judged_buckets) AS j
-        ON j.caller_account = hourly.caller_account_id AND j.key_arn = hourly.kms_key
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($use_events, event_name)
       AND error_code IS NULL
+      AND kms_key LIKE 'arn:%:key/%'
+      AND caller_account_id IS NOT NULL
       AND coalesce(principal_type, '') <> 'AWSService'
+      AND caller_account_id <> split_part(kms_key, ':', 5)
       AND hour >= time_bucket($window, $since) - $lookback
       AND hour < $until
     GROUP BY ALL
+),
+
+pair_buckets AS (  -- each pair's calls per bucket
+    SELECT caller_account, key_arn, time_bucket($window, hour) AS bucket, sum(calls)::BIGINT AS calls
+    FROM cross_hours
+    GROUP BY ALL
+),
+
+judged_buckets AS (  -- each pair's calls per bucket of the run
+    SELECT *
+    FROM pair_buckets
+    WHERE bucket >= time_bucket($window, $since)
 ),
 
 pair_history AS (  -- each judged bucket's pair in its own lookback: days used, largest bucket
@@ -86,11 +72,45 @@ judged_pairs AS (
     LEFT JOIN pair_history AS h USING (caller_account, key_arn, bucket)
 ),
 
-paging AS (
-    SELECT *
+paging AS (  -- a superset of the pairs that page: volume_change only grows with the calls counted
+    SELECT
+        *,
+        -- a pair is only "new" once the lake holds a full lookback; an untrusted caller is news from day one
+        new_pair AND (untrusted OR $history_start <= bucket - $lookback) AS pages_as_new
     FROM judged_pairs
-    -- a pair is only "new" once the lake holds a full lookback; an untrusted caller is news from day one
-    WHERE (new_pair AND (untrusted OR $history_start <= bucket - $lookback)) OR volume_change
+    WHERE pages_as_new OR volume_change
+),
+
+candidates AS (  -- the pairs that may page, with the event names they used in the run
+    SELECT DISTINCT caller_account, key_arn, event_name
+    FROM cross_hours
+    SEMI JOIN paging USING (caller_account, key_arn)
+    WHERE hour >= time_bucket($window, $since)
+),
+
+crypto AS (  -- the run's calls of the candidates, from the raw events (none: the scan is skipped). The semi join
+    -- implies the event name, key and account filters of `cross_hours`: each candidate meets them
+    SELECT
+        principal_account_id AS caller_account,
+        actor(principal_arn, session_issuer_arn, invoked_by, principal_account_id) AS principal_arn,
+        principal_id,
+        coalesce(key_arn, key_id) AS key_arn,  -- as the rollups name a key
+        split_part(coalesce(key_arn, key_id), ':', 5) AS key_account,
+        aws_region,
+        event_name,
+        source_ip,
+        event_time,
+        time_bucket($window, event_time) AS bucket
+    FROM events
+    SEMI JOIN candidates AS c
+        ON c.caller_account = events.principal_account_id
+        AND c.key_arn = coalesce(events.key_arn, events.key_id)
+        AND c.event_name = events.event_name
+    WHERE event_source = 'kms.amazonaws.com'
+      AND error_code IS NULL
+      AND coalesce(principal_type, '') <> 'AWSService'
+      AND event_time >= time_bucket($window, $since)
+      AND event_time < $until
 )
 
 SELECT
@@ -104,7 +124,9 @@ SELECT
     CASE WHEN any_value(p.untrusted) THEN 'high' END AS severity,
     any_value(p.untrusted) AS untrusted_account,
     any_value(p.new_pair) AS first_use_in_lookback,
-    any_value(p.volume_change) AS volume_change,
+    -- judged again on the calls read (the same count unless $until cuts an hour)
+    any_value(p.volume_change) AND count(*) >= $min_events
+        AND count(*) > $baseline_factor * any_value(p.largest_past_bucket) AS volume_change,
     any_value(p.days_used) AS days_used_in_lookback,
     any_value(p.largest_past_bucket) AS largest_past_bucket,
     min(r.event_time) AS first_seen,
@@ -116,4 +138,5 @@ SELECT
 FROM crypto AS r
 JOIN paging AS p USING (caller_account, key_arn, bucket)
 GROUP BY r.caller_account, r.key_arn, r.bucket
+HAVING any_value(p.pages_as_new) OR volume_change
 ORDER BY first_seen

@@ -11,19 +11,75 @@
 -- The first two always page. Data keys under a partner's key that our account has used on at least
 -- $established_min_days days of the lookback are an established integration and stay quiet. One finding per
 -- (who, foreign key) and $window bucket, judged against the bucket's own lookback.
-WITH shaped AS (  -- one scan of the run's successful calls, each tagged with its shape (the first that matches)
+-- Which calls can matter is decided from the hourly rollups of the run's hours (event name, caller account and key
+-- are their group columns): raw events are read only for the event names of the first two shapes seen in the run,
+-- and for the data keys of (our account, foreign key) groups not established.
+WITH run_groups AS (  -- the run's successful calls per group, each tagged with its shape (the first that matches)
     SELECT
-        *,
+        event_source,
+        event_name,
+        caller_account_id,
+        kms_key,
+        time_bucket($window, hour) AS bucket,
         CASE
             WHEN event_source = 'kms.amazonaws.com' AND list_contains($reencrypt_events, event_name) THEN 're_encrypt'
             WHEN event_source = 'secretsmanager.amazonaws.com' AND list_contains($secret_key_events, event_name)
                 THEN 'secret_key'
             WHEN event_source = 'kms.amazonaws.com' AND list_contains($use_events, event_name) THEN 'data_key'
         END AS how
-    FROM events
+    FROM hourly
     WHERE error_code IS NULL
-      AND event_time >= $since
-      AND event_time < $until
+      AND hour >= date_trunc('hour', $since)
+      AND hour < $until
+),
+
+data_key_groups AS (  -- data keys our accounts generated under a foreign key, per bucket (the bulk, under our own
+    -- keys, dropped here)
+    SELECT DISTINCT caller_account_id AS caller_account, kms_key AS foreign_key, event_name, bucket
+    FROM run_groups
+    WHERE how = 'data_key'
+      AND kms_key LIKE 'arn:%:kms:%'
+      AND NOT list_contains($trusted_accounts, split_part(kms_key, ':', 5))
+      AND list_contains($trusted_accounts, caller_account_id)
+),
+
+established AS (  -- data-key pairs (our account, foreign key) used on enough days of each judged bucket's lookback
+    -- (the lookback from the hourly rollups, same filters)
+    SELECT j.caller_account, j.foreign_key, j.bucket
+    FROM (SELECT DISTINCT caller_account, foreign_key, bucket FROM data_key_groups) AS j
+    JOIN hourly AS h
+        ON h.caller_account_id = j.caller_account
+        AND h.kms_key = j.foreign_key
+        AND h.hour >= j.bucket - $lookback
+        AND h.hour < j.bucket
+    WHERE $history_start <= j.bucket - $lookback
+      AND h.event_source = 'kms.amazonaws.com'
+      AND list_contains($use_events, h.event_name)
+      AND h.error_code IS NULL
+    GROUP BY ALL
+    HAVING count(DISTINCT date_trunc('day', h.hour)) >= $established_min_days
+),
+
+shaped AS (  -- the raw calls of those groups (none: the scans are skipped), each with its group's shape
+    SELECT e.*, g.how
+    FROM events AS e
+    JOIN (SELECT DISTINCT event_source, event_name, how FROM run_groups WHERE how <> 'data_key') AS g
+        USING (event_source, event_name)
+    WHERE e.error_code IS NULL
+      AND e.event_time >= $since
+      AND e.event_time < $until
+    UNION ALL
+    SELECT e.*, 'data_key' AS how
+    FROM events AS e
+    SEMI JOIN (SELECT caller_account, foreign_key, event_name FROM data_key_groups ANTI JOIN established
+               USING (caller_account, foreign_key, bucket)) AS c
+        ON c.caller_account = e.principal_account_id
+        AND c.foreign_key = coalesce(e.key_arn, e.key_id)
+        AND c.event_name = e.event_name
+    WHERE e.event_source = 'kms.amazonaws.com'
+      AND e.error_code IS NULL
+      AND e.event_time >= $since
+      AND e.event_time < $until
 ),
 
 calls AS (  -- the target keys of each shape; JSON is read only for the calls of the shape that needs it
@@ -41,9 +97,6 @@ calls AS (  -- the target keys of each shape; JSON is read only for the calls of
                ELSE [coalesce(key_arn, key_id)]  -- as the rollups name a key
            END AS target_keys
     FROM shaped
-    WHERE how IS NOT NULL
-      -- data keys under our own keys are the bulk of the calls: dropped before any unnesting
-      AND (how <> 'data_key' OR NOT list_contains($trusted_accounts, split_part(coalesce(key_arn, key_id), ':', 5)))
 ),
 
 foreign_uses AS (  -- each call with a foreign target key, made by one of our accounts
@@ -64,23 +117,6 @@ foreign_uses AS (  -- each call with a foreign target key, made by one of our ac
     WHERE t.target_key LIKE 'arn:%:kms:%'
       AND NOT list_contains($trusted_accounts, split_part(t.target_key, ':', 5))
       AND list_contains($trusted_accounts, c.principal_account_id)
-),
-
-established AS (  -- data-key pairs (our account, foreign key) used on enough days of each judged bucket's lookback
-    -- (the lookback from the hourly rollups, same filters)
-    SELECT j.caller_account, j.foreign_key, j.bucket
-    FROM (SELECT DISTINCT caller_account, foreign_key, bucket FROM foreign_uses WHERE how = 'data_key') AS j
-    JOIN hourly AS h
-        ON h.caller_account_id = j.caller_account
-        AND h.kms_key = j.foreign_key
-        AND h.hour >= j.bucket - $lookback
-        AND h.hour < j.bucket
-    WHERE $history_start <= j.bucket - $lookback
-      AND h.event_source = 'kms.amazonaws.com'
-      AND list_contains($use_events, h.event_name)
-      AND h.error_code IS NULL
-    GROUP BY ALL
-    HAVING count(DISTINCT date_trunc('day', h.hour)) >= $established_min_days
 ),
 
 judged AS (

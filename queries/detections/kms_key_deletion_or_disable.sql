@@ -5,6 +5,7 @@
 -- role, matched as the session or its role) are expected to do this and stay quiet. One finding per caller
 -- session, key and action per $window bucket (the bucket a scheduled run judges), so one run over a long
 -- range finds what the scheduled runs found.
+-- The window's calls come from the raw events, read only for the event names the run's hourly rollups hold.
 WITH lifecycle_calls AS (
     SELECT
         principal_arn,  -- the session as recorded, not caller_arn(): a one-shot action (queries/README.md)
@@ -19,8 +20,12 @@ WITH lifecycle_calls AS (
         user_agent,
         try_cast(json_extract_string(request_parameters, '$.pendingWindowInDays') AS INTEGER) AS pending_days
     FROM events
+    -- names of the lifecycle calls the run's hourly rollups hold (a superset: each call is counted in the rollup of
+    -- its hour, and those hours cover [$since, $until)); none, the usual case: the scan is skipped
+    SEMI JOIN (SELECT event_name FROM hourly WHERE event_source = 'kms.amazonaws.com' AND error_code IS NULL
+               AND list_contains($delete_events, event_name) AND hour >= date_trunc('hour', $since) AND hour < $until)
+        USING (event_name)
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($delete_events, event_name)
       AND error_code IS NULL
       AND event_time >= $since
       AND event_time < $until

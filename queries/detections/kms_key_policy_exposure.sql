@@ -5,6 +5,7 @@
 -- policy. The policy document sits as JSON text inside requestParameters.policy (PutKeyPolicy, CreateKey);
 -- it is parsed here statement by statement. The key's own account is always trusted. One finding per caller
 -- and key per $window bucket (the bucket a scheduled run judges).
+-- The window's calls come from the raw events, read only for the event names the run's hourly rollups hold.
 WITH policy_calls AS (
     SELECT
         event_id,
@@ -18,8 +19,12 @@ WITH policy_calls AS (
         source_ip,
         request_parameters
     FROM events
+    -- names of the policy and grant calls the run's hourly rollups hold (a superset: each call is counted in the rollup of
+    -- its hour, and those hours cover [$since, $until)); none, the usual case: the scan is skipped
+    SEMI JOIN (SELECT event_name FROM hourly WHERE event_source = 'kms.amazonaws.com' AND error_code IS NULL
+               AND list_contains($policy_events, event_name) AND hour >= date_trunc('hour', $since) AND hour < $until)
+        USING (event_name)
     WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($policy_events, event_name)
       AND error_code IS NULL
       AND event_time >= $since
       AND event_time < $until
