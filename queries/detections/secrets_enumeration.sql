@@ -40,16 +40,28 @@ WITH past_calls AS (  -- the lookback and the run's hours from the hourly rollup
     GROUP BY hour, caller_arn, secret_name(secret_id)
 ),
 
+earlier_reads AS (  -- per principal and secret, its last read hour before any bucket's scale G could start (below)
+    SELECT principal_arn, secret_name, max(hour) AS last_hour
+    FROM past_calls
+    WHERE is_read
+      AND hour < date_trunc('hour', time_bucket($window, $since) - greatest($burst, $paced_window))
+    GROUP BY principal_arn, secret_name
+),
+
 read_hours AS (  -- hours a principal read a secret after not reading it for long enough to be unfamiliar to a bucket
     SELECT principal_arn, secret_name, hour, previous_hour
     FROM (
         SELECT
-            principal_arn,
-            secret_name,
-            hour,
-            lag(hour) OVER (PARTITION BY principal_arn, secret_name ORDER BY hour) AS previous_hour
-        FROM past_calls
-        WHERE is_read
+            r.principal_arn,
+            r.secret_name,
+            r.hour,
+            -- the previous read hour: an earlier one in this range, else the last one before it
+            coalesce(lag(r.hour) OVER (PARTITION BY r.principal_arn, r.secret_name ORDER BY r.hour), e.last_hour)
+                AS previous_hour
+        FROM past_calls AS r
+        LEFT JOIN earlier_reads AS e USING (principal_arn, secret_name)
+        WHERE r.is_read
+          AND r.hour >= date_trunc('hour', time_bucket($window, $since) - greatest($burst, $paced_window))
     )
     -- a bucket b this hour counts for has b < hour + G + 1 hour (below), so previous_hour < b - $lookback needs this
     WHERE previous_hour IS NULL
