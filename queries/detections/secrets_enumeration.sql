@@ -16,7 +16,9 @@
 -- at its end would: a secret read in the lookback of the bucket is familiar, however long the run. The lookback
 -- comes from the hourly rollups (`hourly`, one row per secret a call names) up to the hour in which the
 -- bucket's `burst` could start, and so do the slow scale's older first reads (a rollup row keeps the first
--- read of its hour: exact); from that hour on, from the raw events (previous reads by time).
+-- read of its hour: exact); from that hour on, from the raw events (previous reads by time). Raw events are read
+-- only for the principals the rollups say could fire in a bucket of the run (`candidates`: most principals read
+-- only familiar secrets, so a scheduled run usually reads none), and for those exactly as before.
 WITH past_calls AS (  -- the lookback and the run's hours from the hourly rollups (same filters): per hour, caller and secret
     SELECT
         hour,
@@ -40,7 +42,17 @@ WITH past_calls AS (  -- the lookback and the run's hours from the hourly rollup
     GROUP BY hour, caller_arn, secret_name(secret_id)
 ),
 
-earlier_reads AS (  -- per principal and secret, its last read hour before any bucket's scale G could start (below)
+-- Which principals could fire, from the rollups alone (an exact superset; only their raw calls are read).
+-- Scale G = greatest($burst, $paced_window). A secret counted for bucket b (a raw first read, or an older first
+-- read >= b - $paced_window) is read in an hour of [trunc(b - G), b + $window) (`hourly` has a row for every
+-- secret of a call's secret_ids, with exact first_seen) and in no hour of
+-- [b - $lookback, trunc(b - G)) (such a read is < b - G: its secret is familiar to raw_first_reads and too old for
+-- older_first_reads); i.e. its first read hour h in that range has previous_hour NULL or < b - $lookback.
+-- Each secret name is counted at most once per bucket while $lookback >= $burst + 1 hour (a later raw read's
+-- previous read lies within the lookback), so fewer such secrets than either threshold cannot cross it.
+-- A newcomer has no Secrets Manager hour in [b - $lookback, trunc(b - $burst)) and a discovery call
+-- (ListSecrets or BatchGetSecretValue) in [trunc(b - $burst), b + $window); rotations only remove reads.
+earlier_reads AS (  -- per principal and secret, its last read hour before the first bucket's scale G starts
     SELECT principal_arn, secret_name, max(hour) AS last_hour
     FROM past_calls
     WHERE is_read
@@ -63,7 +75,7 @@ read_hours AS (  -- hours a principal read a secret after not reading it for lon
         WHERE r.is_read
           AND r.hour >= date_trunc('hour', time_bucket($window, $since) - greatest($burst, $paced_window))
     )
-    -- a bucket b this hour counts for has b < hour + G + 1 hour (below), so previous_hour < b - $lookback needs this
+    -- a bucket b this hour counts for has b < hour + G + 1 hour, so previous_hour < b - $lookback needs this
     WHERE previous_hour IS NULL
        OR previous_hour < hour + greatest($burst, $paced_window) + INTERVAL 1 HOUR - $lookback
 ),
@@ -74,16 +86,7 @@ rollup_buckets AS (  -- the run's buckets per principal, as judged_buckets finds
     WHERE hour >= date_trunc('hour', $since)
 ),
 
--- Which principals could fire, from the rollups alone (an exact superset; only their raw calls are read).
--- Scale G = greatest($burst, $paced_window). A secret counted for bucket b (a raw first read, or an older first
--- read >= b - $paced_window) is read in an hour of [trunc(b - G), b + $window) and in no hour of
--- [b - $lookback, trunc(b - G)) (such a read is < b - G: its secret is familiar to raw_first_reads and too old for
--- older_first_reads); i.e. its first read hour h in that range has previous_hour NULL or < b - $lookback.
--- Each secret name is counted at most once per bucket while $lookback >= $burst + 1 hour (a later raw read's
--- previous read lies within the lookback), so fewer such secrets than either threshold cannot cross it.
--- A newcomer has no Secrets Manager hour in [b - $lookback, trunc(b - $burst)) and a discovery call
--- (ListSecrets or BatchGetSecretValue) in [trunc(b - $burst), b + $window); rotations only remove reads.
-unfamiliar_counts AS (
+unfamiliar_counts AS (  -- per bucket: secrets that may be unfamiliar to it (their first read hour in its range)
     SELECT b.principal_arn, b.bucket
     FROM rollup_buckets AS b
     JOIN read_hours AS r USING (principal_arn)
@@ -95,7 +98,7 @@ unfamiliar_counts AS (
         OR $lookback < $burst + INTERVAL 1 HOUR
 ),
 
-candidates AS (
+candidates AS (  -- enough secrets that may be unfamiliar, or a newcomer that may discover
     SELECT principal_arn FROM unfamiliar_counts
     UNION
     SELECT b.principal_arn
