@@ -77,7 +77,7 @@ read_hours AS (  -- hours a principal read a secret after not reading it for lon
     )
     -- a bucket b this hour counts for has b < hour + G + 1 hour, so previous_hour < b - $lookback needs this
     WHERE previous_hour IS NULL
-       OR previous_hour < hour + greatest($burst, $paced_window) + INTERVAL 1 HOUR - $lookback
+       OR previous_hour < hour + greatest($burst, $paced_window) + to_hours(1) - $lookback
 ),
 
 rollup_buckets AS (  -- the run's buckets per principal, as judged_buckets finds them in the raw calls
@@ -95,7 +95,7 @@ unfamiliar_counts AS (  -- per bucket: secrets that may be unfamiliar to it (the
       AND (r.previous_hour IS NULL OR r.previous_hour < b.bucket - $lookback)
     GROUP BY b.principal_arn, b.bucket
     HAVING count(DISTINCT r.secret_name) >= least($min_distinct_secrets, $paced_min_distinct_secrets)
-        OR $lookback < $burst + INTERVAL 1 HOUR
+        OR $lookback < $burst + to_hours(1)
 ),
 
 candidates AS (  -- enough secrets that may be unfamiliar, or a newcomer that may discover
