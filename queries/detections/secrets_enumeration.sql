@@ -16,8 +16,106 @@
 -- at its end would: a secret read in the lookback of the bucket is familiar, however long the run. The lookback
 -- comes from the hourly rollups (`hourly`, one row per secret a call names) up to the hour in which the
 -- bucket's `burst` could start, and so do the slow scale's older first reads (a rollup row keeps the first
--- read of its hour: exact); from that hour on, from the raw events (previous reads by time).
-WITH sm_calls AS (  -- the run's calls, from the hour in which its first bucket's burst could start
+-- read of its hour: exact); from that hour on, from the raw events (previous reads by time). Raw events are read
+-- only for the principals the rollups say could fire in a bucket of the run (`candidates`: most principals read
+-- only familiar secrets, so a scheduled run usually reads none), and for those exactly as before.
+WITH past_calls AS (  -- the lookback and the run's hours from the hourly rollups (same filters): per hour, caller and secret
+    SELECT
+        hour,
+        caller_arn AS principal_arn,
+        secret_name(secret_id) AS secret_name,
+        any_value(secret_id) AS secret,
+        bool_or(list_contains($read_events, event_name) AND secret_id IS NOT NULL) AS is_read,
+        bool_or(list_contains($rotation_events, event_name) AND secret_id IS NOT NULL) AS is_rotation,
+        -- could be discovery (the rollup's secret_id is not the raw secret_ids: either BatchGetSecretValue counts)
+        bool_or(event_name IN ('ListSecrets', 'BatchGetSecretValue')) AS may_discover,
+        min(first_seen) FILTER (WHERE list_contains($read_events, event_name)) AS first_read,
+        any_value(event_name) FILTER (WHERE list_contains($read_events, event_name)) AS read_event,
+        any_value(recipient_account_id) AS recipient_account_id,
+        any_value(aws_region) AS aws_region
+    FROM hourly
+    WHERE event_source = 'secretsmanager.amazonaws.com'
+      AND caller_arn IS NOT NULL
+      AND error_code IS NULL
+      AND hour >= time_bucket($window, $since) - $lookback
+      AND hour < $until
+    GROUP BY hour, caller_arn, secret_name(secret_id)
+),
+
+-- Which principals could fire, from the rollups alone (an exact superset; only their raw calls are read).
+-- Scale G = greatest($burst, $paced_window). A secret counted for bucket b (a raw first read, or an older first
+-- read >= b - $paced_window) is read in an hour of [trunc(b - G), b + $window) (`hourly` has a row for every
+-- secret of a call's secret_ids, with exact first_seen) and in no hour of
+-- [b - $lookback, trunc(b - G)) (such a read is < b - G: its secret is familiar to raw_first_reads and too old for
+-- older_first_reads); i.e. its first read hour h in that range has previous_hour NULL or < b - $lookback.
+-- Each secret name is counted at most once per bucket while $lookback >= $burst + 1 hour (a later raw read's
+-- previous read lies within the lookback), so fewer such secrets than either threshold cannot cross it.
+-- A newcomer has no Secrets Manager hour in [b - $lookback, trunc(b - $burst)) and a discovery call
+-- (ListSecrets or BatchGetSecretValue) in [trunc(b - $burst), b + $window); rotations only remove reads.
+earlier_reads AS (  -- per principal and secret, its last read hour before the first bucket's scale G starts
+    SELECT principal_arn, secret_name, max(hour) AS last_hour
+    FROM past_calls
+    WHERE is_read
+      AND hour < date_trunc('hour', time_bucket($window, $since) - greatest($burst, $paced_window))
+    GROUP BY principal_arn, secret_name
+),
+
+read_hours AS (  -- hours a principal read a secret after not reading it for long enough to be unfamiliar to a bucket
+    SELECT principal_arn, secret_name, hour, previous_hour
+    FROM (
+        SELECT
+            r.principal_arn,
+            r.secret_name,
+            r.hour,
+            -- the previous read hour: an earlier one in this range, else the last one before it
+            coalesce(lag(r.hour) OVER (PARTITION BY r.principal_arn, r.secret_name ORDER BY r.hour), e.last_hour)
+                AS previous_hour
+        FROM past_calls AS r
+        LEFT JOIN earlier_reads AS e USING (principal_arn, secret_name)
+        WHERE r.is_read
+          AND r.hour >= date_trunc('hour', time_bucket($window, $since) - greatest($burst, $paced_window))
+    )
+    -- a bucket b this hour counts for has b < hour + G + 1 hour, so previous_hour < b - $lookback needs this
+    WHERE previous_hour IS NULL
+       OR previous_hour < hour + greatest($burst, $paced_window) + to_hours(1) - $lookback
+),
+
+rollup_buckets AS (  -- the run's buckets per principal, as judged_buckets finds them in the raw calls
+    SELECT DISTINCT principal_arn, time_bucket($window, hour) AS bucket
+    FROM past_calls
+    WHERE hour >= date_trunc('hour', $since)
+),
+
+unfamiliar_counts AS (  -- per bucket: secrets that may be unfamiliar to it (their first read hour in its range)
+    SELECT b.principal_arn, b.bucket
+    FROM rollup_buckets AS b
+    JOIN read_hours AS r USING (principal_arn)
+    WHERE r.hour >= date_trunc('hour', b.bucket - greatest($burst, $paced_window))
+      AND r.hour < b.bucket + $window
+      AND (r.previous_hour IS NULL OR r.previous_hour < b.bucket - $lookback)
+    GROUP BY b.principal_arn, b.bucket
+    HAVING count(DISTINCT r.secret_name) >= least($min_distinct_secrets, $paced_min_distinct_secrets)
+        OR $lookback < $burst + to_hours(1)
+),
+
+candidates AS (  -- enough secrets that may be unfamiliar, or a newcomer that may discover
+    SELECT principal_arn FROM unfamiliar_counts
+    UNION
+    SELECT b.principal_arn
+    FROM rollup_buckets AS b
+    SEMI JOIN past_calls AS d
+        ON d.principal_arn = b.principal_arn
+        AND d.may_discover
+        AND d.hour >= date_trunc('hour', b.bucket - $burst)
+        AND d.hour < b.bucket + $window
+    ANTI JOIN past_calls AS p
+        ON p.principal_arn = b.principal_arn
+        AND p.hour >= b.bucket - $lookback
+        AND p.hour < date_trunc('hour', b.bucket - $burst)
+    WHERE $history_start <= b.bucket - $lookback
+),
+
+sm_calls AS (  -- the candidates' calls, from the hour in which the run's first bucket's burst could start
     SELECT
         event_id,
         event_time,
@@ -36,27 +134,7 @@ WITH sm_calls AS (  -- the run's calls, from the hour in which its first bucket'
       AND error_code IS NULL
       AND event_time >= date_trunc('hour', time_bucket($window, $since) - $burst)
       AND event_time < $until
-),
-
-past_calls AS (  -- the lookback before that, from the hourly rollups (same filters): per hour, caller and secret
-    SELECT
-        hour,
-        caller_arn AS principal_arn,
-        secret_name(secret_id) AS secret_name,
-        any_value(secret_id) AS secret,
-        bool_or(list_contains($read_events, event_name) AND secret_id IS NOT NULL) AS is_read,
-        bool_or(list_contains($rotation_events, event_name) AND secret_id IS NOT NULL) AS is_rotation,
-        min(first_seen) FILTER (WHERE list_contains($read_events, event_name)) AS first_read,
-        any_value(event_name) FILTER (WHERE list_contains($read_events, event_name)) AS read_event,
-        any_value(recipient_account_id) AS recipient_account_id,
-        any_value(aws_region) AS aws_region
-    FROM hourly
-    WHERE event_source = 'secretsmanager.amazonaws.com'
-      AND caller_arn IS NOT NULL
-      AND error_code IS NULL
-      AND hour >= time_bucket($window, $since) - $lookback
-      AND hour < $until
-    GROUP BY hour, caller_arn, secret_name(secret_id)
+      AND caller_arn(principal_arn, session_issuer_arn) IN (SELECT principal_arn FROM candidates)
 ),
 
 secret_refs AS (  -- one row per (call, secret it names), a call naming none keeps one row; compared by name
