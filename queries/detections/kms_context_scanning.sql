@@ -36,11 +36,12 @@ WITH calls AS NOT MATERIALIZED (  -- the scan windows' raw calls (read below onl
       AND event_time < $until
 ),
 
-hourly_calls AS (  -- the same calls in the hourly rollups (same filters), from the hour before the first judged
-    -- bucket's $scan_window to $until: the run's scan windows and the hour before each
+rollup_calls AS NOT MATERIALIZED (  -- the same calls in the hourly rollups (same filters), from the start of the
+    -- first judged bucket's lookback (or of the hour before its $scan_window) to $until
     SELECT
         named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
         kms_key AS key_arn,
+        hour,
         time_bucket($window, hour) AS bucket,
         contexts,
         contexts_overflow
@@ -50,8 +51,12 @@ hourly_calls AS (  -- the same calls in the hourly rollups (same filters), from 
       AND error_code IS NULL
       AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
       AND named_caller(caller_arn, principal_type, caller_account_id) IS NOT NULL
-      AND hour >= time_bucket($window, $since) - $scan_window
+      AND hour >= time_bucket($window, $since) - greatest($lookback, $scan_window)
       AND hour < $until
+),
+
+hourly_calls AS (  -- the run's scan windows and the hour before each
+    SELECT * FROM rollup_calls WHERE hour >= time_bucket($window, $since) - $scan_window
 ),
 
 values_before AS (  -- the values each caller used in the hour before a bucket's $scan_window (a sample past 64):
@@ -121,18 +126,11 @@ recent_pairs AS (  -- the candidates' calls: one row per call, context key and j
       AND j.bucket < $until
 ),
 
-history_contexts AS (  -- the lookback side, from the hourly rollups (same filters): the candidates' context keys
-    SELECT named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn, kms_key AS key_arn, time_bucket($window, hour) AS bucket, unnest(contexts) AS c
-    FROM hourly
-    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM candidates) AS k
-        ON k.principal_arn = named_caller(hourly.caller_arn, hourly.principal_type, hourly.caller_account_id)
-        AND k.key_arn = hourly.kms_key
-    WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($read_events, event_name)
-      AND error_code IS NULL
-      AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
-      AND hour >= time_bucket($window, $since) - $lookback
-      AND hour < (SELECT max(bucket) FROM candidates)
+history_contexts AS (  -- the lookback side: the candidates' rollup rows
+    SELECT principal_arn, key_arn, bucket, unnest(contexts) AS c
+    FROM rollup_calls
+    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM candidates) AS k USING (principal_arn, key_arn)
+    WHERE hour < (SELECT max(bucket) FROM candidates)
 ),
 
 history_values AS (  -- the distinct values of the candidates' context keys per bucket, for their principal and key
