@@ -66,9 +66,10 @@ values_before AS (  -- the values each caller used in the hour before a bucket's
 ),
 
 possible AS (  -- (principal, key) pairs that could be candidates below, judged on the rollups alone. An exact
-    -- superset: the rollup rows of a judged bucket's $scan_window hold the same calls as the raw events, so where
-    -- no value list (nor key list) overflowed their union is the exact set of distinct values and the counts
-    -- below equal the candidates' counts; a list that overflowed makes its pair possible whatever it holds.
+    -- superset: the rollup rows of a judged bucket's $scan_window hold the same calls as the raw events (and more
+    -- in an hour cut by $until), so where no value list (nor key list) overflowed their union holds every
+    -- distinct value and the counts below are at least the candidates' counts; a list that overflowed makes its
+    -- pair possible whatever it holds.
     SELECT DISTINCT principal_arn, key_arn
     FROM (
         SELECT h.principal_arn, h.key_arn, j.bucket, c.key AS context_key, w.context_value, c.overflow OR h.contexts_overflow AS sampled
