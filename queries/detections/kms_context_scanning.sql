@@ -13,7 +13,9 @@
 -- in its first hours are known in its later hours. The lookback comes from the
 -- hourly rollups (`hourly`), which keep up to 64 distinct values per context key, group and hour: past that a
 -- principal's known values are a sample and its baseline at least 64, far above this detection's thresholds.
-WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events
+-- The scan windows' calls come from the rollups too, to pick the (principal, key) pairs that could be scanning
+-- (an exact superset); only those pairs' raw calls (`events`) are read and counted exactly.
+WITH calls AS NOT MATERIALIZED (  -- the scan windows' raw calls (read below only for the possible pairs)
     SELECT
         named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
@@ -34,30 +36,68 @@ WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events
       AND event_time < $until
 ),
 
-call_values AS (  -- the distinct values per principal, key, context key and $window bucket of the raw calls
-    SELECT principal_arn, key_arn, bucket, pair.key AS context_key, pair.value AS context_value
-    FROM (SELECT principal_arn, key_arn, bucket, unnest(map_entries(encryption_context)) AS pair FROM calls)
-    WHERE NOT list_contains($ignored_context_keys, pair.key)
-    GROUP BY ALL
+rollup_calls AS NOT MATERIALIZED (  -- the same calls in the hourly rollups (same filters), from the start of the
+    -- first judged bucket's lookback (or of the hour before its $scan_window) to $until
+    SELECT
+        named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
+        kms_key AS key_arn,
+        hour,
+        time_bucket($window, hour) AS bucket,
+        contexts,
+        contexts_overflow
+    FROM hourly
+    WHERE event_source = 'kms.amazonaws.com'
+      AND list_contains($read_events, event_name)
+      AND error_code IS NULL
+      AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
+      AND named_caller(caller_arn, principal_type, caller_account_id) IS NOT NULL
+      AND hour >= time_bucket($window, $since) - greatest($lookback, $scan_window)
+      AND hour < $until
 ),
 
-values_before AS (  -- the values each caller used in the hour before a bucket's $scan_window (hourly rollups, a
-    -- sample past 64): known in that bucket's lookback, so a scan window using few others cannot be scanning
-    SELECT DISTINCT principal_arn, key_arn, bucket, c.key AS context_key, unnest(c.values) AS context_value
+hourly_calls AS (  -- the run's scan windows and the hour before each
+    SELECT * FROM rollup_calls WHERE hour >= time_bucket($window, $since) - $scan_window
+),
+
+values_before AS (  -- the values each caller used in the hour before a bucket's $scan_window (a sample past 64):
+    -- known in that bucket's lookback, so a scan window using few others cannot be scanning
+    SELECT DISTINCT principal_arn, key_arn, bucket + $scan_window AS bucket, c.key AS context_key, unnest(c.values) AS context_value
+    FROM (SELECT principal_arn, key_arn, bucket, unnest(contexts) AS c FROM hourly_calls)
+),
+
+possible AS (  -- (principal, key) pairs that could be candidates below, judged on the rollups alone. An exact
+    -- superset: the rollup rows of a judged bucket's $scan_window hold the same calls as the raw events (and more
+    -- in an hour cut by $until), so where no value list (nor key list) overflowed their union holds every
+    -- distinct value and the counts below are at least the candidates' counts; a list that overflowed makes its
+    -- pair possible whatever it holds.
+    SELECT DISTINCT principal_arn, key_arn
     FROM (
-        SELECT
-            named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
-            kms_key AS key_arn,
-            time_bucket($window, hour) + $scan_window AS bucket,
-            unnest(contexts) AS c
-        FROM hourly
-        WHERE event_source = 'kms.amazonaws.com'
-          AND list_contains($read_events, event_name)
-          AND error_code IS NULL
-          AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
-          AND hour >= time_bucket($window, $since) - $scan_window
-          AND hour < $until
+        SELECT h.principal_arn, h.key_arn, j.bucket, c.key AS context_key, w.context_value, c.overflow OR h.contexts_overflow AS sampled
+        FROM hourly_calls AS h,
+            unnest(h.contexts) AS u(c),
+            unnest(c.values) AS w(context_value),
+            unnest(generate_series(h.bucket, h.bucket + $scan_window - $window, $window)) AS j(bucket)
+        WHERE h.bucket >= time_bucket($window, $since) + $window - $scan_window
+          AND NOT list_contains($ignored_context_keys, c.key)
+          AND j.bucket >= time_bucket($window, $since)
+          AND j.bucket < $until
+    ) AS v
+    LEFT JOIN values_before AS k USING (principal_arn, key_arn, bucket, context_key, context_value)
+    GROUP BY principal_arn, key_arn, context_key, bucket
+    HAVING bool_or(sampled)
+        OR (count(DISTINCT v.context_value) >= $min_distinct_values
+            AND count(DISTINCT v.context_value) FILTER (WHERE k.context_value IS NULL) >= $min_new_values)
+),
+
+call_values AS (  -- the distinct values per principal, key, context key and $window bucket of the possible pairs'
+    -- raw calls (usually none are read)
+    SELECT principal_arn, key_arn, bucket, pair.key AS context_key, pair.value AS context_value
+    FROM (
+        SELECT principal_arn, key_arn, bucket, unnest(map_entries(encryption_context)) AS pair
+        FROM calls SEMI JOIN possible USING (principal_arn, key_arn)
     )
+    WHERE NOT list_contains($ignored_context_keys, pair.key)
+    GROUP BY ALL
 ),
 
 candidates AS (  -- judged buckets whose $scan_window holds enough distinct values, enough of them new, to be
@@ -87,18 +127,11 @@ recent_pairs AS (  -- the candidates' calls: one row per call, context key and j
       AND j.bucket < $until
 ),
 
-history_contexts AS (  -- the lookback side, from the hourly rollups (same filters): the candidates' context keys
-    SELECT named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn, kms_key AS key_arn, time_bucket($window, hour) AS bucket, unnest(contexts) AS c
-    FROM hourly
-    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM candidates) AS k
-        ON k.principal_arn = named_caller(hourly.caller_arn, hourly.principal_type, hourly.caller_account_id)
-        AND k.key_arn = hourly.kms_key
-    WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($read_events, event_name)
-      AND error_code IS NULL
-      AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
-      AND hour >= time_bucket($window, $since) - $lookback
-      AND hour < (SELECT max(bucket) FROM candidates)
+history_contexts AS (  -- the lookback side: the candidates' rollup rows
+    SELECT principal_arn, key_arn, bucket, unnest(contexts) AS c
+    FROM rollup_calls
+    SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM candidates) AS k USING (principal_arn, key_arn)
+    WHERE hour < (SELECT max(bucket) FROM candidates)
 ),
 
 history_values AS (  -- the distinct values of the candidates' context keys per bucket, for their principal and key
