@@ -28,6 +28,9 @@ WITH calls AS NOT MATERIALIZED (  -- the run's raw calls, read only for the judg
       AND coalesce(key_arn, key_id) IS NOT NULL
       AND event_time >= time_bucket($window, $since)
       AND event_time < $until
+      -- the same span on the partition column (the UTC date of event_time): other days' files are never opened
+      AND event_date >= CAST(time_bucket($window, $since) AS DATE)
+      AND event_date <= CAST($until AS DATE)
 ),
 
 shapes_before AS (  -- each caller's shapes on a key in the bucket before (from the hourly rollups): they lie in

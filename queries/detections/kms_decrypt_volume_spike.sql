@@ -45,6 +45,9 @@ WITH calls AS NOT MATERIALIZED (  -- the run's raw calls (and the $window before
       AND named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) IS NOT NULL
       AND event_time >= time_bucket($window, $since) - $window
       AND event_time < $until
+      -- the same span on the partition column (the UTC date of event_time): other days' files are never opened
+      AND event_date >= CAST(time_bucket($window, $since) - $window AS DATE)
+      AND event_date <= CAST($until AS DATE)
 ),
 
 bucket_calls AS (  -- per pair and bucket (the one before the run's first too): its calls, from the hourly rollups
