@@ -271,6 +271,14 @@ candidates AS (  -- buckets that could fire under the lower of a person's and a 
     )
 ),
 
+candidate_calls AS MATERIALIZED (  -- the candidates' raw calls: their bucket's and the one before's (a sliding
+    -- window ending in the bucket reaches into it): one read of the run's calls for the kind, windows and evidence
+    SELECT *
+    FROM calls
+    SEMI JOIN (SELECT principal_arn, key_arn, unnest([bucket, bucket - $window]) AS bucket FROM candidates) AS c
+        USING (principal_arn, key_arn, bucket)
+),
+
 candidate_kind AS (  -- whether a person made any of a candidate bucket's calls (people have their own floors)
     SELECT
         principal_arn,
@@ -278,7 +286,7 @@ candidate_kind AS (  -- whether a person made any of a candidate bucket's calls 
         bucket,
         bool_or(principal_kind(principal_type, session_arn, session_issuer_arn, invoked_by, user_agent) = 'human')
             AS human
-    FROM calls
+    FROM candidate_calls
     SEMI JOIN candidates USING (principal_arn, key_arn, bucket)
     GROUP BY principal_arn, key_arn, bucket
 ),
@@ -302,7 +310,7 @@ sliding AS (  -- the candidates' calls in the $window ending at each call
         *,
         count(*) OVER w AS in_window,
         min(event_time) OVER w AS window_first
-    FROM calls
+    FROM candidate_calls
     SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM burst_candidates) AS c USING (principal_arn, key_arn)
     -- half-open like a bucket: (t - $window, t]
     WINDOW w AS (
@@ -367,7 +375,7 @@ SELECT
     list_sort(list(DISTINCT r.event_name)) AS event_names,
     list_sort(list(DISTINCT r.source_ip))[:$max_listed] AS source_ips
 FROM classified AS c
-JOIN calls AS r
+JOIN candidate_calls AS r
     ON r.principal_arn = c.principal_arn
     AND r.key_arn = c.key_arn
     -- the calls a run ending with this bucket reads (the stretch's earlier hours are counted, not listed)
