@@ -33,24 +33,9 @@ WITH calls AS NOT MATERIALIZED (  -- the run's raw calls, read only for the judg
       AND event_date <= CAST($until AS DATE)
 ),
 
-shapes_before AS (  -- each caller's shapes on a key in the bucket before (from the hourly rollups): they lie in
-    -- any lookback of the next bucket, in the caller's own shapes and the key's, so they never break it
-    SELECT DISTINCT
-        named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
-        kms_key AS key_arn,
-        coalesce(context_keys, []) AS context_keys,
-        time_bucket($window, hour) + $window AS bucket
-    FROM hourly
-    WHERE event_source = 'kms.amazonaws.com'
-      AND list_contains($context_events, event_name)
-      AND error_code IS NULL
-      AND hour >= time_bucket($window, $since) - $window
-      AND hour < $until
-),
-
-run_shapes AS (  -- per caller, key, shape and bucket of the run: its calls, from the hourly rollups (same filters;
-    -- their context_keys is the same list_sort(map_keys(encryption_context)), null for none). Exact, except that a
-    -- last hour cut by $until also counts its calls after $until: never fewer than the raw calls
+recent_shapes AS MATERIALIZED (  -- per caller, key, shape and bucket of the run and the bucket before: its calls,
+    -- from the hourly rollups (same filters; their context_keys is the same list_sort(map_keys(encryption_context)),
+    -- null for none). Exact, except that a last hour cut by $until also counts its calls after $until
     SELECT
         named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
         kms_key AS key_arn,
@@ -63,18 +48,24 @@ run_shapes AS (  -- per caller, key, shape and bucket of the run: its calls, fro
       AND error_code IS NULL
       AND named_caller(caller_arn, principal_type, caller_account_id) IS NOT NULL
       AND kms_key IS NOT NULL
-      AND hour >= time_bucket($window, $since)
+      AND hour >= time_bucket($window, $since) - $window
       AND hour < $until
     GROUP BY ALL
 ),
 
 judged_shapes AS (  -- shapes used in a bucket of the run often enough to be a finding at all, and not the bucket
-    -- before: a superset of the raw calls' (run_shapes never counts fewer), so only their calls are read (breaks)
-    -- and recounted (per_shape)
-    SELECT principal_arn, key_arn, context_keys, bucket
-    FROM run_shapes
-    ANTI JOIN shapes_before USING (principal_arn, key_arn, context_keys, bucket)
-    WHERE calls >= $min_events
+    -- before (those lie in any lookback of the next bucket, in the caller's own shapes and the key's, so they never
+    -- break it). Never fewer calls than the raw ones, so a superset of the shapes the raw calls would give: only
+    -- their calls are read (breaks) and recounted (per_shape)
+    SELECT r.principal_arn, r.key_arn, r.context_keys, r.bucket
+    FROM recent_shapes AS r
+    ANTI JOIN recent_shapes AS b
+        ON b.principal_arn = r.principal_arn
+        AND b.key_arn = r.key_arn
+        AND b.context_keys = r.context_keys
+        AND b.bucket = r.bucket - $window
+    WHERE r.bucket >= time_bucket($window, $since)
+      AND r.calls >= $min_events
 ),
 
 shape_buckets AS (  -- the lookback side, from the hourly rollups (same filters): shapes used on the judged keys
