@@ -7,8 +7,9 @@
 -- the key's shapes across all principals (a new replica of the same app is fine). Keys that never had a
 -- context stay quiet: there is no schema to break. Only successful calls count. Each $window bucket is judged
 -- with the shapes of its own lookback [bucket - lookback, bucket), as the scheduled run at its end would;
--- the lookback comes from the hourly rollups (`hourly`: one row per call shape), the judged buckets from events.
-WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events (streamed: a backtest holds 30 days)
+-- the lookback and the run's shape counts come from the hourly rollups (`hourly`: one row per call shape); raw
+-- events are read only for the calls of shapes that could break (usually none).
+WITH calls AS NOT MATERIALIZED (  -- the run's raw calls, read only for the judged shapes' (breaks; streamed, not held)
     SELECT
         named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
@@ -27,29 +28,44 @@ WITH calls AS NOT MATERIALIZED (  -- the run's own buckets, from the raw events 
       AND coalesce(key_arn, key_id) IS NOT NULL
       AND event_time >= time_bucket($window, $since)
       AND event_time < $until
+      -- the same span on the partition column (the UTC date of event_time): other days' files are never opened
+      AND event_date >= CAST(time_bucket($window, $since) AS DATE)
+      AND event_date <= CAST($until AS DATE)
 ),
 
-shapes_before AS (  -- each caller's shapes on a key in the bucket before (from the hourly rollups): they lie in
-    -- any lookback of the next bucket, in the caller's own shapes and the key's, so they never break it
-    SELECT DISTINCT
+recent_shapes AS MATERIALIZED (  -- per caller, key, shape and bucket of the run and the bucket before: its calls,
+    -- from the hourly rollups (same filters; their context_keys is the same list_sort(map_keys(encryption_context)),
+    -- null for none). Exact, except that a last hour cut by $until also counts its calls after $until
+    SELECT
         named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
         kms_key AS key_arn,
         coalesce(context_keys, []) AS context_keys,
-        time_bucket($window, hour) + $window AS bucket
+        time_bucket($window, hour) AS bucket,
+        sum(events) AS calls
     FROM hourly
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($context_events, event_name)
       AND error_code IS NULL
+      AND named_caller(caller_arn, principal_type, caller_account_id) IS NOT NULL
+      AND kms_key IS NOT NULL
       AND hour >= time_bucket($window, $since) - $window
       AND hour < $until
+    GROUP BY ALL
 ),
 
-judged_shapes AS (  -- shapes used in a bucket of the run often enough to be a finding at all, and not the bucket before
-    SELECT principal_arn, key_arn, context_keys, bucket, count(*) AS calls
-    FROM calls
-    ANTI JOIN shapes_before USING (principal_arn, key_arn, context_keys, bucket)
-    GROUP BY principal_arn, key_arn, context_keys, bucket
-    HAVING count(*) >= $min_events
+judged_shapes AS (  -- shapes used in a bucket of the run often enough to be a finding at all, and not the bucket
+    -- before (those lie in any lookback of the next bucket, in the caller's own shapes and the key's, so they never
+    -- break it). Never fewer calls than the raw ones, so a superset of the shapes the raw calls would give: only
+    -- their calls are read (breaks) and recounted (per_shape)
+    SELECT r.principal_arn, r.key_arn, r.context_keys, r.bucket
+    FROM recent_shapes AS r
+    ANTI JOIN recent_shapes AS b
+        ON b.principal_arn = r.principal_arn
+        AND b.key_arn = r.key_arn
+        AND b.context_keys = r.context_keys
+        AND b.bucket = r.bucket - $window
+    WHERE r.bucket >= time_bucket($window, $since)
+      AND r.calls >= $min_events
 ),
 
 shape_buckets AS (  -- the lookback side, from the hourly rollups (same filters): shapes used on the judged keys
@@ -146,6 +162,7 @@ per_shape AS (  -- each departing key set (over the volume floor: see judged_sha
         list(DISTINCT source_ip) AS source_ips
     FROM breaks
     GROUP BY principal_arn, key_arn, context_keys, bucket
+    HAVING count(*) >= $min_events
 )
 
 -- one finding per principal, key and bucket: several departing shapes at once are one incident, paged once

@@ -15,11 +15,12 @@
 -- (principal_kind: IAM user, Identity Center, console) has its own, lower floors (human_*).
 -- Each bucket is judged with its own lookback [bucket - lookback, bucket - $window), as the scheduled run at its
 -- end would: earlier buckets of a long run are history for later ones (the bucket before is left out: a sliding
--- window reaching into it must not be its own baseline). The lookback comes from the hourly rollups (`hourly`),
--- the judged buckets from the raw events, so a run reads raw events only for its own window ($window is a
--- whole number of hours here: rollups are hourly). A finding is reported in the bucket its peak window ends in,
+-- window reaching into it must not be its own baseline). The lookback and the run's own bucket counts come from
+-- the hourly rollups (`hourly`; $window is a whole number of hours here), so a run reads raw events only for the
+-- few buckets that could fire (their caller's kind, sliding windows and evidence) and an hour cut by $until. A finding is reported in the bucket its peak window ends in,
 -- its alert id bucketed by where that window starts: reruns and longer runs give the same id.
-WITH calls AS NOT MATERIALIZED (  -- the run's own buckets (and the $window before them, for sliding windows), from raw events (streamed, not held: a backtest reads 30 days)
+WITH calls AS NOT MATERIALIZED (  -- the run's raw calls (and the $window before them, for sliding windows), read
+    -- only for the candidates and an hour cut by $until (streamed, not held: a backtest reads 30 days)
     SELECT
         named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) AS principal_arn,
         coalesce(key_arn, key_id) AS key_arn,
@@ -29,7 +30,12 @@ WITH calls AS NOT MATERIALIZED (  -- the run's own buckets (and the $window befo
         source_ip,
         event_time,
         time_bucket($window, event_time) AS bucket,
-        principal_kind(principal_type, principal_arn, session_issuer_arn, invoked_by, user_agent) = 'human' AS human
+        -- principal_kind's inputs, for the judged buckets' calls only (per row it is costly)
+        principal_arn AS session_arn,
+        session_issuer_arn,
+        principal_type,
+        invoked_by,
+        user_agent
     FROM events
     WHERE event_source = 'kms.amazonaws.com'
       AND list_contains($read_events, event_name)
@@ -39,20 +45,45 @@ WITH calls AS NOT MATERIALIZED (  -- the run's own buckets (and the $window befo
       AND named_caller(caller_arn(principal_arn, session_issuer_arn), principal_type, principal_account_id) IS NOT NULL
       AND event_time >= time_bucket($window, $since) - $window
       AND event_time < $until
+      -- the same span on the partition column (the UTC date of event_time): other days' files are never opened
+      AND event_date >= CAST(time_bucket($window, $since) - $window AS DATE)
+      AND event_date <= CAST($until AS DATE)
 ),
 
-bucket_calls AS (  -- per pair and bucket (the one before the run's first too): its calls
+bucket_calls AS (  -- per pair and bucket (the one before the run's first too): its calls, from the hourly rollups
+    -- (same filters; counts, first and last call are exact), but for an hour cut by $until, counted from its calls
     SELECT
         principal_arn,
         key_arn,
         bucket,
-        count(*) AS calls,
-        min(event_time) AS first_call,
-        max(event_time) AS last_seen,
-        bool_or(human) AS human,
-        any_value(recipient_account_id) AS account_id,
-        any_value(aws_region) AS region
-    FROM calls
+        sum(calls)::BIGINT AS calls,
+        min(first_call) AS first_call,
+        max(last_seen) AS last_seen,
+        any_value(account_id) AS account_id,
+        any_value(region) AS region
+    FROM (
+        SELECT
+            named_caller(caller_arn, principal_type, caller_account_id) AS principal_arn,
+            kms_key AS key_arn,
+            time_bucket($window, hour) AS bucket,
+            events AS calls,
+            first_seen AS first_call,
+            last_seen,
+            recipient_account_id AS account_id,
+            aws_region AS region
+        FROM hourly
+        WHERE event_source = 'kms.amazonaws.com'
+          AND list_contains($read_events, event_name)
+          AND error_code IS NULL
+          AND NOT list_contains($covered_invokers, coalesce(invoked_by, ''))
+          AND named_caller(caller_arn, principal_type, caller_account_id) IS NOT NULL
+          AND hour >= time_bucket($window, $since) - $window
+          AND hour < date_trunc('hour', $until)
+        UNION ALL
+        SELECT principal_arn, key_arn, bucket, 1, event_time, event_time, recipient_account_id, aws_region
+        FROM calls
+        WHERE event_time >= date_trunc('hour', $until)
+    )
     GROUP BY principal_arn, key_arn, bucket
 ),
 
@@ -211,24 +242,67 @@ scored AS (
         u.stretch_calls,
         u.stretch_first,
         u.stretch_expected,
-        coalesce(t.active_days, 0) AS active_days,
-        CASE WHEN j.human THEN $human_min_events ELSE $min_events END AS floor_events,
-        CASE WHEN j.human THEN $human_new_pair_min_events ELSE $new_pair_min_events END AS floor_new_pair
+        coalesce(t.active_days, 0) AS active_days
     FROM judged AS j
     LEFT JOIN typical AS t USING (principal_arn, key_arn, bucket)
     LEFT JOIN same_hour AS s USING (principal_arn, key_arn, bucket)
     LEFT JOIN sustained AS u USING (principal_arn, key_arn, bucket)
 ),
 
-burst_candidates AS (  -- where the bound on the busiest window could be a burst: these are counted exactly
-    SELECT principal_arn, key_arn, bucket
+candidates AS (  -- buckets that could fire under the lower of a person's and a workload's floors: only these
+    -- need the caller's kind (from their raw calls). An exact superset of the findings (classified): a peak never
+    -- exceeds peak_bound, and the caller's floors are never below the lower ones
+    SELECT
+        *,
+        CASE
+            WHEN active_buckets = 0
+                THEN peak_bound >= least($new_pair_min_events, $human_new_pair_min_events)
+                    AND $history_start <= bucket - $lookback
+            ELSE peak_bound >= least($min_events, $human_min_events)
+                AND peak_bound > $spike_factor * typical_calls
+                AND peak_bound > $same_hour_factor * same_hour_max
+        END AS could_burst
     FROM scored
-    WHERE CASE
-        WHEN active_buckets = 0 THEN peak_bound >= floor_new_pair AND $history_start <= bucket - $lookback
-        ELSE peak_bound >= floor_events
-            AND peak_bound > $spike_factor * typical_calls
-            AND peak_bound > $same_hour_factor * same_hour_max
-    END
+    WHERE could_burst OR (
+        active_buckets > 0
+        AND active_days >= $sustained_min_days
+        AND stretch_calls >= greatest($sustained_min_events, least($min_events, $human_min_events))
+        AND stretch_calls > $sustained_factor * stretch_expected
+    )
+),
+
+candidate_calls AS MATERIALIZED (  -- the candidates' raw calls: their bucket's and the one before's (a sliding
+    -- window ending in the bucket reaches into it): one read of the run's calls for the kind, windows and evidence
+    SELECT *
+    FROM calls
+    SEMI JOIN (SELECT principal_arn, key_arn, unnest([bucket, bucket - $window]) AS bucket FROM candidates) AS c
+        USING (principal_arn, key_arn, bucket)
+),
+
+candidate_kind AS (  -- whether a person made any of a candidate bucket's calls (people have their own floors)
+    SELECT
+        principal_arn,
+        key_arn,
+        bucket,
+        bool_or(principal_kind(principal_type, session_arn, session_issuer_arn, invoked_by, user_agent) = 'human')
+            AS human
+    FROM candidate_calls
+    SEMI JOIN candidates USING (principal_arn, key_arn, bucket)
+    GROUP BY principal_arn, key_arn, bucket
+),
+
+floored AS (  -- each candidate with its caller's floors
+    SELECT
+        c.*,
+        coalesce(k.human, false) AS human,
+        CASE WHEN k.human THEN $human_min_events ELSE $min_events END AS floor_events,
+        CASE WHEN k.human THEN $human_new_pair_min_events ELSE $new_pair_min_events END AS floor_new_pair
+    FROM candidates AS c
+    LEFT JOIN candidate_kind AS k USING (principal_arn, key_arn, bucket)
+),
+
+burst_candidates AS (  -- where the bound on the busiest window could be a burst: these are counted exactly
+    SELECT principal_arn, key_arn, bucket FROM candidates WHERE could_burst
 ),
 
 sliding AS (  -- the candidates' calls in the $window ending at each call
@@ -236,7 +310,7 @@ sliding AS (  -- the candidates' calls in the $window ending at each call
         *,
         count(*) OVER w AS in_window,
         min(event_time) OVER w AS window_first
-    FROM calls
+    FROM candidate_calls
     SEMI JOIN (SELECT DISTINCT principal_arn, key_arn FROM burst_candidates) AS c USING (principal_arn, key_arn)
     -- half-open like a bucket: (t - $window, t]
     WINDOW w AS (
@@ -276,7 +350,7 @@ classified AS (
             -- min_events bounds every scale: raising it quiets the detection
             AND s.stretch_calls >= greatest($sustained_min_events, s.floor_events)
             AND s.stretch_calls > $sustained_factor * s.stretch_expected AS is_sustained
-    FROM scored AS s
+    FROM floored AS s
     LEFT JOIN peaks AS p USING (principal_arn, key_arn, bucket)
 )
 
@@ -301,7 +375,7 @@ SELECT
     list_sort(list(DISTINCT r.event_name)) AS event_names,
     list_sort(list(DISTINCT r.source_ip))[:$max_listed] AS source_ips
 FROM classified AS c
-JOIN calls AS r
+JOIN candidate_calls AS r
     ON r.principal_arn = c.principal_arn
     AND r.key_arn = c.key_arn
     -- the calls a run ending with this bucket reads (the stretch's earlier hours are counted, not listed)
