@@ -3,9 +3,10 @@ as `$name`.
 
 `events` holds the committed events of the partitions a window needs, `hourly` their hourly rollups
 (pipeline/lake/rollups.py, rows of any batching: detections sum and union them by their own grouping). Detections
-judge the window's buckets from `events` and read their lookback from `hourly`, so a run's cost follows the window,
-not the history. The session whitelists only the lake's events and rollups directories, then disables external
-access and locks the configuration, so ad-hoc SQL can read the lake and nothing else. Only read statements
+read their lookback from `hourly`, choose from it which of the window's buckets could fire, and read raw `events`
+only for those candidates, so a run's cost follows the window's rollups: neither the history nor the raw volume.
+The session whitelists only the lake's events and rollups directories, then disables external access and locks
+the configuration, so ad-hoc SQL can read the lake and nothing else. Only read statements
 (SELECT, EXPLAIN) are accepted: DuckDB would otherwise allow `COPY ... TO` inside the whitelisted directory.
 """
 
