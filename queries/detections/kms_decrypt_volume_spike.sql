@@ -17,8 +17,9 @@
 -- end would: earlier buckets of a long run are history for later ones (the bucket before is left out: a sliding
 -- window reaching into it must not be its own baseline). The lookback and the run's own bucket counts come from
 -- the hourly rollups (`hourly`; $window is a whole number of hours here), so a run reads raw events only for the
--- few buckets that could fire (their caller's kind, sliding windows and evidence) and an hour cut by $until. A finding is reported in the bucket its peak window ends in,
--- its alert id bucketed by where that window starts: reruns and longer runs give the same id.
+-- few buckets that could fire (their caller's kind, sliding windows and evidence) and an hour cut by $until.
+-- A finding is reported in the bucket its peak window ends in, its alert id bucketed by where that window starts:
+-- reruns and longer runs give the same id.
 WITH calls AS NOT MATERIALIZED (  -- the run's raw calls (and the $window before them, for sliding windows), read
     -- only for the candidates and an hour cut by $until (streamed, not held: a backtest reads 30 days)
     SELECT
